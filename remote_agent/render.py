@@ -1,0 +1,90 @@
+"""Turning stored rows into orchesjob's JSON job object, and into a table for people."""
+
+import json
+import sys
+from typing import Any, Dict, List, Optional
+
+from remote_agent import store
+from remote_agent.timeutil import to_iso
+
+_TIMES = ("started_at", "finished_at", "updated_at", "aborted_at")
+
+
+def job_object(row, home):
+    # type: (Dict[str, Any], str) -> Dict[str, Any]
+    """The orchesjob 1.1.0 job object (same keys, same order), then our added keys."""
+    target_pid = row.get("target_pid")
+    worker_pid = row.get("worker_pid")
+    job_id = row["job_id"]
+    out = {
+        "job_id": job_id,
+        "run_key": row["run_key"],
+        "command": store.command_of(row),
+        "pid": target_pid or worker_pid,
+        "pid_kind": "target" if target_pid is not None else ("worker" if worker_pid is not None else None),
+        "worker_pid": worker_pid,
+        "target_pid": target_pid,
+        "status": row["status"],
+        "exit_code": row["exit_code"],
+        "stdout_file": store.log_path(home, job_id, "stdout"),
+        "stderr_file": store.log_path(home, job_id, "stderr"),
+        "attempt_no": row["attempt_no"],
+        "strict": bool(row["strict"]),
+        "rerun_of_job_id": row["rerun_of_job_id"],
+        "rerun_reason": row["rerun_reason"],
+        "abort_reason": row["abort_reason"],
+    }  # type: Dict[str, Any]
+    for key in _TIMES + ("acked_at",):
+        out[key] = row.get(key)
+        out[key + "_iso"] = to_iso(row.get(key))
+    out["lost_reason"] = row.get("lost_reason")
+    out["cwd"] = row.get("cwd")
+    return out
+
+
+def override_object(row):
+    # type: (Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]
+    if row is None:
+        return None
+    out = {}  # type: Dict[str, Any]
+    for key in ("allowed_at", "used_at"):
+        out[key] = row[key]
+        out[key + "_iso"] = to_iso(row[key])
+    out["reason"] = row["reason"]
+    out["expires_at"] = row["expires_at"]
+    out["expires_at_iso"] = to_iso(row["expires_at"])
+    return out
+
+
+def print_json(data):
+    # type: (Any) -> None
+    """orchesjob's output format: indent=2, ASCII-escaped, trailing newline."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+_COLUMNS = (("JOB_ID", "job_id"), ("RUN_KEY", "run_key"), ("ATTEMPT", "attempt_no"),
+            ("STATUS", "status"), ("EXIT", "exit_code"), ("PID", "pid"),
+            ("STARTED", "started_at_iso"), ("FINISHED", "finished_at_iso"), ("COMMAND", "command"))
+
+
+def _cell(value):
+    # type: (Any) -> str
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        text = " ".join(value)
+    else:
+        text = str(value)
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def print_table(jobs):
+    # type: (List[Dict[str, Any]]) -> None
+    """A fixed-width listing for people; scripts should keep using the JSON."""
+    rows = [[title for title, _ in _COLUMNS]]
+    rows += [[_cell(job.get(key)) for _, key in _COLUMNS] for job in jobs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    out = "\n".join(lines) + "\n"
+    sys.stdout.buffer.write(out.encode("utf-8", "replace"))

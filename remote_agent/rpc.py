@@ -1,0 +1,199 @@
+"""The machine protocol (docs/PROTOCOL.md): one JSON request on stdin, one JSON reply.
+
+The provider sends the whole job spec here instead of on a command line, so no user
+string is ever parsed by a remote shell and no secret shows up in ``ps``.
+"""
+
+import binascii
+import json
+import sqlite3
+import sys
+from typing import Any, Callable, Dict, List, Optional
+
+from remote_agent import PROTOCOL, __version__, jobs, procs, render, store
+from remote_agent.errors import EXIT_ERROR, AgentError, bad_args
+
+DEFAULT_LIMIT = 65536
+MAX_LIMIT = 8 << 20
+MAX_WAIT = 600.0
+
+Handler = Callable[[Dict[str, Any], str], Dict[str, Any]]
+
+
+def _get(req, key, kind, default=None, required=False):
+    # type: (Dict[str, Any], str, Any, Any, bool) -> Any
+    value = req.get(key, default)
+    if value is None:
+        if required:
+            raise bad_args("request field {!r} is required".format(key))
+        return default
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise bad_args("request field {!r} must be {}".format(key, getattr(kind, "__name__", kind)))
+    return value
+
+
+def _env(req):
+    # type: (Dict[str, Any]) -> Optional[Dict[str, str]]
+    env = _get(req, "env", dict, {})
+    for k, v in env.items():
+        if not isinstance(v, str) or not k or "=" in k or "\0" in k or "\0" in v:
+            raise bad_args("env must map names (no '=' or NUL) to strings")
+    return env or None
+
+
+def _limit(req):
+    # type: (Dict[str, Any]) -> int
+    return max(1, min(_get(req, "limit", int, DEFAULT_LIMIT), MAX_LIMIT))
+
+
+def _offsets(spec):
+    # type: (Dict[str, Any]) -> Optional[Dict[str, int]]
+    offsets = spec.get("offsets")
+    if offsets is None:
+        return None
+    if not isinstance(offsets, dict) or not all(
+            k in ("stdout", "stderr") and isinstance(v, int) and v >= 0 for k, v in offsets.items()):
+        raise bad_args("offsets must map 'stdout'/'stderr' to byte offsets >= 0")
+    return offsets
+
+
+def _logs(home, row, offsets, limit):
+    # type: (str, Dict[str, Any], Dict[str, int], int) -> Dict[str, Any]
+    terminal = row["status"] in store.TERMINAL
+    return {s: jobs.read_chunk(home, row["job_id"], s, off, limit, terminal) for s, off in offsets.items()}
+
+
+def op_ping(req, home):
+    # type: (Dict[str, Any], str) -> Dict[str, Any]
+    return {"home": home, "python": "{}.{}.{}".format(*sys.version_info[:3]),
+            "sqlite": sqlite3.sqlite_version, "boot_id": procs.boot_id()}
+
+
+def op_start(req, home):
+    # type: (Dict[str, Any], str) -> Dict[str, Any]
+    mode = _get(req, "mode", str, "resume")
+    if mode not in ("resume", "new"):
+        raise bad_args("mode must be 'resume' or 'new'")
+    argv = jobs.check_argv(_get(req, "argv", list, required=True))
+    result, row = jobs.start(
+        home, _get(req, "run_key", str, required=True), argv,
+        cwd=_get(req, "cwd", str), env=_env(req), strict=_get(req, "strict", bool, False),
+        resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0))
+    return {"action": result.action, "strict_override_used": result.strict_override_used,
+            "job": render.job_object(row, home)}
+
+
+def op_poll(req, home):
+    # type: (Dict[str, Any], str) -> Dict[str, Any]
+    specs = _get(req, "jobs", list, required=True)
+    limit = _limit(req)
+    reader = jobs.Reader(home)
+    out = []  # type: List[Dict[str, Any]]
+    try:
+        for spec in specs:
+            if not isinstance(spec, dict):
+                raise bad_args("each entry of 'jobs' must be an object with a job_id")
+            job_id = jobs.check_job_id(spec.get("job_id"))
+            offsets = _offsets(spec)
+            row = reader.job(job_id)
+            item = {"job_id": job_id, "job": render.job_object(row, home) if row else None}  # type: Dict[str, Any]
+            if row is not None and offsets is not None:
+                item["logs"] = _logs(home, row, offsets, limit)
+            out.append(item)
+    finally:
+        reader.close()
+    return {"jobs": out}
+
+
+def op_wait(req, home):
+    # type: (Dict[str, Any], str) -> Dict[str, Any]
+    job_id = jobs.check_job_id(_get(req, "job_id", str, required=True))
+    timeout = min(max(0.0, _get(req, "timeout", float, 30.0)), MAX_WAIT)
+    until = _get(req, "until", str, "terminal")
+    if until not in ("terminal", "output"):
+        raise bad_args("until must be 'terminal' or 'output'")
+    offsets = _offsets(req)
+    reader = jobs.Reader(home)
+    try:
+        row, timed_out = jobs.wait_for(reader, job_id, timeout, offsets if until == "output" else None)
+    finally:
+        reader.close()
+    out = {"job": render.job_object(row, home), "timed_out": timed_out}  # type: Dict[str, Any]
+    if offsets is not None:
+        out["logs"] = _logs(home, row, offsets, _limit(req))
+    return out
+
+
+def op_ack(req, home):
+    # type: (Dict[str, Any], str) -> Dict[str, Any]
+    return {"job": render.job_object(jobs.ack(home, _get(req, "job_id", str, required=True)), home)}
+
+
+def op_abort(req, home):
+    # type: (Dict[str, Any], str) -> Dict[str, Any]
+    row, flags = jobs.abort(home, None, jobs.check_job_id(_get(req, "job_id", str, required=True)),
+                            _get(req, "reason", str), _get(req, "grace_seconds", float, 5.0))
+    out = {"job": render.job_object(row, home), "aborted": True}  # type: Dict[str, Any]
+    out.update(flags)
+    return out
+
+
+OPS = {"ping": op_ping, "start": op_start, "poll": op_poll, "wait": op_wait, "ack": op_ack,
+       "abort": op_abort}  # type: Dict[str, Handler]
+
+
+def _reply(op, body):
+    # type: (Optional[str], Dict[str, Any]) -> None
+    out = {"ok": "error" not in body, "protocol": PROTOCOL, "agent_version": __version__, "op": op}
+    out.update(body)
+    sys.stdout.write(json.dumps(out) + "\n")
+    sys.stdout.flush()
+
+
+def serve():
+    # type: () -> int
+    """Answer one request; the exit code equals the error code (0 on success)."""
+    op = None  # type: Optional[str]
+    home = ""
+    try:
+        raw = sys.stdin.buffer.read()
+        try:
+            req = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise bad_args("request is not valid JSON: {}".format(exc))
+        if not isinstance(req, dict):
+            raise bad_args("request must be a JSON object")
+        op = req.get("op")
+        proto = req.get("protocol", PROTOCOL)
+        if proto != PROTOCOL:
+            raise bad_args("protocol {!r} is not supported (this agent speaks {})".format(proto, PROTOCOL))
+        if op not in OPS:
+            raise bad_args("unknown op {!r}; known: {}".format(op, ", ".join(sorted(OPS))))
+        home = _get(req, "home", str) or store.default_home()
+        body = OPS[op](req, home)
+    except AgentError as exc:
+        return _error(op, exc)
+    except sqlite3.Error as exc:
+        return _error(op, store.db_error(exc, home))
+    except Exception as exc:
+        return _error(op, AgentError("internal error: {}: {}".format(type(exc).__name__, exc), EXIT_ERROR))
+    _reply(op, body)
+    return 0
+
+
+def _error(op, exc):
+    # type: (Optional[str], AgentError) -> int
+    message = " ".join(exc.message.split())
+    _reply(op, {"error": {"code": exc.code, "kind": exc.kind, "message": message}})
+    sys.stderr.write("orchesjob: {}\n".format(message))
+    return exc.code
+
+
+def decode_chunk(chunk):
+    # type: (Dict[str, Any]) -> bytes
+    """The raw bytes of a log chunk (for callers in Python)."""
+    return binascii.a2b_base64(chunk["data_b64"])
+
+

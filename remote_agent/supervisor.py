@@ -1,0 +1,150 @@
+"""Launching a job: the forked supervisor that owns the target process.
+
+The launcher (the ``start`` command) commits the job row as STARTING, closes its database
+connection, then forks. The child becomes the supervisor: a new session with stdio on
+/dev/null, so neither SIGHUP nor the SSH channel closing reaches it and the SSH command
+returns as soon as the launcher prints its reply. Forking instead of exec'ing a second
+interpreter saves a whole Python start-up (the largest cost of an async start).
+
+The supervisor tells the launcher what happened through a pipe: one byte ``R`` once the
+target runs and its pid is stored, and end-of-file when the final status is stored (or the
+supervisor died). A sync start therefore wakes the moment the job ends, with no polling.
+"""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from remote_agent import procs, store
+from remote_agent.timeutil import now_ts
+
+READY = b"R"
+
+
+def launch(home, job_id, argv, cwd, env):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]]) -> Tuple[int, int]
+    """Fork the supervisor for a committed STARTING job; return (its pid, the read end)."""
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # supervisor
+        code = 1
+        try:
+            os.close(read_fd)
+            code = _supervise(home, job_id, argv, cwd, env, write_fd)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def _detach():
+    # type: () -> None
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+
+
+def _open_log(home, job_id, stream):
+    # type: (str, str, str) -> int
+    return os.open(store.log_path(home, job_id, stream),
+                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
+def _record(conn, job_id, only_if, **values):
+    # type: (sqlite3.Connection, str, Tuple[str, ...], **object) -> bool
+    values["updated_at"] = now_ts()
+    return store.in_transaction(conn, lambda: store.update_job(conn, job_id, only_if, **values))
+
+
+def _supervise(home, job_id, argv, cwd, env, notify_fd):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int) -> int
+    _detach()
+    target = []  # type: List[int]
+
+    def forward_term(signum, frame):  # type: ignore[no-untyped-def]
+        # A plain `kill <supervisor>` stops the job rather than orphaning the target.
+        if target:
+            procs.send_group(target[0], signal.SIGTERM)
+
+    def ignore(signum, frame):  # type: ignore[no-untyped-def]
+        pass
+
+    # Handlers, not SIG_IGN: exec resets handlers to the default, so the target does not
+    # inherit an ignored SIGHUP or SIGINT.
+    signal.signal(signal.SIGTERM, forward_term)
+    signal.signal(signal.SIGHUP, ignore)
+    signal.signal(signal.SIGINT, ignore)
+
+    # A connection of our own, opened after the fork: SQLite handles must never cross one.
+    conn = store.open_db(home, write=True)
+    assert conn is not None
+    me = os.getpid()
+    if not _record(conn, job_id, ("STARTING",), worker_pid=me, worker_start=procs.start_time(me)):
+        return 0  # aborted or declared lost before we got here: run nothing
+    out_fd = _open_log(home, job_id, "stdout")
+    err_fd = _open_log(home, job_id, "stderr")
+    full_env = None
+    if env:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=cwd or None, env=full_env, stdin=subprocess.DEVNULL,
+            stdout=out_fd, stderr=err_fd, start_new_session=True,
+        )
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        text = getattr(exc, "strerror", None) or str(exc)
+        message = "orchesjob: cannot launch {!r}: {}\n".format(argv[0] if argv else "", text)
+        os.write(err_fd, message.encode("utf-8", "backslashreplace"))
+        now = now_ts()
+        _record(conn, job_id, store.ACTIVE, status="FAILED", exit_code=-1, finished_at=now)
+        return 0
+    finally:
+        os.close(out_fd)
+        os.close(err_fd)
+    target.append(proc.pid)
+    if not _record(conn, job_id, ("STARTING",), status="RUNNING", target_pid=proc.pid,
+                   target_start=procs.start_time(proc.pid)):
+        # Aborted between launch and record: do not leave the target orphaned.
+        procs.send_group(proc.pid, signal.SIGTERM)
+        rc = proc.wait()
+        _record(conn, job_id, ("ABORTED",), exit_code=rc)
+        return 0
+    try:
+        os.write(notify_fd, READY)
+    except OSError:
+        pass  # the launcher is gone (SSH dropped): nothing to tell
+    rc = proc.wait()
+    status = "SUCCEEDED" if rc == 0 else "FAILED"
+    if not _record(conn, job_id, store.ACTIVE, status=status, exit_code=rc, finished_at=now_ts()):
+        # Aborted (or declared lost) meanwhile: keep that status, but keep the exit code too.
+        conn.execute("UPDATE jobs SET exit_code = ? WHERE job_id = ? AND exit_code IS NULL",
+                     (rc, job_id))
+    return 0
+
+
+def wait_ready(read_fd, timeout):
+    # type: (int, Optional[float]) -> bool
+    """Wait for the supervisor's READY byte or end-of-file; False on timeout."""
+    import select
+
+    ready, _, _ = select.select([read_fd], [], [], timeout)
+    if not ready:
+        return False
+    os.read(read_fd, 1)
+    return True
+
+
+def wait_finished(read_fd):
+    # type: (int) -> None
+    """Block until the supervisor closed the pipe (final status stored, or it died)."""
+    while os.read(read_fd, 4096):
+        pass
