@@ -4,23 +4,18 @@ Every failure ends as one ``orchesjob: <message>`` line on stderr and a document
 code (see errors.py); argparse's usage dumps are folded into that one line too.
 """
 
-import argparse
 import os
 import sqlite3
 import sys
-from typing import Any, Dict, List, NoReturn, Optional
 
 from remote_agent import __version__, jobs, render, store
 from remote_agent.errors import EXIT_ERROR, EXIT_INVALID_ARGS, AgentError, bad_args
 from remote_agent.timeutil import ISO_HINT, parse_datetime, parse_ttl, to_iso
 
+MYPY = False
+if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
+    from typing import Any, Dict, List, NoReturn, Optional  # noqa: F401
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line and exit code 2."""
-
-    def error(self, message):
-        # type: (str) -> NoReturn
-        raise AgentError(message, EXIT_INVALID_ARGS)
 
 
 def _examples(*lines):
@@ -29,7 +24,7 @@ def _examples(*lines):
 
 
 def _job_selector(p, required=True):
-    # type: (argparse.ArgumentParser, bool) -> Any
+    # type: (Any, bool) -> Any
     group = p.add_mutually_exclusive_group(required=required)
     group.add_argument("--run-key", dest="run_key", metavar="RUN_KEY", help="the job's idempotency key")
     group.add_argument("--job-id", dest="job_id", metavar="JOB_ID", help="one job by id")
@@ -37,7 +32,16 @@ def _job_selector(p, required=True):
 
 
 def build_parser():
-    # type: () -> argparse.ArgumentParser
+    # type: () -> Any
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        """argparse that reports a usage error as one line and exit code 2."""
+
+        def error(self, message):
+            # type: (str) -> NoReturn
+            raise AgentError(message, EXIT_INVALID_ARGS)
+
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="orchesjob",
@@ -78,7 +82,8 @@ def build_parser():
 
     p = sub.add_parser(
         "logs", help="print a job's stdout or stderr", formatter_class=fmt,
-        epilog=_examples("orchesjob logs --run-key backup-42", "orchesjob logs --job-id JOB_ID --stream stderr"))
+        epilog=_examples("orchesjob logs --run-key backup-42",
+                         "orchesjob logs --job-id JOB_ID --stream stderr"))
     _job_selector(p)
     p.add_argument("--stream", default="stdout", choices=("stdout", "stderr"), help="log stream")
 
@@ -143,6 +148,77 @@ def build_parser():
     return parser
 
 
+class Args(object):
+    """The parsed command line (what argparse's Namespace would hold)."""
+
+    def __init__(self, **values):
+        # type: (**Any) -> None
+        self.__dict__.update(values)
+
+
+# The hot commands' flags, for the fast path below: (type, default). Selector flags of
+# mutually exclusive groups are listed in _FAST_ONE_OF.
+_FAST = {
+    "status": {"--run-key": (str, None), "--job-id": (str, None), "--running": (bool, False),
+               "--all": (bool, False), "--format": (("json", "table"), "json")},
+    "logs": {"--run-key": (str, None), "--job-id": (str, None), "--stream": (("stdout", "stderr"), "stdout")},
+    "start": {"--run-key": (str, None), "--sync": (bool, False), "--start-timeout": (float, 10.0),
+              "--strict": (bool, False), "--cwd": (str, None)},
+}  # type: Dict[str, Dict[str, Any]]
+_FAST_ONE_OF = {"status": ("run_key", "job_id", "running"), "logs": ("run_key", "job_id"),
+                "start": ("run_key",)}
+
+
+def fast_parse(argv):
+    # type: (List[str]) -> Optional[Args]
+    """Parse the common forms of status/logs/start without argparse, or return None.
+
+    Building the argparse tree costs more than the whole status query, so the hot commands
+    take this path. Anything it is not sure of (help, '=' forms, abbreviations, errors)
+    returns None and goes to argparse, which gives the same result or the same error.
+    """
+    if not argv or argv[0] not in _FAST:
+        return None
+    name, spec = argv[0], _FAST[argv[0]]
+    values = {"subcommand": name}  # type: Dict[str, Any]
+    for flag, (_, default) in spec.items():
+        values[flag[2:].replace("-", "_")] = default
+    i = 1
+    while i < len(argv):
+        token = argv[i]
+        if name == "start" and (token == "--" or not token.startswith("-")):
+            break
+        if token not in spec:
+            return None
+        kind = spec[token][0]
+        dest = token[2:].replace("-", "_")
+        if kind is bool:
+            values[dest] = True
+            i += 1
+            continue
+        if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+            return None
+        raw = argv[i + 1]
+        if isinstance(kind, tuple):
+            if raw not in kind:
+                return None
+            values[dest] = raw
+        elif kind is float:
+            try:
+                values[dest] = float(raw)
+            except ValueError:
+                return None
+        else:
+            values[dest] = raw
+        i += 2
+    if name == "start":
+        values["command"] = argv[i:]
+    chosen = [d for d in _FAST_ONE_OF[name] if values[d] not in (None, False)]
+    if len(chosen) != 1:
+        return None
+    return Args(**values)
+
+
 def _start_reply(result, row, home, strict, sync):
     # type: (jobs.StartResult, Dict[str, Any], str, bool, bool) -> Dict[str, Any]
     out = render.job_object(row, home)
@@ -164,7 +240,7 @@ def _with_override(reader, row):
 
 
 def cmd_start(args, home):
-    # type: (argparse.Namespace, str) -> None
+    # type: (Any, str) -> None
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -174,7 +250,7 @@ def cmd_start(args, home):
 
 
 def cmd_status(args, home):
-    # type: (argparse.Namespace, str) -> None
+    # type: (Any, str) -> None
     if args.all and not args.run_key:
         raise bad_args("status --all requires --run-key")
     reader = jobs.Reader(home)
@@ -199,7 +275,7 @@ def cmd_status(args, home):
 
 
 def cmd_logs(args, home):
-    # type: (argparse.Namespace, str) -> None
+    # type: (Any, str) -> None
     reader = jobs.Reader(home)
     try:
         row = reader.resolve(args.run_key, args.job_id)
@@ -209,7 +285,7 @@ def cmd_logs(args, home):
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        raise AgentError("Log file not found: {}".format(path), 3)
+        raise AgentError("Log file not found: {}".format(path), 3) from None
     with f:
         out = sys.stdout.buffer
         while True:
@@ -227,11 +303,11 @@ def _clean_datetime(flag, value):
     try:
         return parse_datetime(value)
     except ValueError:
-        raise bad_args("Invalid {}: {!r}. {}".format(flag, value, ISO_HINT))
+        raise bad_args("Invalid {}: {!r}. {}".format(flag, value, ISO_HINT)) from None
 
 
 def cmd_clean(args, home):
-    # type: (argparse.Namespace, str) -> None
+    # type: (Any, str) -> None
     if args.job_id:
         if args.before or args.after or args.all or args.run_key:
             raise bad_args("clean: --job-id cannot be combined with --before, --after, --all, or --run-key")
@@ -253,7 +329,7 @@ def cmd_clean(args, home):
 
 
 def cmd_abort(args, home):
-    # type: (argparse.Namespace, str) -> None
+    # type: (Any, str) -> None
     row, flags = jobs.abort(home, args.run_key, args.job_id, args.reason, args.grace_seconds)
     out = render.job_object(row, home)
     out["aborted"] = True
@@ -262,13 +338,13 @@ def cmd_abort(args, home):
 
 
 def cmd_unlock(args, home):
-    # type: (argparse.Namespace, str) -> None
+    # type: (Any, str) -> None
     ttl = None
     if args.ttl is not None:
         try:
             ttl = parse_ttl(args.ttl)
         except ValueError as exc:
-            raise bad_args(str(exc))
+            raise bad_args(str(exc)) from None
     res = jobs.unlock(home, args.run_key, args.reason, ttl)
     render.print_json({
         "unlocked": True, "run_key": res["run_key"], "reason": res["reason"],
@@ -278,7 +354,7 @@ def cmd_unlock(args, home):
 
 
 def cmd_rerun(args, home):
-    # type: (argparse.Namespace, str) -> None
+    # type: (Any, str) -> None
     result, row = jobs.rerun(home, args.run_key, args.job_id, args.reason, args.sync, args.start_timeout)
     out = _start_reply(result, row, home, False, args.sync)
     out["rerun"] = True
@@ -286,12 +362,12 @@ def cmd_rerun(args, home):
 
 
 def cmd_ack(args, home):
-    # type: (argparse.Namespace, str) -> None
+    # type: (Any, str) -> None
     render.print_json(render.job_object(jobs.ack(home, args.job_id), home))
 
 
 def cmd_wait(args, home):
-    # type: (argparse.Namespace, str) -> None
+    # type: (Any, str) -> None
     reader = jobs.Reader(home)
     try:
         row = reader.resolve(args.run_key, args.job_id)
@@ -328,7 +404,7 @@ def main(argv=None):
     home = ""
     try:
         home = store.default_home()
-        args = build_parser().parse_args(argv)
+        args = fast_parse(argv) or build_parser().parse_args(argv)  # type: Any
         if args.subcommand == "rpc":
             from remote_agent import rpc
 

@@ -10,7 +10,11 @@ Elsewhere (macOS, best effort) the start time is unknown and only the PID is che
 import errno
 import os
 import signal
-from typing import Optional
+
+MYPY = False
+if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
+    from typing import Optional  # noqa: F401
+
 
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 _boot_id_cache = []  # type: list

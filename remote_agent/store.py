@@ -9,9 +9,13 @@ and keep working while a writer holds the database.
 import json
 import os
 import sqlite3
-from typing import Any, Dict, List, Optional, Sequence
 
-from remote_agent.errors import AgentError, EXIT_ERROR, EXIT_LOCK_ERROR
+from remote_agent.errors import EXIT_ERROR, EXIT_LOCK_ERROR, AgentError
+
+MYPY = False
+if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
+    from typing import Any, Dict, List, Optional, Sequence  # noqa: F401
+
 
 #: ``PRAGMA user_version`` of the current schema. Each entry of ``_MIGRATIONS`` moves the
 #: database one version forward; a release that changes the schema appends one.
@@ -137,7 +141,7 @@ def _ensure_dirs(home):
         os.makedirs(os.path.join(home, "logs"), mode=0o700, exist_ok=True)
         os.chmod(home, 0o700)
     except OSError as exc:
-        raise AgentError("cannot use state dir {}: {}".format(home, exc.strerror or exc))
+        raise AgentError("cannot use state dir {}: {}".format(home, exc.strerror or exc)) from None
 
 
 def _connect(path, readonly):
@@ -164,7 +168,7 @@ def open_db(home, write):
             conn = _connect(path, readonly=False if os.access(path, os.W_OK) else True)
             version = _user_version(conn)
         except sqlite3.Error as exc:
-            raise db_error(exc, home)
+            raise db_error(exc, home) from None
         _check_version(version, home, reading=True)
         return conn
     _ensure_dirs(home)
@@ -176,7 +180,7 @@ def open_db(home, write):
             _check_version(version, home, reading=False)
             _migrate(conn, version)
     except sqlite3.Error as exc:
-        raise db_error(exc, home)
+        raise db_error(exc, home) from None
     finally:
         os.umask(old_umask)
     return conn
