@@ -212,9 +212,19 @@ def log_size(home, job_id, stream):
         return 0
 
 
-def wait_for(reader, job_id, timeout, offsets=None):
-    # type: (Reader, str, Optional[float], Optional[Dict[str, int]]) -> Tuple[Row, bool]
-    """Poll until the job is terminal (or, with ``offsets``, has output past them).
+def has_output(home, job_id, offsets, limit):
+    # type: (str, str, Dict[str, int], int) -> bool
+    """True if a log chunk from ``offsets`` would now return bytes (a whole line, or a full limit)."""
+    for stream, offset in offsets.items():
+        if log_size(home, job_id, stream) > offset:
+            if read_chunk(home, job_id, stream, offset, limit, False)["next_offset"] > offset:
+                return True
+    return False
+
+
+def wait_for(reader, job_id, timeout, offsets=None, limit=65536):
+    # type: (Reader, str, Optional[float], Optional[Dict[str, int]], int) -> Tuple[Row, bool]
+    """Poll until the job is terminal (or, with ``offsets``, has new output past them).
 
     Polling starts at 5 ms and backs off to 100 ms: prompt for short jobs, and an indexed
     read ten times a second costs nothing for long ones. Returns (job, timed_out).
@@ -225,7 +235,7 @@ def wait_for(reader, job_id, timeout, offsets=None):
         row = reader.require_job(job_id)
         if row["status"] in store.TERMINAL:
             return row, False
-        if offsets and any(log_size(reader.home, job_id, s) > offsets.get(s, 0) for s in offsets):
+        if offsets and has_output(reader.home, job_id, offsets, limit):
             return row, False
         if deadline is not None:
             left = deadline - time.monotonic()

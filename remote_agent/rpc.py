@@ -120,7 +120,8 @@ def op_wait(req, home):
     offsets = _offsets(req)
     reader = jobs.Reader(home)
     try:
-        row, timed_out = jobs.wait_for(reader, job_id, timeout, offsets if until == "output" else None)
+        row, timed_out = jobs.wait_for(reader, job_id, timeout, offsets if until == "output" else None,
+                                       _limit(req))
     finally:
         reader.close()
     out = {"job": render.job_object(row, home), "timed_out": timed_out}  # type: Dict[str, Any]
