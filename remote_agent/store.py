@@ -215,21 +215,93 @@ def _migrate(conn, version):
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = _user_version(conn)
-        if version == 0 and conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name='jobs'").fetchone() is not None:
-            raise AgentError(
-                "database {} was not created by this agent (orchesjob 1.1.0?); move it aside "
-                "or use another ORCHESJOB_HOME".format(db_path_of(conn)),
-                EXIT_ERROR)
+        legacy = version == 0 and conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone() is not None
+        if legacy:
+            for table in _LEGACY_TABLES:
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+                    conn.execute("ALTER TABLE {0} RENAME TO orchesjob_legacy_{0}".format(table))
         for script in _MIGRATIONS[version:]:
             for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+        if legacy:
+            _import_legacy(conn)
         conn.execute("PRAGMA user_version={:d}".format(SCHEMA_VERSION))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+_LEGACY_TABLES = ("jobs", "run_keys", "strict_overrides", "schema_meta")
+
+
+def _ts(value):
+    # type: (Any) -> Optional[int]
+    """orchesjob stored integer seconds (older releases: ISO text); normalise to seconds."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        pass
+    from remote_agent.timeutil import parse_datetime
+
+    try:
+        return parse_datetime(str(value))
+    except ValueError:
+        return None
+
+
+def _import_legacy(conn):
+    # type: (sqlite3.Connection) -> None
+    """Copy an orchesjob 1.1.0 database into this schema; its tables stay as orchesjob_legacy_*.
+
+    Finished jobs count as already reported (acked), so a resume start never adopts an old
+    result. Where orchesjob's LOST bug left two active jobs for one key, only the newest stays
+    active: the others become LOST with a reason.
+    """
+    cols = {r["name"] for r in conn.execute("PRAGMA table_info(orchesjob_legacy_jobs)")}
+
+    def col(name):
+        # type: (str) -> str
+        return name if name in cols else "NULL AS " + name
+
+    names = ("worker_pid", "target_pid", "attempt_no", "strict", "rerun_of_job_id", "rerun_reason",
+             "abort_reason", "started_at", "finished_at", "updated_at", "aborted_at")
+    rows = conn.execute(
+        "SELECT job_id, run_key, command, status, exit_code, {} FROM orchesjob_legacy_jobs"
+        " WHERE run_key IS NOT NULL ORDER BY run_key, {}".format(
+            ", ".join(col(n) for n in names),
+            "attempt_no, started_at" if "attempt_no" in cols else "rowid")).fetchall()
+    by_key = {}  # type: Dict[str, List[Dict[str, Any]]]
+    for r in rows:
+        by_key.setdefault(r["run_key"], []).append(r)
+    for key, history in by_key.items():
+        active = [r for r in history if r["status"] in ACTIVE]
+        for n, r in enumerate(history, 1):
+            started = _ts(r["started_at"]) or 0
+            job = {
+                "job_id": r["job_id"], "run_key": key, "attempt_no": n, "command": r["command"],
+                "status": r["status"], "exit_code": r["exit_code"], "strict": int(bool(r["strict"])),
+                "rerun_of_job_id": r["rerun_of_job_id"], "rerun_reason": r["rerun_reason"],
+                "abort_reason": r["abort_reason"], "worker_pid": r["worker_pid"],
+                "target_pid": r["target_pid"], "started_at": started,
+                "finished_at": _ts(r["finished_at"]), "updated_at": _ts(r["updated_at"]) or started,
+                "aborted_at": _ts(r["aborted_at"]),
+            }
+            if r["status"] in ACTIVE and r is not active[-1]:
+                job.update(status="LOST", finished_at=job["updated_at"],
+                           lost_reason="imported from orchesjob 1.1.0 beside a newer active job of its key")
+            if job["status"] in TERMINAL:
+                job["acked_at"] = job["finished_at"] or job["updated_at"]
+            insert_job(conn, job)
+    legacy_overrides = "orchesjob_legacy_strict_overrides"
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (legacy_overrides,)).fetchone():
+        conn.execute(
+            "INSERT OR REPLACE INTO strict_overrides (run_key, allowed_at, used_at, reason, expires_at)"
+            " SELECT run_key, allowed_at, used_at, reason, expires_at FROM orchesjob_legacy_strict_overrides")
 
 
 # --- queries -------------------------------------------------------------------------
