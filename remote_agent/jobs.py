@@ -35,7 +35,17 @@ def check_run_key(run_key):
             len(run_key), MAX_RUN_KEY))
     if any(ord(c) < 32 or ord(c) == 127 for c in run_key):
         raise bad_args("run_key must not contain control characters (newline, tab, ...)")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in run_key):
+        raise bad_args("run_key must be valid UTF-8 text")
     return run_key
+
+
+def text(value):
+    # type: (Optional[str]) -> Optional[str]
+    """Free text from a command line (reasons) as storable UTF-8: undecodable bytes become U+FFFD."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def check_job_id(job_id):
@@ -274,7 +284,8 @@ def _new_attempt(conn, home, run_key, argv, cwd, strict, rerun_of, rerun_reason)
         "run_key": run_key,
         "attempt_no": (keyrow["last_attempt_no"] if keyrow else 0) + 1,
         "command": json.dumps(argv),
-        "cwd": cwd,
+        # JSON like command: a directory name may hold bytes that are not UTF-8
+        "cwd": json.dumps(cwd) if cwd is not None else None,
         "status": "STARTING",
         "strict": int(bool(strict)),
         "rerun_of_job_id": rerun_of if rerun_of is not None else (keyrow or {}).get("last_job_id"),
@@ -447,7 +458,7 @@ def abort(home, run_key, job_id, reason, grace):
                 raise wrong_state("Job is not running: {} status={}".format(row["job_id"], row["status"]))
             now = now_ts()
             store.update_job(conn, row["job_id"], store.ACTIVE, status="ABORTED", finished_at=now,
-                             aborted_at=now, updated_at=now, abort_reason=reason)
+                             aborted_at=now, updated_at=now, abort_reason=text(reason))
             return row
         row = store.in_transaction(conn, do)
     except Exception as exc:
@@ -528,7 +539,7 @@ def unlock(home, run_key, reason, ttl_seconds):
                     raise wrong_state("Cannot unlock active job: status={}".format(latest["status"]))
             conn.execute(
                 "INSERT OR REPLACE INTO strict_overrides (run_key, allowed_at, used_at, reason, expires_at)"
-                " VALUES (?, ?, NULL, ?, ?)", (run_key, now, reason, expires))
+                " VALUES (?, ?, NULL, ?, ?)", (run_key, now, text(reason), expires))
         store.in_transaction(conn, do)
     except Exception as exc:
         raise _translate(exc, home) from None
@@ -553,8 +564,8 @@ def rerun(home, run_key, job_id, reason, sync, start_timeout):
                 raise wrong_state("Cannot rerun: run_key has an active job {} status={}".format(
                     latest["job_id"], latest["status"]))
             argv = store.command_of(source)
-            row = _new_attempt(conn, home, source["run_key"], argv, source.get("cwd"),
-                               False, source["job_id"], reason)
+            row = _new_attempt(conn, home, source["run_key"], argv, store.cwd_of(source),
+                               False, source["job_id"], text(reason))
             return StartResult("started", row), source
         result, source = store.in_transaction(conn, do)
     except Exception as exc:
@@ -562,7 +573,7 @@ def rerun(home, run_key, job_id, reason, sync, start_timeout):
         raise _translate(exc, home) from None
     conn.close()
     argv = store.command_of(source)
-    return result, _launch_and_wait(home, result, argv, source.get("cwd"), None, sync, start_timeout)
+    return result, _launch_and_wait(home, result, argv, store.cwd_of(source), None, sync, start_timeout)
 
 
 def clean(home, job_id=None, run_key=None, before=None, after=None, everything=False, dry_run=False):

@@ -42,7 +42,7 @@ def job_object(row, home):
         out[key] = row.get(key)
         out[key + "_iso"] = to_iso(row.get(key))
     out["lost_reason"] = row.get("lost_reason")
-    out["cwd"] = row.get("cwd")
+    out["cwd"] = store.cwd_of(row)
     return out
 
 

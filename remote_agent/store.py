@@ -144,9 +144,10 @@ def _ensure_dirs(home):
         raise AgentError("cannot use state dir {}: {}".format(home, exc.strerror or exc)) from None
 
 
-def _connect(path, readonly):
-    # type: (str, bool) -> sqlite3.Connection
-    uri = "file:{}{}".format(path.replace("?", "%3f").replace("#", "%23"), "?mode=ro" if readonly else "")
+def _connect(path, readonly, immutable=False):
+    # type: (str, bool, bool) -> sqlite3.Connection
+    query = "?mode=ro&immutable=1" if immutable else ("?mode=ro" if readonly else "")
+    uri = "file:{}{}".format(path.replace("%", "%25").replace("?", "%3f").replace("#", "%23"), query)
     conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout(), isolation_level=None)
     conn.row_factory = _dict_row
     return conn
@@ -165,8 +166,16 @@ def open_db(home, write):
         if not os.path.exists(path):
             return None
         try:
-            conn = _connect(path, readonly=False if os.access(path, os.W_OK) else True)
-            version = _user_version(conn)
+            try:
+                conn = _connect(path, readonly=not os.access(path, os.W_OK))
+                version = _user_version(conn)
+            except sqlite3.OperationalError:
+                if os.access(home, os.W_OK):
+                    raise
+                # A read-only directory (e.g. a read-only mount) cannot hold WAL's shared-memory
+                # file; nobody can write there either, so reading the file as immutable is exact.
+                conn = _connect(path, readonly=True, immutable=True)
+                version = _user_version(conn)
         except sqlite3.Error as exc:
             raise db_error(exc, home) from None
         _check_version(version, home, reading=True)
@@ -374,6 +383,11 @@ def update_job(conn, job_id, only_if_status, **values):
 def command_of(row):
     # type: (Dict[str, Any]) -> List[str]
     return json.loads(row["command"])
+
+
+def cwd_of(row):
+    # type: (Dict[str, Any]) -> Optional[str]
+    return json.loads(row["cwd"]) if row.get("cwd") is not None else None
 
 
 def in_transaction(conn, fn, immediate=True):

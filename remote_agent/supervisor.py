@@ -101,7 +101,7 @@ def _supervise(home, job_id, argv, cwd, env, notify_fd):
     try:
         pid = spawn(argv, cwd, full_env, out_fd, err_fd)
     except OSError as exc:
-        message = "orchesjob: cannot launch {!r}: {}\n".format(argv[0] if argv else "", exc.strerror or exc)
+        message = "orchesjob: cannot start the job: {}\n".format(exc.strerror or exc)
         os.write(err_fd, message.encode("utf-8", "backslashreplace"))
         _record(conn, job_id, store.ACTIVE, status="FAILED", exit_code=-1, finished_at=now_ts())
         return 0
@@ -151,13 +151,19 @@ def spawn(argv, cwd, env, out_fd, err_fd):
                 if hasattr(signal, name):
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
             if cwd:
-                os.chdir(cwd)
+                try:
+                    os.chdir(cwd)
+                except OSError as exc:
+                    exc.filename = "working directory " + repr(cwd)
+                    raise
             if env is None:
                 os.execvp(argv[0], argv)
             else:
                 os.execvpe(argv[0], argv, env)
         except BaseException as exc:
-            text = "{}:{}".format(getattr(exc, "errno", 0) or 0, getattr(exc, "strerror", None) or exc)
+            where = getattr(exc, "filename", None) or repr(argv[0])
+            text = "{}:{}: {}".format(getattr(exc, "errno", 0) or 0, where,
+                                      getattr(exc, "strerror", None) or exc)
             os.write(err_w, text.encode("utf-8", "backslashreplace"))
         finally:
             os._exit(127)

@@ -64,17 +64,22 @@ def parse_datetime(value):
     return int(dt.timestamp())
 
 
-_TTL = re.compile(r"^(\d+)([smhd]?)$")
-_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_ttl(value):
     # type: (str) -> int
-    """``90``, ``90s``, ``2m``, ``1h``, ``1d`` to seconds; zero or junk is a ValueError."""
-    m = _TTL.match(value.strip().lower())
-    if not m:
-        raise ValueError("Invalid ttl: {!r}. Use seconds or suffix s/m/h/d".format(value))
-    seconds = int(m.group(1)) * _TTL_UNITS[m.group(2)]
-    if seconds <= 0:
+    """``90``, ``90s``, ``2m``, ``1h``, ``1d`` to seconds, with orchesjob 1.1.0's exact messages."""
+    value = value.strip().lower()
+    if not value:
+        raise ValueError("Invalid ttl: empty")
+    unit, number = value[-1], value[:-1]
+    try:
+        amount = int(number) * _TTL_UNITS[unit] if unit in _TTL_UNITS else int(value)
+    except ValueError:
+        if unit in _TTL_UNITS:
+            raise ValueError("Invalid ttl: {!r}".format(value)) from None
+        raise ValueError("Invalid ttl: {!r}. Use seconds or suffix s/m/h/d".format(value)) from None
+    if amount <= 0:
         raise ValueError("ttl must be positive")
-    return seconds
+    return amount
