@@ -34,8 +34,8 @@ INSERT INTO schema_meta VALUES ('schema_version', '2');
 def agent(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, ORCHESJOB_HOME=str(home), PYTHONPATH=str(ROOT))
     python = os.environ.get("AGENT_PYTHON", sys.executable)
-    return subprocess.run([python, "-m", "remote_agent", *args], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=60)
+    return subprocess.run([python, "-m", "remote_agent", *args], env=env, capture_output=True,
+                          timeout=60)
 
 
 def legacy_row(run_key: str, attempt: int, status: str, **extra: object) -> dict:
@@ -88,7 +88,8 @@ def test_first_write_imports_history_and_keeps_the_legacy_tables(legacy_home) ->
 
     history = json.loads(agent(home, "status", "--run-key", "nightly", "--all").stdout)
     assert [j["job_id"] for j in history[1:]] == [rows["old2"]["job_id"], rows["old1"]["job_id"]]
-    assert history[2]["exit_code"] == 3 and history[2]["acked_at"] is not None  # old results count as reported
+    # old results count as reported
+    assert history[2]["exit_code"] == 3 and history[2]["acked_at"] is not None
 
     conn = sqlite3.connect(str(home / "orchesjob.db"))
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
