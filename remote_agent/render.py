@@ -43,6 +43,7 @@ def job_object(row, home):
         out[key + "_iso"] = to_iso(row.get(key))
     out["lost_reason"] = row.get("lost_reason")
     out["cwd"] = store.cwd_of(row)
+    out["log_shown"] = {"stdout": row.get("stdout_shown", 0), "stderr": row.get("stderr_shown", 0)}
     return out
 
 

@@ -62,6 +62,24 @@ def _offsets(spec):
     return offsets
 
 
+def _record_shown(home, shown):
+    # type: (str, List[Any]) -> None
+    """Store the offsets callers say they have shown (``"record": true``), one transaction."""
+    if not shown:
+        return
+    conn = store.open_db(home, write=True)
+    assert conn is not None
+    def record():
+        # type: () -> None
+        for job_id, offsets in shown:
+            store.record_shown(conn, job_id, offsets)
+
+    try:
+        store.in_transaction(conn, record)
+    finally:
+        conn.close()
+
+
 def _logs(home, row, offsets, limit):
     # type: (str, Dict[str, Any], Dict[str, int], int) -> Dict[str, Any]
     terminal = row["status"] in store.TERMINAL
@@ -92,13 +110,18 @@ def op_poll(req, home):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     specs = _get(req, "jobs", list, required=True)
     limit = _limit(req)
+    for spec in specs:
+        if not isinstance(spec, dict):
+            raise bad_args("each entry of 'jobs' must be an object with a job_id")
+        jobs.check_job_id(spec.get("job_id"))
+        _offsets(spec)
+    if _get(req, "record", bool, False):
+        _record_shown(home, [(s["job_id"], s["offsets"]) for s in specs if s.get("offsets")])
     reader = jobs.Reader(home)
     out = []  # type: List[Dict[str, Any]]
     try:
         for spec in specs:
-            if not isinstance(spec, dict):
-                raise bad_args("each entry of 'jobs' must be an object with a job_id")
-            job_id = jobs.check_job_id(spec.get("job_id"))
+            job_id = spec["job_id"]
             offsets = _offsets(spec)
             row = reader.job(job_id)
             item = {"job_id": job_id, "job": render.job_object(row, home) if row else None}  # type: Dict[str, Any]
@@ -118,6 +141,8 @@ def op_wait(req, home):
     if until not in ("terminal", "output"):
         raise bad_args("until must be 'terminal' or 'output'")
     offsets = _offsets(req)
+    if offsets and _get(req, "record", bool, False):
+        _record_shown(home, [(job_id, offsets)])
     reader = jobs.Reader(home)
     try:
         row, timed_out = jobs.wait_for(reader, job_id, timeout, offsets if until == "output" else None,

@@ -19,7 +19,7 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 
 #: ``PRAGMA user_version`` of the current schema. Each entry of ``_MIGRATIONS`` moves the
 #: database one version forward; a release that changes the schema appends one.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ACTIVE = ("STARTING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
@@ -71,7 +71,14 @@ CREATE TABLE IF NOT EXISTS strict_overrides (
 );
 """
 
-_MIGRATIONS = [_V1]  # index i migrates user_version i -> i + 1
+# Version 2: how far a watcher (the provider) has shown each log, so a retry that
+# reattaches continues the task log where the previous try stopped.
+_V2 = """
+ALTER TABLE jobs ADD COLUMN stdout_shown INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN stderr_shown INTEGER NOT NULL DEFAULT 0
+"""
+
+_MIGRATIONS = [_V1, _V2]  # index i migrates user_version i -> i + 1
 
 BUSY_TIMEOUT_DEFAULT = 10.0
 
@@ -383,6 +390,14 @@ def update_job(conn, job_id, only_if_status, **values):
 def command_of(row):
     # type: (Dict[str, Any]) -> List[str]
     return json.loads(row["command"])
+
+
+def record_shown(conn, job_id, offsets):
+    # type: (sqlite3.Connection, str, Dict[str, int]) -> None
+    """Remember the log offsets a watcher has shown; they only ever move forward."""
+    conn.execute(
+        "UPDATE jobs SET stdout_shown = MAX(stdout_shown, ?), stderr_shown = MAX(stderr_shown, ?)"
+        " WHERE job_id = ?", (offsets.get("stdout", 0), offsets.get("stderr", 0), job_id))
 
 
 def cwd_of(row):
