@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# The project's test command (README: `bash scripts/test.sh`; CI: .ci/run).
+#
+#   1 venvs    scripts/setup_venvs.sh (.venvs/af3 = Airflow 3.3, .venvs/af2 = MWAA 2.10.3 pins)
+#   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
+#   3 sshd     loopback OpenSSH server + throwaway user (scripts/sshd_harness.py)
+#   4 af3      pytest tests/ (everything, incl. e2e) under .venvs/af3
+#   5 af2      pytest tests/provider under .venvs/af2
+#   6 agent    pytest tests/agent with AGENT_PYTHON = each pyenv CPython 3.6..3.13
+#              (full suite on the oldest, `-m smoke` on the others)
+#
+# Fails fast. The last lines printed are the pytest summary line of every leg that ran.
+# Knobs: PYTEST_TIMEOUT (per test, default 300 s), PYTEST_ARGS (extra args for every leg),
+#        SKIP_LINT=1, SKIP_OLD_PYTHONS=1, KEEP_GOING=1 (run every pytest leg, fail at the end),
+#        AGENT_JOBS (parallel old-CPython agent legs, default 3).
+set -euo pipefail
+{ # The whole script is one block, read before it runs: editing this file mid-run is harmless.
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+AF3="$REPO/.venvs/af3/bin/python"
+AF2="$REPO/.venvs/af2/bin/python"
+PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"
+read -r -a EXTRA_ARGS <<< "${PYTEST_ARGS:-}"
+export PYTHONDONTWRITEBYTECODE=1
+
+mkdir -p "$REPO/.tmp"
+# old runs' scratch dirs (logs, AIRFLOW_HOMEs); recent ones may belong to a concurrent run
+find "$REPO/.tmp" -maxdepth 1 -name 'run.*' -type d -mmin +120 -exec rm -rf {} + 2>/dev/null || true
+RUN_TMP="$(mktemp -d "$REPO/.tmp/run.XXXXXX")"
+LOGS="$RUN_TMP/logs"
+mkdir -p "$LOGS"
+
+T_START=$SECONDS
+STEP_NAME=""
+STEP_T0=0
+RECAP=()        # "name  seconds  result"
+SUMMARIES=()    # pytest summary line per leg
+SSHD_STARTED=0
+FAILED_LEGS=()  # only used with KEEP_GOING=1
+STEP_RESULT=ok
+
+step() {  # step <name> <description>
+    end_step "$STEP_RESULT"; STEP_RESULT=ok
+    STEP_NAME="$1"; STEP_T0=$SECONDS
+    printf '\n==== [%s] %s  (t+%ds)\n' "$1" "$2" "$((SECONDS - T_START))"
+}
+end_step() {
+    if [[ -n "$STEP_NAME" ]]; then
+        RECAP+=("$(printf '%-22s %5ds  %s' "$STEP_NAME" "$((SECONDS - STEP_T0))" "$1")")
+        STEP_NAME=""
+    fi
+}
+
+on_exit() {
+    local rc=$?
+    set +e
+    [[ $rc == 0 ]] || STEP_RESULT=FAILED
+    end_step "$STEP_RESULT"
+    if [[ $SSHD_STARTED == 1 ]]; then
+        "$AF3" scripts/sshd_harness.py stop >/dev/null 2>&1
+    fi
+    # Airflow test processes started by suites must not outlive the run; nothing else to clean.
+    printf '\n==== recap (total %ds, logs in %s)\n' "$((SECONDS - T_START))" "${LOGS#"$REPO"/}"
+    local line
+    for line in "${RECAP[@]+"${RECAP[@]}"}"; do printf '  %s\n' "$line"; done
+    if [[ ${#SUMMARIES[@]} -gt 0 ]]; then
+        printf '==== pytest summaries\n'
+        for line in "${SUMMARIES[@]}"; do printf '%s\n' "$line"; done
+    fi
+    [[ $rc == 0 ]] && echo "test.sh: OK" || echo "test.sh: FAILED (exit $rc)"
+    exit $rc
+}
+trap on_exit EXIT
+
+# run_pytest <leg-name> <python> <allow-empty:0|1> <pytest args...>   (foreground, output live)
+# Exit code 5 (no tests collected / all deselected) passes only when allow-empty=1.
+run_pytest() {
+    local leg="$1" py="$2" allow_empty="$3"; shift 3
+    local log="$LOGS/$leg.log" rc
+    echo "+ ${py#"$REPO"/} -m pytest $*"
+    set +e
+    "$py" -m pytest -p no:cacheprovider -ra --durations=10 --timeout="$PYTEST_TIMEOUT" \
+        "${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}" "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    finish_leg "$leg" "$allow_empty" "$rc"
+}
+
+# start_pytest_bg <leg-name> <python> <pytest args...>: background run, output to its log only;
+# collect with finish_leg after waiting. At most $AGENT_JOBS run at once.
+start_pytest_bg() {
+    local leg="$1" py="$2"; shift 2
+    while [[ $(jobs -rp | wc -l) -ge ${AGENT_JOBS:-3} ]]; do wait -n || true; done
+    echo "started: $leg (${AGENT_PYTHON:-}) -m pytest $*"
+    ( set +e
+      echo "+ AGENT_PYTHON=${AGENT_PYTHON:-} ${py#"$REPO"/} -m pytest $*"
+      "$py" -m pytest -p no:cacheprovider -ra --durations=10 --timeout="$PYTEST_TIMEOUT" \
+          "${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}" "$@"
+      echo $? > "$LOGS/$leg.rc" ) > "$LOGS/$leg.log" 2>&1 < /dev/null &
+}
+
+# finish_leg <leg-name> <allow-empty> <rc>: record the summary line; fail (or note) on error.
+finish_leg() {
+    local leg="$1" allow_empty="$2" rc="$3" summary
+    summary="$(grep -E '^=+ .*( in [0-9.]+s| in [0-9:]+ ).*=+$' "$LOGS/$leg.log" | tail -n 1 || true)"
+    if [[ $rc == 5 && $allow_empty == 1 ]]; then
+        echo "($leg: no tests collected/selected - not a failure for this leg)"
+        SUMMARIES+=("$(printf '%-16s %s' "[$leg]" "${summary:-no tests} (no tests: ok)")")
+        return 0
+    fi
+    SUMMARIES+=("$(printf '%-16s %s' "[$leg]" "${summary:-pytest exit $rc, no summary line}")")
+    if [[ $rc != 0 ]]; then
+        echo "$leg: pytest exited with $rc" >&2
+        if [[ "${KEEP_GOING:-0}" == 1 ]]; then FAILED_LEGS+=("$leg"); STEP_RESULT=FAILED; return 0; fi
+        return "$rc"
+    fi
+}
+
+# --------------------------------------------------------------------------- 1 venvs
+step venvs "scripts/setup_venvs.sh"
+bash scripts/setup_venvs.sh
+
+# --------------------------------------------------------------------------- 2 lint
+if [[ "${SKIP_LINT:-0}" != 1 ]]; then
+    step ruff "ruff check ."
+    .venvs/af3/bin/ruff check .
+    step mypy "mypy remote_agent orchesjob_provider"
+    .venvs/af3/bin/mypy remote_agent orchesjob_provider
+    step vermin "vermin: remote_agent must need no more than CPython 3.6"
+    # -t=3.6- : every file must work on 3.6 (or older); --violations makes vermin exit 1 on any
+    # construct/module/function that needs a newer Python.
+    .venvs/af3/bin/vermin -t=3.6- --no-tips --violations --eval-annotations remote_agent
+fi
+
+# --------------------------------------------------------------------------- 3 sshd
+step sshd "loopback sshd (scripts/sshd_harness.py)"
+# A state dir of this run's own (so a concurrent run or a manual start/stop elsewhere cannot
+# stop it under us); ORCHESJOB_SSHD_STATE set by the caller wins (e.g. to reuse a server).
+export ORCHESJOB_SSHD_STATE="${ORCHESJOB_SSHD_STATE:-$RUN_TMP/sshd}"
+if "$AF3" scripts/sshd_harness.py status >/dev/null 2>&1; then
+    echo "reusing the sshd already running from $ORCHESJOB_SSHD_STATE"
+else
+    "$AF3" scripts/sshd_harness.py start >/dev/null
+    SSHD_STARTED=1
+fi
+eval "$("$AF3" scripts/sshd_harness.py env)"
+echo "sshd: $ORCHESJOB_SSH_USER@$ORCHESJOB_SSH_HOST:$ORCHESJOB_SSH_PORT" \
+     "(host key $ORCHESJOB_SSH_HOST_KEY_FINGERPRINT, target python $ORCHESJOB_SSH_TARGET_PYTHON)"
+
+# Every leg gets its own fresh AIRFLOW_HOME (never ~/airflow); suites may override it.
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+
+# --------------------------------------------------------------------------- 4 af3
+step pytest-af3 "pytest tests/ under .venvs/af3 (Airflow 3)"
+AIRFLOW_HOME="$RUN_TMP/airflow-af3" run_pytest af3 "$AF3" 0 tests
+
+# --------------------------------------------------------------------------- 5 af2
+step pytest-af2 "pytest tests/provider under .venvs/af2 (MWAA 2.10.3 pins)"
+AIRFLOW_HOME="$RUN_TMP/airflow-af2" run_pytest af2 "$AF2" 1 tests/provider
+
+# --------------------------------------------------------------------------- 6 agent
+step agent-pythons "tests/agent with AGENT_PYTHON = old CPythons"
+if [[ "${SKIP_OLD_PYTHONS:-0}" == 1 ]]; then
+    echo "skip: SKIP_OLD_PYTHONS=1"
+elif ! command -v pyenv >/dev/null 2>&1 && [[ ! -d "${PYENV_ROOT:-$HOME/.pyenv}/versions" ]]; then
+    echo "skip: no pyenv"
+else
+    PYROOT="$( (pyenv root 2>/dev/null) || echo "${PYENV_ROOT:-$HOME/.pyenv}")"
+    AF3_BASE_VER="$("$AF3" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    OLD=()   # newest patch release of each minor 3.6..3.13, oldest minor first
+    for minor in 6 7 8 9 10 11 12 13; do
+        cand="$(ls -d "$PYROOT"/versions/3."$minor".*/bin/python3 2>/dev/null \
+                | grep -E "/versions/3\.$minor\.[0-9]+/bin/python3$" | sort -V | tail -n 1 || true)"
+        if [[ -z "$cand" ]]; then echo "skip: no 3.$minor in $PYROOT/versions"; continue; fi
+        if [[ "3.$minor" == "$AF3_BASE_VER" ]]; then
+            echo "skip: 3.$minor (already covered: the af3 leg runs the agent under it)"; continue
+        fi
+        OLD+=("$cand")
+    done
+    if [[ ${#OLD[@]} == 0 ]]; then
+        echo "skip: no pyenv CPython 3.6..3.13 found"
+    fi
+    # The agent legs run in parallel (AGENT_JOBS at a time, default 3): they mostly wait on
+    # agent subprocesses. Full suite on the oldest interpreter, `-m smoke` on the others.
+    LEGS=()
+    first=1
+    for py in "${OLD[@]+"${OLD[@]}"}"; do
+        ver="$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+        if [[ $first == 1 ]]; then
+            AGENT_PYTHON="$py" AIRFLOW_HOME="$RUN_TMP/airflow-agent-$ver" \
+                start_pytest_bg "agent-$ver" "$AF3" tests/agent
+            first=0
+        else
+            AGENT_PYTHON="$py" AIRFLOW_HOME="$RUN_TMP/airflow-agent-$ver" \
+                start_pytest_bg "agent-$ver" "$AF3" -m smoke tests/agent
+        fi
+        LEGS+=("agent-$ver")
+    done
+    wait
+    for leg in "${LEGS[@]+"${LEGS[@]}"}"; do
+        printf '\n--- %s\n' "$leg"
+        cat "$LOGS/$leg.log"
+        finish_leg "$leg" 1 "$(cat "$LOGS/$leg.rc" 2>/dev/null || echo 99)" || agent_rc=$?
+    done
+    if [[ -n "${agent_rc:-}" ]]; then exit "$agent_rc"; fi
+fi
+if [[ ${#FAILED_LEGS[@]} -gt 0 ]]; then
+    echo "failed legs (KEEP_GOING=1): ${FAILED_LEGS[*]}" >&2
+    exit 1
+fi
+end_step "$STEP_RESULT"
+exit 0
+}

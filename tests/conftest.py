@@ -1,0 +1,56 @@
+"""Shared pytest fixtures (stdlib + pytest only: must import without Airflow).
+
+`sshd` (session): an SSHTarget for the loopback OpenSSH server (see tests/ssh_fixture.py).
+Every test marked `ssh` gets it set up even without naming the fixture. When sshd cannot be
+provided (not root, apt unavailable...) those tests are skipped with the reason, except under
+CI=true where that is a failure.
+"""
+import os
+import sys
+from typing import Any, Dict
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ssh_fixture import SSHTarget, _in_ci, get_target, harness, release
+
+_state: Dict[str, Any] = {}  # "target": SSHTarget | "error": str
+
+
+def _acquire() -> SSHTarget:
+    if "target" in _state:
+        return _state["target"]
+    if "error" not in _state:
+        try:
+            target = get_target()
+        except harness().HarnessError as e:
+            _state["error"] = str(e)
+        except Exception as e:  # anything else the harness hits is also "no sshd here"
+            _state["error"] = f"{type(e).__name__}: {e}"
+        else:
+            _state["target"] = target
+            for k, v in target.env().items():
+                os.environ.setdefault(k, v)   # for subprocesses (airflow, scripts)
+            return target
+    msg = "loopback sshd unavailable: {}".format(_state["error"])
+    if _in_ci():
+        pytest.fail(msg + " (CI=true: a missing sshd is a failure, not a skip)", pytrace=False)
+    pytest.skip(msg)
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def sshd() -> SSHTarget:
+    return _acquire()
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("ssh") is not None:
+        _acquire()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    target = _state.pop("target", None)
+    if target is not None:
+        release(target)
