@@ -133,6 +133,22 @@ def op_poll(req, home):
     return {"jobs": out}
 
 
+def op_status(req, home):
+    # type: (Dict[str, Any], str) -> Dict[str, Any]
+    """The latest job of a run key, or null when the key has none (a sensor may be early)."""
+    run_key = jobs.check_run_key(_get(req, "run_key", str, required=True))
+    reader = jobs.Reader(home)
+    try:
+        row = reader.latest(run_key)
+    except AgentError as exc:
+        if exc.code != 3:
+            raise
+        return {"job": None}
+    finally:
+        reader.close()
+    return {"job": render.job_object(row, home)}
+
+
 def op_wait(req, home):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     job_id = jobs.check_job_id(_get(req, "job_id", str, required=True))
@@ -169,8 +185,8 @@ def op_abort(req, home):
     return out
 
 
-OPS = {"ping": op_ping, "start": op_start, "poll": op_poll, "wait": op_wait, "ack": op_ack,
-       "abort": op_abort}  # type: Dict[str, Handler]
+OPS = {"ping": op_ping, "start": op_start, "status": op_status, "poll": op_poll, "wait": op_wait,
+       "ack": op_ack, "abort": op_abort}  # type: Dict[str, Handler]
 
 
 def _reply(op, body):

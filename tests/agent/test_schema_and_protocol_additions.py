@@ -69,3 +69,15 @@ def test_log_cursor_is_recorded_only_when_asked_and_only_moves_forward(tmp_path:
     poll = {"op": "poll", "record": True, "jobs": [{"job_id": job_id, "offsets": {"stdout": 6, "stderr": 5}}]}
     res = json.loads(agent(home, "rpc", stdin=json.dumps(poll).encode()).stdout)
     assert res["jobs"][0]["job"]["log_shown"] == {"stdout": 6, "stderr": 5}
+
+
+def test_rpc_status_by_run_key_is_null_for_an_unknown_key(tmp_path: Path) -> None:
+    home = tmp_path / "state"
+    req = json.dumps({"op": "status", "run_key": "not-yet"}).encode()
+    unknown = agent(home, "rpc", stdin=req)
+    assert unknown.returncode == 0 and json.loads(unknown.stdout)["job"] is None
+    started = json.loads(agent(home, "start", "--run-key", "not-yet", "--sync", "--", "true").stdout)
+    known = json.loads(agent(home, "rpc", stdin=req).stdout)
+    assert known["job"]["job_id"] == started["job_id"] and known["job"]["status"] == "SUCCEEDED"
+    bad = agent(home, "rpc", stdin=json.dumps({"op": "status", "run_key": "a\nb"}).encode())
+    assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["kind"] == "bad_request"
