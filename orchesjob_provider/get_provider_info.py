@@ -1,0 +1,39 @@
+"""Provider metadata, read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_provider_info() -> dict[str, Any]:
+    from orchesjob_provider import __version__
+
+    return {
+        "package-name": "airflow-provider-orchesjob",
+        "name": "Orchesjob",
+        "description": (
+            "Run non-idempotent jobs on remote hosts over SSH; a retry resumes the same remote job "
+            "instead of starting a second copy. Uses the standard ``ssh`` connection type."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Orchesjob",
+                "external-doc-url": "https://github.com/orchesjob/airflow-provider-orchesjob",
+                "tags": ["protocol"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "Orchesjob", "python-modules": ["orchesjob_provider.hooks.orchesjob"]}
+        ],
+        "operators": [
+            {"integration-name": "Orchesjob", "python-modules": ["orchesjob_provider.operators.orchesjob"]}
+        ],
+        "sensors": [
+            {"integration-name": "Orchesjob", "python-modules": ["orchesjob_provider.sensors.orchesjob"]}
+        ],
+        "triggers": [
+            {"integration-name": "Orchesjob", "python-modules": ["orchesjob_provider.triggers.orchesjob"]}
+        ],
+        # No "connection-types": the hook reuses the SSH provider's ``ssh`` connection type.
+    }

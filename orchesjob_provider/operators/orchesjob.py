@@ -1,0 +1,442 @@
+"""OrchesjobOperator: run a job on a remote host; a retry resumes the same job."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from orchesjob_provider.hooks.orchesjob import (
+    AgentUnavailable,
+    JobLogs,
+    JobRecord,
+    OrchesjobHook,
+    OrchesjobWrongState,
+    normalize_offsets,
+    reconnect_delay,
+)
+from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger, log_chunk_lines
+from orchesjob_provider.version_compat import (
+    AirflowException,
+    AirflowSkipException,
+    BaseOperator,
+    Context,
+    conf,
+)
+
+_ACTION_TEXT = {
+    "started": "started a new remote job",
+    "reattached": "reattached to the running remote job (an earlier try started it)",
+    "adopted": "adopted the finished, unacknowledged remote job (no new run)",
+    "kept": "strict run key already ran; kept its recorded result (no new run; `orchesjob unlock` to rerun)",
+}
+
+
+def _bad(message: str) -> AirflowException:
+    return AirflowException(f"OrchesjobOperator: {message}")
+
+
+def validate_command(command: Any, shell: str | None) -> list[str]:
+    """The argv to run: a list of str as is, or a str run by ``[shell or /bin/sh, -c, command]``."""
+    if isinstance(command, str):
+        if not command.strip():
+            raise _bad("command is empty")
+        if shell is not None and (not isinstance(shell, str) or not shell):
+            raise _bad("shell must be a non-empty string (path of the shell to run the command)")
+        return [shell or "/bin/sh", "-c", command]
+    if isinstance(command, (list, tuple)):
+        if not command:
+            raise _bad("command is empty")
+        bad = [i for i, a in enumerate(command) if not isinstance(a, str)]
+        if bad:
+            i = bad[0]
+            raise _bad(f"command[{i}] is {type(command[i]).__name__}, every argv item must be a str")
+        if not command[0]:
+            raise _bad("command[0] (the program) is empty")
+        if shell is not None:
+            raise _bad("shell is only used when command is a string")
+        return list(command)
+    raise _bad(f"command must be a list of str or a str, not {type(command).__name__}")
+
+
+def validate_env(env: Any) -> dict[str, str]:
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise _bad(f"env must be a dict of str to str, not {type(env).__name__}")
+    for k, v in env.items():
+        if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+            raise _bad(f"env name {k!r} is invalid (a non-empty str without '=' or NUL)")
+        if not isinstance(v, str):
+            raise _bad(f"env[{k!r}] is {type(v).__name__}, env values must be str")
+        if "\0" in v:
+            raise _bad(f"env[{k!r}] contains a NUL byte")
+    return dict(env)
+
+
+def validate_skip_codes(value: Any) -> frozenset[int]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, bool):
+        raise _bad("skip_on_exit_code must be an int or a collection of ints, not a bool")
+    if isinstance(value, int):
+        return frozenset({value})
+    if isinstance(value, Collection) and not isinstance(value, (str, bytes, Mapping)):
+        items = list(value)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            return frozenset(items)
+    raise _bad(f"skip_on_exit_code must be an int or a collection of ints, not {value!r}")
+
+
+def _seconds(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _bad(f"{name} must be a positive number of seconds or a timedelta, not {value!r}")
+    return float(value)
+
+
+def failure_message(job: JobRecord) -> str:
+    if job.status == "FAILED":
+        if job.exit_code is not None and job.exit_code < 0:
+            if job.exit_code == -1:
+                return f"Remote job {job.job_id} could not be launched (see its stderr above)"
+            return f"Remote job {job.job_id} failed: killed by signal {-job.exit_code}"
+        return f"Remote job {job.job_id} failed with exit code {job.exit_code}"
+    if job.status == "ABORTED":
+        return f"Remote job {job.job_id} was ABORTED ({job.abort_reason or 'no reason given'})"
+    if job.status == "LOST":
+        return f"Remote job {job.job_id} was LOST ({job.lost_reason or 'its processes are gone'})"
+    if job.status == "CANCELLED":
+        return f"Remote job {job.job_id} was CANCELLED"
+    return f"Remote job {job.job_id} ended with status {job.status} (exit code {job.exit_code})"
+
+
+class OrchesjobOperator(BaseOperator):
+    """
+    Run a command on a remote host through the orchesjob agent, over SSH, so that an Airflow retry
+    never starts a second copy of a job that is still running or already finished.
+
+    Every try calls ``start`` in *resume* mode with a run key that is the same on every try:
+    a running job is reattached, a finished job whose result was not yet acknowledged is adopted,
+    and only a job whose result this operator already acknowledged (a reported failure, or a
+    success the user cleared) is run again. ``strict=True`` never runs a key twice.
+
+    :param ssh_conn_id: an ``ssh`` connection (templated? no: fixed per task).
+    :param command: argv list (templated), or a string run by ``[shell or "/bin/sh", "-c", command]``.
+    :param shell: the shell for a string command (default ``/bin/sh``).
+    :param env: extra environment variables for the job (templated); sent on stdin, never on a
+        command line, never stored on the host, never logged.
+    :param cwd: working directory on the host (templated).
+    :param run_key: idempotency key (templated); default ``af/<dag_id>/<task_id>/<map_index>/<run_id>``.
+    :param strict: never run the key again once it ran (unless ``orchesjob unlock``).
+    :param remote_python: the interpreter on the host (a name on its PATH or an absolute path).
+    :param state_dir: the agent's state dir on the host (default: the SSH user's default).
+    :param poll_interval: seconds between status checks (worker) or polls (triggerer).
+    :param timeout: seconds or timedelta per try; then the remote job is aborted and the task fails.
+    :param skip_on_exit_code: exit code(s) that mark the task skipped instead of failed.
+    :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :param abort_on_kill: abort the remote job when the task is killed (worker or deferred).
+    :param wait: False = start (or reattach) and return the job record without waiting.
+    :param abort_grace_seconds: SIGTERM → SIGKILL grace when aborting.
+    :param start_timeout: seconds the agent waits for the job's process to be up.
+    :param max_reconnect_attempts: consecutive SSH failures tolerated while waiting (worker and
+        trigger) before this try fails; the job keeps running and the next try reattaches.
+    """
+
+    template_fields: Sequence[str] = ("command", "env", "cwd", "run_key")
+    template_fields_renderers = {"command": "py", "env": "json"}
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        ssh_conn_id: str,
+        command: list[str] | str,
+        shell: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        run_key: str | None = None,
+        strict: bool = False,
+        remote_python: str = "python3",
+        state_dir: str | None = None,
+        poll_interval: float = 5,
+        timeout: timedelta | float | None = None,
+        skip_on_exit_code: int | Collection[int] | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        abort_on_kill: bool = True,
+        wait: bool = True,
+        abort_grace_seconds: float = 5,
+        start_timeout: float = 10,
+        max_reconnect_attempts: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self.ssh_conn_id = ssh_conn_id
+        self.command = command
+        self.shell = shell
+        self.env = env
+        self.cwd = cwd
+        self.run_key = run_key
+        self.strict = strict
+        self.remote_python = remote_python
+        self.state_dir = state_dir
+        self.poll_interval = float(poll_interval)
+        self.timeout_seconds = _seconds(timeout, "timeout")
+        self.skip_on_exit_code = validate_skip_codes(skip_on_exit_code)
+        self.deferrable = deferrable
+        self.abort_on_kill = abort_on_kill
+        self.wait = wait
+        self.abort_grace_seconds = abort_grace_seconds
+        self.start_timeout = start_timeout
+        if not ssh_conn_id or not isinstance(ssh_conn_id, str):
+            raise _bad("ssh_conn_id is required")
+        if self.poll_interval <= 0:
+            raise _bad("poll_interval must be > 0")
+        # Static values are checked at DAG parse time; templated ones again after rendering.
+        if isinstance(command, (list, tuple)) or (isinstance(command, str) and "{{" not in command):
+            validate_command(command, shell)
+        elif not isinstance(command, str) and not hasattr(command, "resolve"):
+            validate_command(command, shell)
+        if isinstance(env, Mapping) or (env is not None and not hasattr(env, "resolve")):
+            validate_env(env)
+        self._job_id: str | None = None
+        self._run_key: str | None = None
+        self._hook: OrchesjobHook | None = None
+
+    # -- helpers --------------------------------------------------------------------------------
+    def render_template(
+        self, content: Any, context: Any, jinja_env: Any = None, seen_oids: Any = None
+    ) -> Any:
+        """Strings without any Jinja markup are kept as they are, byte for byte (Jinja itself would
+        turn ``\\r\\n`` into ``\\n`` and drop a trailing newline)."""
+        if isinstance(content, str) and not any(m in content for m in ("{{", "{%", "{#")):
+            return content
+        return super().render_template(content, context, jinja_env, seen_oids)
+
+    @property
+    def hook(self) -> OrchesjobHook:
+        if self._hook is None:
+            self._hook = OrchesjobHook(
+                ssh_conn_id=self.ssh_conn_id, remote_python=self.remote_python, state_dir=self.state_dir
+            )
+        return self._hook
+
+    @staticmethod
+    def default_run_key(context: Context) -> str:
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        if map_index is None:
+            map_index = -1
+        return f"af/{ti.dag_id}/{ti.task_id}/{map_index}/{ti.run_id}"
+
+    def _print_logs(self, res: JobLogs) -> None:
+        log_chunk_lines(self.log, res)
+
+    # -- execute --------------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        argv = validate_command(self.command, self.shell)
+        env = validate_env(self.env)
+        if self.cwd is not None and (not isinstance(self.cwd, str) or not self.cwd):
+            raise _bad("cwd must be a non-empty str")
+        run_key = self.run_key or self.default_run_key(context)
+        if not isinstance(run_key, str) or not run_key.strip():
+            raise _bad("run_key must be a non-empty str")
+        deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
+
+        self._run_key = run_key  # lets on_kill find the job even while start is in flight
+        action, job = self.hook.start(
+            argv,
+            run_key,
+            cwd=self.cwd,
+            env=env,
+            strict=self.strict,
+            mode="resume",
+            start_timeout=self.start_timeout,
+        )
+        self._job_id = job.job_id
+        self.log.info(
+            "orchesjob %s: %s — job %s, attempt %s, status %s, on %s",
+            action,
+            _ACTION_TEXT.get(action, action),
+            job.job_id,
+            job.attempt_no,
+            job.status,
+            self.hook.where,
+        )
+        self.log.info("Run key: %s", run_key)
+        if not self.wait:
+            self.log.info("wait=False: returning the job record; the job's result is not acknowledged here")
+            return job.to_dict()
+
+        # How far earlier tries showed this job's log (kept on the host: XCom is cleared between
+        # tries); this try continues from there, so no byte appears twice across tries.
+        offsets = normalize_offsets(job.raw.get("log_shown"))
+        if any(offsets.values()):
+            self.log.info("Continuing the job's log after what an earlier try showed (bytes %s)", offsets)
+        if job.is_terminal:
+            return self._finish(job, offsets)
+        if self.deferrable:
+            self._defer(job.job_id, offsets, deadline)
+        return self._wait_in_worker(job, offsets, deadline)
+
+    def _defer(self, job_id: str, offsets: dict[str, int], deadline: float | None) -> None:
+        self.log.info("Deferring: the triggerer watches job %s from log offsets %s", job_id, offsets)
+        self.defer(
+            trigger=OrchesjobTrigger(
+                ssh_conn_id=self.ssh_conn_id,
+                job_id=job_id,
+                offsets=offsets,
+                poll_interval=self.poll_interval,
+                timeout_at=deadline,
+                remote_python=self.remote_python,
+                state_dir=self.state_dir,
+                abort_on_kill=self.abort_on_kill,
+                abort_grace_seconds=self.abort_grace_seconds,
+                max_reconnect_attempts=max(self.max_reconnect_attempts, 20),
+            ),
+            method_name="execute_complete",
+        )
+
+    def _wait_in_worker(self, job: JobRecord, offsets: dict[str, int], deadline: float | None) -> Any:
+        job_id = job.job_id
+        min_gap = min(1.0, self.poll_interval)
+        failures = 0
+        while True:
+            wait_for = self.poll_interval
+            if deadline is not None:
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    return self._timed_out(job_id, offsets)
+                wait_for = min(wait_for, remaining)
+            t0 = time.monotonic()
+            try:
+                res = self.hook.wait(job_id, timeout=wait_for, offsets=offsets, until="output", record=True)
+            except AgentUnavailable as e:
+                # A network blip should not cost an Airflow retry; a long outage fails this try
+                # (the job runs on, and the next try reattaches to it).
+                failures += 1
+                if failures > self.max_reconnect_attempts:
+                    raise
+                delay = reconnect_delay(failures)
+                self.log.warning("%s (retry %d/%d in %.1fs)", e, failures, self.max_reconnect_attempts, delay)
+                time.sleep(delay)
+                continue
+            failures = 0
+            self._print_logs(res)
+            offsets = res.next_offsets(offsets)
+            assert res.job is not None
+            if res.job.is_terminal:
+                return self._finish(res.job, offsets)
+            if not res.more:
+                # Do not spin when the job writes a little output all the time.
+                elapsed = time.monotonic() - t0
+                if elapsed < min_gap:
+                    time.sleep(min_gap - elapsed)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the trigger: print the logs past the trigger's offsets, then finish."""
+        if not event:
+            raise AirflowException("OrchesjobOperator resumed without a trigger event")
+        job_id = event.get("job_id")
+        self._job_id = job_id
+        offsets = normalize_offsets(event.get("offsets"))
+        status = event.get("status")
+        if status == "terminal":
+            return self._finish(JobRecord.from_dict(event["job"]), offsets)
+        if status == "timeout":
+            return self._timed_out(str(job_id), offsets)
+        raise AirflowException(
+            f"Watching remote job {job_id} failed: {event.get('message')}; the job may still run: "
+            f"the next try reattaches to it"
+        )
+
+    # -- outcome --------------------------------------------------------------------------------
+    def _drain_logs(self, job_id: str, offsets: dict[str, int]) -> tuple[JobRecord | None, dict[str, int]]:
+        job = None
+        shown = dict(offsets)
+        for res, next_offsets in self.hook.read_logs(job_id, offsets, record=True):
+            self._print_logs(res)
+            job = res.job or job
+            offsets = next_offsets
+        if offsets != shown:
+            try:  # remember the last bytes shown too (a crash before the ack must not repeat them)
+                self.hook.poll([(job_id, offsets)], limit=1, record=True)
+            except Exception as e:
+                self.log.debug("Could not record the log offsets of job %s: %s", job_id, e)
+        return job, offsets
+
+    def _finish(self, job: JobRecord, offsets: dict[str, int]) -> Any:
+        """Read the remaining logs, decide the outcome, acknowledge it, then return or raise."""
+        fresh, offsets = self._drain_logs(job.job_id, offsets)
+        job = fresh if fresh is not None and fresh.is_terminal else job
+        outcome: BaseException | None = None
+        if job.succeeded:
+            self.log.info("Remote job %s SUCCEEDED (exit code %s)", job.job_id, job.exit_code)
+        elif job.status == "FAILED" and job.exit_code in self.skip_on_exit_code:
+            outcome = AirflowSkipException(
+                f"Remote job {job.job_id} exited with code {job.exit_code} (in skip_on_exit_code): skipping"
+            )
+        else:
+            outcome = AirflowException(failure_message(job))
+        job = self._ack(job)
+        if outcome is not None:
+            raise outcome
+        return job.to_dict()
+
+    def _ack(self, job: JobRecord) -> JobRecord:
+        """Acknowledge the result (the next try of this run key then starts a new attempt)."""
+        try:
+            return self.hook.ack(job.job_id)
+        except Exception as e:
+            # Not acknowledged: the next try adopts the same result instead of re-running.
+            self.log.warning("Could not acknowledge remote job %s: %s", job.job_id, e)
+            return job
+
+    def _timed_out(self, job_id: str, offsets: dict[str, int]) -> Any:
+        assert self.timeout_seconds is not None
+        self.log.error("Timeout of %ss reached: aborting remote job %s", self.timeout_seconds, job_id)
+        try:
+            self.hook.abort(
+                job_id,
+                reason=f"Airflow timeout ({self.timeout_seconds:g}s)",
+                grace_seconds=self.abort_grace_seconds,
+            )
+        except OrchesjobWrongState:
+            # It finished just now: its real outcome counts.
+            job = self.hook.get_job(job_id)
+            if job is not None and job.is_terminal:
+                return self._finish(job, offsets)
+        job_after, offsets = self._drain_logs(job_id, offsets)
+        if job_after is not None and job_after.is_terminal:
+            self._ack(job_after)
+        raise AirflowException(
+            f"Remote job {job_id} timed out after {self.timeout_seconds:g}s and was aborted"
+        )
+
+    def on_kill(self) -> None:
+        job_id = self._job_id
+        if not job_id and not self._run_key:
+            return
+        if not self.abort_on_kill:
+            self.log.info("abort_on_kill=False: remote job %s keeps running", job_id or self._run_key)
+            return
+        try:
+            hook = OrchesjobHook(
+                ssh_conn_id=self.ssh_conn_id, remote_python=self.remote_python, state_dir=self.state_dir
+            )
+            if not job_id:  # killed while start was in flight: find the job by its run key
+                job = hook.status(run_key=self._run_key)
+                if job is None or not job.is_active:
+                    return
+                job_id = job.job_id
+            hook.abort(job_id, reason="task killed", grace_seconds=self.abort_grace_seconds)
+            self.log.info("Aborted remote job %s (task killed)", job_id)
+        except OrchesjobWrongState:
+            self.log.info("Remote job %s already finished", job_id)
+        except Exception as e:
+            self.log.warning("Could not abort remote job %s: %s", job_id, e)

@@ -1,0 +1,105 @@
+"""The one place that hides the import differences between Airflow 2.10+ and Airflow 3.x.
+
+Deliberately self-contained: no dependency on ``apache-airflow-providers-common-compat``
+(MWAA pins old versions of it; see MWAA_PINS.md).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent  # same path on 2.10 and 3.x
+from packaging.version import Version
+
+
+def _airflow_version() -> Version:
+    from airflow import __version__
+
+    return Version(Version(__version__).base_version)
+
+
+AIRFLOW_VERSION = _airflow_version()
+AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
+AIRFLOW_V_3_1_PLUS = AIRFLOW_VERSION >= Version("3.1.0")
+AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION >= Version("3.3.0")
+
+if AIRFLOW_V_3_0_PLUS:
+    from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, PokeReturnValue, conf
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+
+    if TYPE_CHECKING:
+        from airflow.sdk import Context
+    else:
+        Context = Any
+else:  # Airflow 2.10 / 2.11
+    from airflow.configuration import conf  # type: ignore[no-redef,assignment]
+    from airflow.exceptions import (  # type: ignore[no-redef,assignment]
+        AirflowException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
+    from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef,assignment]
+    from airflow.sensors.base import (  # type: ignore[no-redef,assignment]
+        BaseSensorOperator,
+        PokeReturnValue,
+    )
+
+    if not TYPE_CHECKING:
+        Context = Any
+
+#: Airflow 3.3 added ``BaseTrigger.on_kill`` (called only when a user kills a deferred task).
+TRIGGER_HAS_ON_KILL = hasattr(BaseTrigger, "on_kill")
+
+
+async def aget_connection(conn_id: str) -> Any:
+    """Fetch an Airflow connection from async code without blocking the event loop.
+
+    Airflow 3.3.2+ masks secrets asynchronously in ``BaseHook.aget_connection``; before that the
+    synchronous lookup runs in a worker thread (the pattern of the official providers).
+    """
+    from asgiref.sync import sync_to_async
+
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk.definitions.connection import Connection
+
+        if hasattr(Connection, "aextra_dejson") and hasattr(BaseHook, "aget_connection"):
+            return await BaseHook.aget_connection(conn_id=conn_id)
+    return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+async def aget_extra_dejson(conn: Any) -> dict[str, Any]:
+    """``conn.extra_dejson`` from async code (async masking on 3.3.2+, a worker thread before)."""
+    if hasattr(conn, "aextra_dejson"):
+        return await conn.aextra_dejson()
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(lambda: conn.extra_dejson)()
+
+
+__all__ = [
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_1_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "TRIGGER_HAS_ON_KILL",
+    "AirflowException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "BaseHook",
+    "BaseOperator",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Context",
+    "PokeReturnValue",
+    "TaskDeferred",
+    "TriggerEvent",
+    "aget_connection",
+    "aget_extra_dejson",
+    "conf",
+]

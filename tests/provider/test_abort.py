@@ -1,0 +1,285 @@
+"""Proof 4: on_kill (worker), kill while deferred and timeouts leave no remote process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
+
+from dagutil import DAGS_FOLDER, captured, kw, new_dag_id, ti_states, write_dag
+
+pytestmark = [pytest.mark.ssh, pytest.mark.airflow]
+
+MODES = [pytest.param(False, id="worker"), pytest.param(True, id="deferrable")]
+
+
+def job_command(pidfile: str) -> list[str]:
+    """A job whose shell and its child write their pids, then run for 5 minutes."""
+    return ["sh", "-c", f"echo $$ > {pidfile}; sleep 120 & echo $! >> {pidfile}; wait"]
+
+
+def wait_for_pids(remote, pidfile: str, timeout: float = 30) -> list[int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pids = [int(p) for p in remote(f"cat {pidfile} 2>/dev/null || true").split()]
+        if len(pids) == 2:
+            return pids
+        time.sleep(0.2)
+    raise AssertionError(f"job did not write {pidfile}")
+
+
+def assert_gone(remote, pids: list[int], timeout: float = 15) -> None:
+    deadline = time.time() + timeout
+    alive = pids
+    while time.time() < deadline:
+        alive = [p for p in pids if remote(f"kill -0 {p} 2>/dev/null && echo alive || true").strip()]
+        if not alive:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"remote processes still alive: {alive}")
+
+
+def fake_context(dag_id: str):
+    ti = SimpleNamespace(dag_id=dag_id, task_id="t", run_id="manual__x", map_index=-1, try_number=1)
+    return {"ti": ti}
+
+
+def test_on_kill_in_worker_aborts_remote_job(orch_conn, state_dir, remote, sshd):
+    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+    from orchesjob_provider.operators.orchesjob import OrchesjobOperator
+
+    dag_id = new_dag_id("onkill")
+    pidfile = f"{sshd.home}/{dag_id}.pids"
+    op = OrchesjobOperator(
+        task_id="t",
+        ssh_conn_id=orch_conn,
+        state_dir=state_dir,
+        command=job_command(pidfile),
+        poll_interval=0.5,
+        abort_grace_seconds=1,
+    )
+    found: list[list[int]] = []
+
+    def killer():  # Airflow calls on_kill from another thread than the one running execute
+        try:
+            found.append(wait_for_pids(remote, pidfile, timeout=60))
+            op.on_kill()
+        except BaseException as e:
+            found.append(e)  # type: ignore[arg-type]
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    with pytest.raises(Exception) as ei:
+        op.execute(fake_context(dag_id))
+    t.join(60)
+    print("KILLER", found)
+    assert "ABORTED" in str(ei.value) and "task killed" in str(ei.value)
+    pids = found[0]
+    assert_gone(remote, pids)
+    job = OrchesjobHook(orch_conn, state_dir=state_dir).get_job(op._job_id)
+    assert job.status == "ABORTED"
+
+
+def test_abort_on_kill_false_leaves_job_running(orch_conn, state_dir, remote, sshd):
+    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+    from orchesjob_provider.operators.orchesjob import OrchesjobOperator
+
+    dag_id = new_dag_id("nokill")
+    pidfile = f"{sshd.home}/{dag_id}.pids"
+    op = OrchesjobOperator(
+        task_id="t",
+        ssh_conn_id=orch_conn,
+        state_dir=state_dir,
+        wait=False,
+        command=job_command(pidfile),
+        abort_on_kill=False,
+    )
+    record = op.execute(fake_context(dag_id))
+    pids = wait_for_pids(remote, pidfile)
+    op.on_kill()
+    hook = OrchesjobHook(orch_conn, state_dir=state_dir)
+    assert hook.get_job(record["job_id"]).status == "RUNNING"
+    hook.abort(record["job_id"], reason="cleanup", grace_seconds=1)
+    assert_gone(remote, pids)
+
+
+def test_sigterm_of_worker_process_aborts_remote_job(orch_conn, state_dir, remote, sshd):
+    """The real worker path: Airflow's SIGTERM handler calls on_kill in the task process."""
+    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+
+    dag_id = new_dag_id("sigterm")
+    pidfile = f"{sshd.home}/{dag_id}.pids"
+    run_key = f"test/{dag_id}"
+    write_dag(
+        dag_id,
+        "OrchesjobOperator(task_id='t', "
+        + kw(
+            ssh_conn_id=orch_conn,
+            state_dir=state_dir,
+            run_key=run_key,
+            command=job_command(pidfile),
+            poll_interval=0.5,
+            abort_grace_seconds=1,
+        )
+        + ")",
+    )
+    path = os.path.join(DAGS_FOLDER, f"{dag_id}.py")
+    code = (
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('d', {path!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "m.dag.test()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        pids = wait_for_pids(remote, pidfile, timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_gone(remote, pids)
+    job = OrchesjobHook(orch_conn, state_dir=state_dir).status(run_key=run_key)
+    assert job.status == "ABORTED" and "task killed" in (job.abort_reason or "")
+
+
+@pytest.mark.parametrize("deferrable", MODES)
+def test_timeout_aborts_remote_job_and_fails(orch_conn, state_dir, remote, sshd, deferrable, capfd):
+    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+
+    dag_id = new_dag_id("timeout")
+    pidfile = f"{sshd.home}/{dag_id}.pids"
+    run_key = f"test/{dag_id}"
+    dag = write_dag(
+        dag_id,
+        "OrchesjobOperator(task_id='t', "
+        + kw(
+            ssh_conn_id=orch_conn,
+            state_dir=state_dir,
+            run_key=run_key,
+            command=job_command(pidfile),
+            poll_interval=0.5,
+            timeout=3,
+            abort_grace_seconds=1,
+            deferrable=deferrable,
+        )
+        + ")",
+    )
+    dr = dag.test()
+    assert ti_states(dr) == {"t": "failed"}
+    job = OrchesjobHook(orch_conn, state_dir=state_dir).status(run_key=run_key)
+    assert f"Remote job {job.job_id} timed out after 3s and was aborted" in captured(capfd)
+    assert job.status == "ABORTED" and job.acked_at is not None
+    assert_gone(remote, [int(p) for p in remote(f"cat {pidfile}").split()])
+
+
+# -- kill while deferred ---------------------------------------------------------------------
+def _start(orch_conn, state_dir, remote, sshd, tag):
+    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+
+    pidfile = f"{sshd.home}/{tag}.pids"
+    hook = OrchesjobHook(orch_conn, state_dir=state_dir)
+    _, job = hook.start(job_command(pidfile), f"test/{tag}")
+    return hook, job, wait_for_pids(remote, pidfile)
+
+
+async def _run_then_cancel(trigger, kill: bool):
+    task = asyncio.ensure_future(trigger.run().__anext__())
+    await asyncio.sleep(1.5)  # the trigger is polling the running job
+    assert not task.done()
+    if kill and hasattr(trigger, "on_kill") and _has_trigger_on_kill():
+        await trigger.on_kill()
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def _has_trigger_on_kill() -> bool:
+    from orchesjob_provider.version_compat import TRIGGER_HAS_ON_KILL
+
+    return TRIGGER_HAS_ON_KILL
+
+
+def _real_ti(orch_conn, state_dir, state):
+    """A real TaskInstance row (from a tiny dag.test run), moved to ``state``."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    dag_id = new_dag_id("tirow")
+    dag = write_dag(
+        dag_id,
+        "OrchesjobOperator(task_id='t', "
+        + kw(ssh_conn_id=orch_conn, state_dir=state_dir, command=["true"])
+        + ")",
+    )
+    dr = dag.test()
+    ti = next(t for t in dr.get_task_instances() if t.task_id == "t")
+    with create_session() as session:
+        row = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id="t", run_id=ti.run_id).one()
+        row.state = state
+        session.commit()
+        session.refresh(row)
+        session.expunge(row)
+    return row
+
+
+@pytest.mark.parametrize(
+    "killed", [pytest.param(True, id="user-killed"), pytest.param(False, id="triggerer-restart")]
+)
+def test_kill_while_deferred(orch_conn, state_dir, remote, sshd, killed):
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+    tag = new_dag_id("defkill")
+    hook, job, pids = _start(orch_conn, state_dir, remote, sshd, tag)
+    trigger = OrchesjobTrigger(
+        ssh_conn_id=orch_conn,
+        job_id=job.job_id,
+        poll_interval=0.5,
+        state_dir=state_dir,
+        abort_grace_seconds=1,
+    )
+    if not _has_trigger_on_kill():
+        # Airflow < 3.3: the trigger decides from the task instance's state in the DB
+        trigger.task_instance = _real_ti(orch_conn, state_dir, "failed" if killed else "deferred")
+    asyncio.run(_run_then_cancel(trigger, kill=killed))
+    status = hook.get_job(job.job_id).status
+    if killed:
+        assert status == "ABORTED"
+        assert_gone(remote, pids)
+    else:
+        assert status == "RUNNING"  # a triggerer restart must not kill the job
+        hook.abort(job.job_id, reason="cleanup", grace_seconds=1)
+        assert_gone(remote, pids)
+
+
+def test_kill_while_deferred_abort_on_kill_false(orch_conn, state_dir, remote, sshd):
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+    tag = new_dag_id("defnokill")
+    hook, job, pids = _start(orch_conn, state_dir, remote, sshd, tag)
+    trigger = OrchesjobTrigger(
+        ssh_conn_id=orch_conn, job_id=job.job_id, poll_interval=0.5, state_dir=state_dir, abort_on_kill=False
+    )
+    if not _has_trigger_on_kill():
+        trigger.task_instance = _real_ti(orch_conn, state_dir, "failed")
+    asyncio.run(_run_then_cancel(trigger, kill=True))
+    assert hook.get_job(job.job_id).status == "RUNNING"
+    hook.abort(job.job_id, reason="cleanup", grace_seconds=1)
+    assert_gone(remote, pids)

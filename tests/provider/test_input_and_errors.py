@@ -1,0 +1,208 @@
+"""Proofs 5 and 6: hostile input arrives byte for byte, secrets stay hidden; SSH-level failures
+fail the task with one actionable line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
+
+from conftest import conn_json, set_conn
+from dagutil import captured, kw, new_dag_id, our_log_messages, ti_states, write_dag
+
+pytestmark = [pytest.mark.ssh, pytest.mark.airflow]
+
+DUMP = (
+    "import json, os, sys\n"
+    "out = sys.argv[1]\n"
+    "data = {'argv': [os.fsencode(a).hex() for a in sys.argv[2:]],\n"
+    "        'env': {k: os.fsencode(os.environ.get(k, '')).hex() for k in ('H1', 'H2', 'H3')}}\n"
+    "open(out, 'w').write(json.dumps(data))\n"
+)
+
+HOSTILE = [
+    'it\'s "quoted"',
+    "$(touch /tmp/pwned-$USER) `id` ${HOME}",
+    "a; rm -rf / ; b && c || d | e > f < g &",
+    "line1\nline2\r\n\ttabbed",
+    "non-ascii: é ü 日本語 🚀",
+    "-n",
+    "",
+    "\\ backslash \\\\ * ? [a-z] ~ # !",
+]
+
+
+def test_hostile_argv_and_env_arrive_byte_for_byte(orch_conn, state_dir, remote, sshd):
+    dag_id = new_dag_id("hostile")
+    out = f"{sshd.home}/{dag_id}.json"
+    env = {"H1": HOSTILE[1], "H2": HOSTILE[3], "H3": HOSTILE[4] + " ' \" ;"}
+    dag = write_dag(
+        dag_id,
+        "OrchesjobOperator(task_id='t', "
+        + kw(
+            ssh_conn_id=orch_conn,
+            state_dir=state_dir,
+            command=[sshd.target_python, "-c", DUMP, out, *HOSTILE],
+            env=env,
+            poll_interval=0.5,
+        )
+        + ")",
+    )
+    dr = dag.test()
+    assert ti_states(dr) == {"t": "success"}
+    got = json.loads(remote(f"cat {out}"))
+    assert [bytes.fromhex(h) for h in got["argv"]] == [a.encode() for a in HOSTILE]
+    assert {k: bytes.fromhex(v) for k, v in got["env"].items()} == {k: v.encode() for k, v in env.items()}
+    assert remote("ls /tmp/pwned-* 2>/dev/null || true").strip() == ""
+
+
+def test_undecodable_bytes_and_trailing_newlines_via_hook(orch_conn, state_dir, remote, sshd):
+    """Arbitrary bytes travel as surrogateescape strings (os.fsdecode) and come back exact."""
+    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+
+    out = f"{sshd.home}/{uuid.uuid4().hex}.json"
+    raw = [b"\xff\xfe latin1 \xe9", b"trailing newline\n\n", b"\x01\x02 ctrl"]
+    args = [os.fsdecode(b) for b in raw]
+    hook = OrchesjobHook(orch_conn, state_dir=state_dir)
+    _, job = hook.start(
+        [sshd.target_python, "-c", DUMP, out, *args],
+        f"test/{uuid.uuid4().hex}",
+        env={"H1": os.fsdecode(b"\xfe env bytes")},
+    )
+    res = hook.wait(job.job_id, timeout=30)
+    assert res.job.status == "SUCCEEDED"
+    got = json.loads(remote(f"cat {out}"))
+    assert [bytes.fromhex(h) for h in got["argv"]] == raw
+    assert bytes.fromhex(got["env"]["H1"]) == b"\xfe env bytes"
+
+
+def test_secret_env_not_in_ps_nor_task_log_nor_state_db(orch_conn, state_dir, remote, sshd, capfd, caplog):
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    dag_id = new_dag_id("secret")
+    run_key = f"test/{dag_id}"
+    body = (
+        "OrchesjobOperator(task_id='t', "
+        + kw(
+            ssh_conn_id=orch_conn,
+            state_dir=state_dir,
+            run_key=run_key,
+            command=["sh", "-c", 'sleep 4; echo "token-len $(printf %s "$API_TOKEN" | wc -c)"'],
+            env={"API_TOKEN": secret},
+            poll_interval=0.5,
+        )
+        + ")"
+    )
+    starter = write_dag(dag_id + "_s", body.replace("poll_interval=0.5", "poll_interval=0.5, wait=False"))
+    assert ti_states(starter.test()) == {"t": "success"}
+    # while the job runs: not in any process's command line on the target
+    ps = remote("ps -eo args; for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; done")
+    assert "sleep 4" in ps
+    assert secret not in ps
+    dag = write_dag(dag_id, body)
+    dr = dag.test()
+    assert ti_states(dr) == {"t": "success"}
+    text = captured(capfd)
+    assert f"token-len {len(secret)}" in " ".join(our_log_messages(text, caplog)) + text
+    assert secret not in text
+    assert all(secret not in r.getMessage() for r in caplog.records)
+    # nor stored in the agent's state (database, logs)
+    assert remote(f"grep -rl {secret} {state_dir} 2>/dev/null || true").strip() == ""
+
+
+# -- SSH-level failures ----------------------------------------------------------------------
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def other_key():
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "k")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+    with open(path) as f, open(path + ".pub") as g:
+        return f.read(), g.read().strip()
+
+
+def _known_hosts_has(sshd) -> bool:
+    path = os.path.expanduser("~/.ssh/known_hosts")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return f"[{sshd.host}]:{sshd.port}" in f.read()
+
+
+CASES = {
+    "unreachable": ("connection refused; check host/port and that sshd runs", "cannot reach SSH server"),
+    "wrong_key": ("SSH authentication failed for orchtest@", "check login and the private_key/key_file"),
+    "unknown_host_key": (
+        "is not in known_hosts; add it to the connection extra host_key",
+        "no_host_key_check",
+    ),
+    "changed_host_key": ("does not match", "host_key"),
+    "missing_python": ("remote python 'python3-not-here' was not found on", "set remote_python"),
+}
+
+
+def _conn_for(case, sshd, other_key):
+    if case == "unreachable":
+        c = json.loads(conn_json(sshd))
+        c["port"] = _free_port()
+        return json.dumps(c)
+    if case == "wrong_key":
+        return conn_json(sshd, private_key=other_key[0])
+    if case == "unknown_host_key":
+        return conn_json(sshd, host_key=None)
+    if case == "changed_host_key":
+        return conn_json(sshd, host_key=other_key[1])
+    return conn_json(sshd)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_ssh_failures_are_one_actionable_line(case, sshd, airflow_db, state_dir, other_key, capfd):
+    if case == "unknown_host_key" and _known_hosts_has(sshd):
+        pytest.skip("~/.ssh/known_hosts of the test runner already trusts the test sshd")
+    conn_id = f"orch_{case}"
+    set_conn(conn_id, _conn_for(case, sshd, other_key))
+    remote_python = "python3-not-here" if case == "missing_python" else "python3"
+    dag_id = new_dag_id(case)
+    dag = write_dag(
+        dag_id,
+        "OrchesjobOperator(task_id='t', "
+        + kw(ssh_conn_id=conn_id, state_dir=state_dir, command=["true"], remote_python=remote_python)
+        + ")",
+    )
+    dr = dag.test()
+    text = captured(capfd)
+    assert ti_states(dr) == {"t": "failed"}
+    for needle in CASES[case]:
+        assert needle in text, (case, needle)
+
+    # the same message, as a single line, from the hook (sync) and the trigger's hook (async)
+    from orchesjob_provider.hooks.orchesjob import AgentUnavailable, AsyncOrchesjobHook, OrchesjobHook
+
+    with pytest.raises(AgentUnavailable) as ei:
+        OrchesjobHook(conn_id, remote_python=remote_python, state_dir=state_dir).ping()
+    msg = str(ei.value)
+    assert "\n" not in msg and CASES[case][0].split(";")[0].split(" for ")[0] in msg
+
+    async def aping():
+        async with AsyncOrchesjobHook(conn_id, remote_python=remote_python, state_dir=state_dir) as h:
+            return await h.call("ping")
+
+    with pytest.raises(AgentUnavailable) as ei:
+        asyncio.run(aping())
+    assert "\n" not in str(ei.value)
+    if case != "changed_host_key":  # asyncssh reports a mismatch as "not verifiable"
+        assert CASES[case][0].split(";")[0].split(" for ")[0].split(" on")[0] in str(ei.value)
