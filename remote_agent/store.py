@@ -185,6 +185,9 @@ def open_db(home, write):
                 version = _user_version(conn)
         except sqlite3.Error as exc:
             raise db_error(exc, home) from None
+        if version == 0 and not _has_table(conn, "jobs"):
+            conn.close()
+            return None  # being created by a concurrent writer: nothing stored yet
         _check_version(version, home, reading=True)
         return conn
     _ensure_dirs(home)
@@ -205,6 +208,12 @@ def open_db(home, write):
 def _user_version(conn):
     # type: (sqlite3.Connection) -> int
     return int(conn.execute("PRAGMA user_version").fetchone()["user_version"])
+
+
+def _has_table(conn, name):
+    # type: (sqlite3.Connection, str) -> bool
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
 
 
 def db_path_of(conn):
@@ -231,8 +240,7 @@ def _migrate(conn, version):
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = _user_version(conn)
-        legacy = version == 0 and conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone() is not None
+        legacy = version == 0 and _has_table(conn, "jobs")
         if legacy:
             for table in _LEGACY_TABLES:
                 if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():

@@ -81,3 +81,14 @@ def test_rpc_status_by_run_key_is_null_for_an_unknown_key(tmp_path: Path) -> Non
     assert known["job"]["job_id"] == started["job_id"] and known["job"]["status"] == "SUCCEEDED"
     bad = agent(home, "rpc", stdin=json.dumps({"op": "status", "run_key": "a\nb"}).encode())
     assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["kind"] == "bad_request"
+
+
+def test_read_of_a_database_being_created_is_not_found_not_an_error(tmp_path: Path) -> None:
+    """A reader racing the first writer sees an empty SQLite file (user_version 0, no tables)."""
+    home = tmp_path / "state"
+    home.mkdir()
+    sqlite3.connect(str(home / "orchesjob.db")).close()  # the file exists, the schema not yet
+    res = agent(home, "status", "--run-key", "k")
+    assert res.returncode == 3 and res.stderr == b"orchesjob: run_key not found\n"
+    res = agent(home, "rpc", stdin=json.dumps({"op": "status", "run_key": "k"}).encode())
+    assert res.returncode == 0 and json.loads(res.stdout)["job"] is None
