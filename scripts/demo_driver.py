@@ -60,7 +60,7 @@ def operator_lines(log_text: str) -> list[str]:
 def agent_history(target: SSHTarget, run_key: str) -> list[dict]:
     """The agent's own record for the run key, read on the target over ssh like an admin would."""
     script = (
-        "f=$(ls -t ~/.orchesjob/agent/agent-*.pyz 2>/dev/null | head -n 1); "
+        "f=$(ls -td ~/.orchesjob/agent/agent-*/ 2>/dev/null | head -n 1); "
         "[ -n \"$f\" ] || exit 3; "
         f"exec {shlex.quote(target.target_python)} -I -S \"$f\" status --run-key {shlex.quote(run_key)} "
         "--all --format json"

@@ -1,9 +1,12 @@
-"""The bundled agent as a zipapp, built in memory from the installed ``remote_agent`` package.
+"""The bundled agent, built in memory from the installed ``remote_agent`` package.
 
 The archive is deterministic (fixed timestamps and permissions, sorted names), so its sha256
-names it: the hook uploads it once per host and agent version to
-``~/.orchesjob/agent/agent-<sha256[:16]>.pyz`` and runs it as ``python3 -I -S <file> rpc``
-(no exec bit needed, so a ``noexec`` /tmp or home does not matter).
+names it. The hook uploads it once per host and agent version and unpacks it into the directory
+``~/.orchesjob/agent/agent-<sha256[:16]>/`` (a ``__main__.py`` beside ``remote_agent/``), which
+runs as ``python3 -I -S <dir> rpc``: no exec bit needed, so a ``noexec`` /tmp or home does not
+matter. A directory rather than the zip itself because Python never caches bytecode for
+modules imported from a zip: every call would recompile the agent, ~40 ms, more than a whole
+interpreter start (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ class AgentBundle:
 
     @property
     def file_name(self) -> str:
-        return f"agent-{self.sha256[:16]}.pyz"
+        """The directory the bundle unpacks into (kept as ``file_name`` for callers)."""
+        return f"agent-{self.sha256[:16]}"
 
     @property
     def remote_path(self) -> str:

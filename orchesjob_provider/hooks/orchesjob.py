@@ -4,7 +4,7 @@
 and sensors in the worker; ``AsyncOrchesjobHook`` (asyncssh) is used by the trigger. Both speak
 the JSON protocol of docs/PROTOCOL.md: one fixed command line per call, the request on stdin::
 
-    <remote_python> -I -S ~/.orchesjob/agent/agent-<sha256[:16]>.pyz rpc
+    <remote_python> -I -S ~/.orchesjob/agent/agent-<sha256[:16]> rpc
 
 No user string ever reaches the remote shell; the agent bundle is deployed on first use.
 """
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import inspect
 import json
 import logging
+import os
 import random
 import shlex
 import socket
@@ -223,6 +225,25 @@ def _job_logs(job_id: str, reply: Mapping[str, Any], timed_out: bool = False) ->
     )
 
 
+KEEPALIVE_SECONDS = 5
+STALE_SECONDS = 2.0  # an exec that fails this fast met a connection that was already dead
+
+
+def tune_socket(sock: Any, dead_after: float) -> None:
+    """TCP_NODELAY (small request/reply exchanges otherwise stall on delayed ACKs), and a dead
+    peer detected within ``dead_after`` seconds instead of TCP's ~15 minutes of retransmits."""
+    if not isinstance(sock, socket.socket):
+        return
+    options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead_after * 1000)))
+    for level, name, value in options:
+        try:
+            sock.setsockopt(level, name, value)
+        except OSError:
+            pass
+
+
 def normalize_offsets(offsets: Mapping[str, Any] | None) -> dict[str, int]:
     offsets = offsets or {}
     return {s: int(offsets.get(s) or 0) for s in STREAMS}
@@ -236,14 +257,38 @@ def rpc_command(remote_python: str, bundle: AgentBundle) -> str:
     return f"{shlex.quote(remote_python)} -I -S {bundle.remote_path} rpc"
 
 
-def deploy_command(bundle: AgentBundle) -> str:
-    final = bundle.remote_path
-    tmp = f"{final}.tmp.$$"
+# Runs on the target under the user's python with the zip on stdin: checks the hash, unpacks
+# into a temporary sibling, precompiles with the target's own interpreter, and renames into
+# place (atomic; a concurrent deploy of the same bundle simply loses the rename). Stdlib only,
+# valid on CPython 3.6.
+_DEPLOY_SCRIPT = """
+import compileall, hashlib, io, os, shutil, sys, zipfile
+data = sys.stdin.buffer.read()
+sha = sys.argv[1]
+if hashlib.sha256(data).hexdigest() != sha:
+    sys.stderr.write("orchesjob: agent upload corrupted (%d bytes, sha256 mismatch)\\n" % len(data))
+    sys.exit(1)
+final = os.path.join(os.path.expanduser(sys.argv[2]), "agent-" + sha[:16])
+if os.path.isdir(final):
+    sys.exit(0)
+tmp = "%s.tmp.%d" % (final, os.getpid())
+zipfile.ZipFile(io.BytesIO(data)).extractall(tmp)
+compileall.compile_dir(tmp, quiet=2)
+try:
+    os.rename(tmp, final)
+except OSError:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not os.path.isdir(final):
+        raise
+"""
+
+
+def deploy_command(remote_python: str, bundle: AgentBundle) -> str:
+    """Upload and unpack the bundle (bytes on stdin); only constants and quoted values."""
     return (
         f"umask 077 && mkdir -p {REMOTE_DIR} && chmod 700 ~/.orchesjob {REMOTE_DIR} && "
-        f"cat > {tmp} && "
-        f'if [ "$(wc -c < {tmp})" -eq {len(bundle.data)} ]; then mv -f {tmp} {final}; '
-        f"else rm -f {tmp}; echo 'orchesjob: truncated agent upload' >&2; exit 1; fi"
+        f"{shlex.quote(remote_python)} -I -S -c {shlex.quote(_DEPLOY_SCRIPT)} "
+        f"{bundle.sha256} {shlex.quote(REMOTE_DIR)}"
     )
 
 
@@ -289,7 +334,7 @@ def _last_line(data: bytes) -> str:
 
 
 def is_missing_agent(rc: int | None, out: bytes, err: bytes) -> bool:
-    """python could not open the .pyz (first use on this host, or someone removed it)."""
+    """python could not open the agent's directory (first use on this host, or it was removed)."""
     return rc == 2 and not out.strip() and b"can't open file" in err
 
 
@@ -439,14 +484,19 @@ class OrchesjobHook(BaseHook):
         except Exception as e:
             raise AgentUnavailable(self._connect_error(e)) from None
         transport = client.get_transport()
-        sock = getattr(transport, "sock", None)
-        if isinstance(sock, socket.socket):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        tune_socket(getattr(transport, "sock", None), self._dead_after())
+        # paramiko's keepalive expects no answer; it only keeps bytes in flight so that the
+        # kernel's TCP_USER_TIMEOUT notices a dead peer (a cut link) within _dead_after().
+        transport.set_keepalive(KEEPALIVE_SECONDS)
         self._client = client
         return client
+
+    def _conn_timeout(self) -> float:
+        return float(getattr(self._ssh_hook, "conn_timeout", None) or self.conn_timeout or 10)
+
+    def _dead_after(self) -> float:
+        """Seconds of unanswered traffic after which the connection counts as dead."""
+        return max(5.0, self._conn_timeout())
 
     def _connect_error(self, e: BaseException) -> str:
         import paramiko
@@ -464,9 +514,15 @@ class OrchesjobHook(BaseHook):
                 f"SSH authentication failed for {h.username}@{hostport} (connection {cid!r}): the server "
                 f"rejected the key/password; check login and the private_key/key_file extra"
             )
-        if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError) or isinstance(
-            e, ConnectionRefusedError
-        ):
+        if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
+            causes = list(getattr(e, "errors", {}).values())
+            e = causes[0] if causes else ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+        if isinstance(e, OSError) and e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return (
+                f"cannot reach SSH server {hostport} (connection {cid!r}): "
+                f"{os.strerror(e.errno).lower()}; check the network path to the host"
+            )
+        if isinstance(e, ConnectionRefusedError):
             return (
                 f"cannot reach SSH server {hostport} (connection {cid!r}): connection refused; "
                 f"check host/port and that sshd runs"
@@ -508,7 +564,7 @@ class OrchesjobHook(BaseHook):
         client = self.get_conn()
         transport = client.get_transport()
         self.exec_count += 1
-        chan = transport.open_session(timeout=timeout)
+        chan = transport.open_session(timeout=self._conn_timeout())
         try:
             chan.settimeout(timeout)
             chan.exec_command(command)
@@ -539,17 +595,24 @@ class OrchesjobHook(BaseHook):
             chan.close()
 
     def _exec_retrying(self, command: str, stdin: bytes, timeout: float | None, op: str):
-        """One exec; on a broken connection reconnect once and resend (every op is idempotent)."""
+        """One exec; a connection found dead at once is reconnected and the call resent.
+
+        Every op is idempotent, so resending is safe. A connection that dies *during* a call (a
+        cut link, noticed after ``_dead_after()`` s) is not reconnected here: the call fails
+        with a one-line error and the caller's backoff decides when to try again.
+        """
         import paramiko
 
         for attempt in (1, 2):
+            t0 = time.monotonic()
             try:
                 return self._exec(command, stdin, timeout)
             except AgentUnavailable:
                 raise
             except (paramiko.SSHException, EOFError, OSError) as e:
                 self._close_client()
-                if attempt == 2:
+                stale = time.monotonic() - t0 < STALE_SECONDS
+                if attempt == 2 or not stale:
                     if isinstance(e, (socket.timeout, TimeoutError)):
                         raise AgentUnavailable(
                             f"orchesjob {op} on {self.where}: no answer within {timeout:.0f}s", op=op
@@ -563,7 +626,7 @@ class OrchesjobHook(BaseHook):
 
     # -- deploy -------------------------------------------------------------------------------
     def deploy(self) -> AgentBundle:
-        """Upload the agent zipapp to its content-addressed path (idempotent)."""
+        """Upload the agent to its content-addressed directory (idempotent)."""
         bundle = get_bundle()
         self.log.info(
             "Deploying the orchesjob agent to %s:%s (%d bytes)",
@@ -571,7 +634,8 @@ class OrchesjobHook(BaseHook):
             bundle.remote_path,
             len(bundle.data),
         )
-        rc, out, err = self._exec_retrying(deploy_command(bundle), bundle.data, 120.0, "deploy")
+        command = deploy_command(self.remote_python, bundle)
+        rc, out, err = self._exec_retrying(command, bundle.data, 120.0, "deploy")
         if rc != 0:
             raise AgentUnavailable(
                 f"could not upload the orchesjob agent to {self.where}:{bundle.remote_path} (exit {rc}): "
@@ -783,7 +847,8 @@ async def build_connect_options(ssh_conn_id: str, conn_timeout: float | None = N
         raise AgentUnavailable(f"SSH connection {ssh_conn_id!r} is misconfigured: {e}") from None
     timeout = conn_timeout or extras.get("conn_timeout")
     opts["connect_timeout"] = float(timeout) if timeout else 30.0
-    opts["keepalive_interval"] = 30
+    opts["keepalive_interval"] = KEEPALIVE_SECONDS
+    opts["keepalive_count_max"] = 3
     if extras.get("ciphers"):
         opts["encryption_algs"] = list(extras["ciphers"])
     if str(extras.get("compress", "true")).lower() == "false":
@@ -841,12 +906,7 @@ class _SharedConnection:
                 conn = await asyncssh.connect(**target.options)
             except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
                 raise AgentUnavailable(async_connect_error(e, self.where, self.ssh_conn_id)) from None
-            sock = conn.get_extra_info("socket")
-            if isinstance(sock, socket.socket):
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
+            tune_socket(conn.get_extra_info("socket"), max(5.0, target.options["connect_timeout"]))
             self.conn = conn
             return conn
 
@@ -1061,7 +1121,8 @@ class AsyncOrchesjobHook:
 
     async def deploy(self) -> None:
         bundle = get_bundle()
-        rc, out, err = await self._exec(deploy_command(bundle), bundle.data, 120.0, "deploy")
+        command = deploy_command(self.remote_python, bundle)
+        rc, out, err = await self._exec(command, bundle.data, 120.0, "deploy")
         if rc != 0:
             raise AgentUnavailable(
                 f"could not upload the orchesjob agent to {self.where}:{bundle.remote_path} (exit {rc}): "

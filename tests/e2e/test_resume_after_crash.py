@@ -120,7 +120,7 @@ class Remote:
         except Exception:
             path = "~/.orchesjob/agent/none"
         script = (
-            f"f={path}; [ -f \"$f\" ] || f=$(ls -t ~/.orchesjob/agent/agent-*.pyz 2>/dev/null | head -n 1); "
+            f"f={path}; [ -d \"$f\" ] || f=$(ls -td ~/.orchesjob/agent/agent-* 2>/dev/null | head -n 1); "
             f"[ -n \"$f\" ] || {{ echo 'no agent bundle uploaded yet' >&2; exit 3; }}; "
             f"ORCHESJOB_HOME={shlex.quote(self.state_dir)} exec {shlex.quote(self.sshd.target_python)} "
             f"-I -S \"$f\" " + " ".join(shlex.quote(a) for a in args)

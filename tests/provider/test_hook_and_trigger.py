@@ -27,16 +27,15 @@ def test_bundle_is_deterministic_and_runs_with_isolated_python():
 
     a, b = build_bundle(), build_bundle()
     assert a.data == b.data and a.sha256 == b.sha256 == hashlib.sha256(a.data).hexdigest()
-    assert a.remote_path == f"~/.orchesjob/agent/agent-{a.sha256[:16]}.pyz"
+    assert a.remote_path == f"~/.orchesjob/agent/agent-{a.sha256[:16]}"
     with zipfile.ZipFile(__import__("io").BytesIO(a.data)) as zf:
         names = zf.namelist()
         assert names == sorted(names) and "__main__.py" in names and "remote_agent/rpc.py" in names
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "agent.pyz")
-        with open(path, "wb") as f:
-            f.write(a.data)
-        os.chmod(path, 0o600)  # no exec bit needed
+        path = os.path.join(d, "agent")
+        with zipfile.ZipFile(__import__("io").BytesIO(a.data)) as zf:
+            zf.extractall(path)  # as the deploy script unpacks it
         r = subprocess.run(
             ["/usr/bin/python3", "-I", "-S", path, "rpc"],
             input=json.dumps({"op": "ping", "home": os.path.join(d, "home")}).encode(),
@@ -150,7 +149,7 @@ def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, r
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
     bundle = get_bundle()
-    remote("rm -f ~/.orchesjob/agent/agent-*.pyz")
+    remote("rm -rf ~/.orchesjob/agent/agent-*")
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
     hook.ping()
     assert hook.exec_count == 3  # missing agent, upload, retry
@@ -160,9 +159,14 @@ def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, r
         hook.ping()
     assert hook.exec_count == 8  # one exec per call, same connection
     assert hook.get_conn().get_transport() is transport
-    listing = remote(f"stat -c '%a %n' ~/.orchesjob/agent ~/.orchesjob/agent/{bundle.file_name}")
-    modes = [line.split()[0] for line in listing.splitlines()]
-    assert modes == ["700", "600"]  # content-addressed file, no exec bit needed
+    listing = remote(
+        f"stat -c '%a %n' ~/.orchesjob/agent ~/.orchesjob/agent/{bundle.file_name} "
+        f"~/.orchesjob/agent/{bundle.file_name}/remote_agent/cli.py; "
+        f"ls ~/.orchesjob/agent/{bundle.file_name}/remote_agent/__pycache__ | grep -c 'cli.*pyc'")
+    lines = listing.splitlines()
+    modes = [line.split()[0] for line in lines[:3]]
+    assert modes == ["700", "700", "600"]  # content-addressed dir, no exec bit on the code
+    assert int(lines[3]) >= 1  # bytecode precompiled by the target's python at deploy
     # another process (fresh hook) finds it deployed: one exec
     hook2 = OrchesjobHook(orch_conn, state_dir=state_dir)
     hook2.ping()
