@@ -5,7 +5,7 @@
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
 #   3 sshd     loopback OpenSSH server + throwaway user (scripts/sshd_harness.py)
 #   4 af3      pytest tests/ (everything, incl. e2e) under .venvs/af3
-#   5 af2      pytest tests/provider under .venvs/af2
+#   5 af2      pytest tests/provider tests/faults under .venvs/af2
 #   6 agent    pytest tests/agent with AGENT_PYTHON = each pyenv CPython 3.6..3.13
 #              (full suite on the oldest, `-m smoke` on the others)
 #
@@ -67,6 +67,13 @@ on_exit() {
     if [[ ${#SUMMARIES[@]} -gt 0 ]]; then
         printf '==== pytest summaries\n'
         for line in "${SUMMARIES[@]}"; do printf '%s\n' "$line"; done
+        # one line over every leg, in the plain 'N passed, N failed' form
+        printf '%s\n' "${SUMMARIES[@]}" | awk '
+            { for (i = 2; i <= NF; i++) {
+                  w = $i; gsub(/[^a-z]/, "", w)
+                  if (w == "passed") p += $(i-1); else if (w == "failed") f += $(i-1)
+                  else if (w == "skipped") s += $(i-1); else if (w == "error" || w == "errors") f += $(i-1) } }
+            END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }'
     fi
     [[ $rc == 0 ]] && echo "test.sh: OK" || echo "test.sh: FAILED (exit $rc)"
     exit $rc
@@ -156,8 +163,8 @@ step pytest-af3 "pytest tests/ under .venvs/af3 (Airflow 3)"
 AIRFLOW_HOME="$RUN_TMP/airflow-af3" run_pytest af3 "$AF3" 0 tests
 
 # --------------------------------------------------------------------------- 5 af2
-step pytest-af2 "pytest tests/provider under .venvs/af2 (MWAA 2.10.3 pins)"
-AIRFLOW_HOME="$RUN_TMP/airflow-af2" run_pytest af2 "$AF2" 1 tests/provider
+step pytest-af2 "pytest tests/provider tests/faults under .venvs/af2 (MWAA 2.10.3 pins)"
+AIRFLOW_HOME="$RUN_TMP/airflow-af2" run_pytest af2 "$AF2" 1 tests/provider tests/faults
 
 # --------------------------------------------------------------------------- 6 agent
 step agent-pythons "tests/agent with AGENT_PYTHON = old CPythons"

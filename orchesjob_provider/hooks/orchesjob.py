@@ -292,33 +292,6 @@ def deploy_command(remote_python: str, bundle: AgentBundle) -> str:
     )
 
 
-def status_cli_command(remote_python: str, bundle: AgentBundle, state_dir: str | None, run_key: str) -> str:
-    """Fallback for agents without the ``status`` rpc op: the orchesjob CLI, every value quoted."""
-    prefix = f"ORCHESJOB_HOME={shlex.quote(state_dir)} " if state_dir else ""
-    return (
-        f"{prefix}{shlex.quote(remote_python)} -I -S {bundle.remote_path} status "
-        f"--run-key {shlex.quote(run_key)}"
-    )
-
-
-def parse_status_cli(
-    rc: int | None, out: bytes, err: bytes, *, where: str, remote_python: str
-) -> JobRecord | None:
-    if rc == 3:
-        return None
-    if rc == 0:
-        try:
-            return JobRecord.from_dict(json.loads(out))
-        except ValueError:
-            pass
-    parse_reply("status", rc, out, err, where=where, remote_python=remote_python)
-    raise AgentUnavailable(f"orchesjob status on {where} failed (exit {rc}): {_last_line(err)}")
-
-
-def _unknown_op(e: OrchesjobError) -> bool:
-    return isinstance(e, OrchesjobBadRequest) and "unknown op" in e.message
-
-
 def build_request(op: str, state_dir: str | None, args: Mapping[str, Any]) -> bytes:
     req: dict[str, Any] = {"protocol": PROTOCOL, "op": op}
     if state_dir:
@@ -767,12 +740,6 @@ class OrchesjobHook(BaseHook):
             reply = self.call("status", run_key=run_key)
         except OrchesjobNotFound:
             return None
-        except OrchesjobBadRequest as e:
-            if not _unknown_op(e):
-                raise
-            command = status_cli_command(self.remote_python, get_bundle(), self.state_dir, run_key)
-            rc, out, err = self._exec_retrying(command, b"", CALL_SLACK, "status")
-            return parse_status_cli(rc, out, err, where=self.where, remote_python=self.remote_python)
         job = reply.get("job")
         return JobRecord.from_dict(job) if job else None
 
@@ -1162,12 +1129,6 @@ class AsyncOrchesjobHook:
             reply = await self.call("status", run_key=run_key)
         except OrchesjobNotFound:
             return None
-        except OrchesjobBadRequest as e:
-            if not _unknown_op(e):
-                raise
-            command = status_cli_command(self.remote_python, get_bundle(), self.state_dir, run_key)
-            rc, out, err = await self._exec(command, b"", CALL_SLACK, "status")
-            return parse_status_cli(rc, out, err, where=self.where, remote_python=self.remote_python)
         job = reply.get("job")
         return JobRecord.from_dict(job) if job else None
 

@@ -8,7 +8,6 @@ test here is skipped with the reason (each module starts with ``pytest.importors
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -46,6 +45,9 @@ os.environ.update(
 
 CONN_ID = "orch_ssh"
 
+# Helpers live in connutil: a test module importing "conftest" could get another directory's.
+from connutil import conn_json, set_conn  # noqa: E402
+
 
 def pytest_report_header(config):
     if not HAVE_AIRFLOW:
@@ -74,22 +76,6 @@ def airflow_db():
     if r.returncode != 0:
         pytest.fail(f"airflow db migrate failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}", pytrace=False)
     return AIRFLOW_HOME
-
-
-def conn_json(sshd, **extra_overrides) -> str:
-    extra = {"private_key": sshd.key_text, "host_key": sshd.host_public_key}
-    for k, v in extra_overrides.items():
-        if v is None:
-            extra.pop(k, None)
-        else:
-            extra[k] = v
-    return json.dumps(
-        {"conn_type": "ssh", "host": sshd.host, "port": sshd.port, "login": sshd.user, "extra": extra}
-    )
-
-
-def set_conn(conn_id: str, value: str) -> None:
-    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = value
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
 
-from conftest import conn_json, set_conn
+from connutil import conn_json, set_conn
 from dagutil import captured, kw, new_dag_id, our_log_messages, ti_states, write_dag
 
 pytestmark = [pytest.mark.ssh, pytest.mark.airflow]
