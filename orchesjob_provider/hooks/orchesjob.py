@@ -406,6 +406,7 @@ class OrchesjobHook(BaseHook):
         self.conn_timeout = conn_timeout
         self.ssh_hook_kwargs = dict(ssh_hook_kwargs or {})
         self._ssh_hook: Any = None
+        self._connect_attempts = 1  # our retries of network errors (see ssh_hook)
         self._client: Any = None
         self._deployed = False
         self.exec_count = 0  # SSH execs made by this hook (the hot path is one per call)
@@ -433,6 +434,11 @@ class OrchesjobHook(BaseHook):
             # connection asked for them; we verify unless the connection explicitly opts out.
             if "no_host_key_check" not in extras and "no_host_key_check" not in kwargs:
                 hook.no_host_key_check = False
+            # SSHHook retries every failed connect (3 tries, 3-5 s apart); a wrong key or host
+            # key never passes on a retry. Where the provider lets us (ssh provider 4.x+), keep
+            # its retries for network errors only, so such a failure is reported at once.
+            if hasattr(hook, "conn_retry_attempts"):
+                self._connect_attempts, hook.conn_retry_attempts = hook.conn_retry_attempts, 1
             self._ssh_hook = hook
         return self._ssh_hook
 
@@ -452,10 +458,16 @@ class OrchesjobHook(BaseHook):
                 return self._client
             self._close_client()
         hook = self.ssh_hook
-        try:
-            client = hook.get_conn()
-        except Exception as e:
-            raise AgentUnavailable(self._connect_error(e)) from None
+        attempt = 1
+        while True:
+            try:
+                client = hook.get_conn()
+                break
+            except Exception as e:
+                if attempt >= self._connect_attempts or not isinstance(e, OSError):
+                    raise AgentUnavailable(self._connect_error(e)) from None  # final, or out of tries
+                attempt += 1
+                time.sleep(3 + random.uniform(0, 2))  # SSHHook's own spacing
         transport = client.get_transport()
         tune_socket(getattr(transport, "sock", None), self._dead_after())
         # paramiko's keepalive expects no answer; it only keeps bytes in flight so that the
