@@ -895,7 +895,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     shutil.rmtree(xdir)
                 with zipfile.ZipFile(str(pyz)) as zf:
                     zf.extractall(str(xdir))
-                contenders.append(Contender("ours dir", [python, "-I", "-S", str(xdir)], env0, "ours"))
+                dir_cmd = [python, "-I", "-S", str(xdir / "__main__.py")]  # as the provider runs it
+                contenders.append(Contender("ours dir", dir_cmd, env0, "ours"))
         except Exception as exc:  # the agent may not exist yet: report, keep going
             notes.append(f"ours: not measured ({exc})")
             log(f"ours not available: {exc}")

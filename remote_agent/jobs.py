@@ -6,12 +6,11 @@ inserts; the partial unique index on active jobs makes a second active job for a
 impossible even if this code were wrong.
 """
 
-import binascii
 import json
 import os
 import time
 
-from remote_agent import procs, store, supervisor
+from remote_agent import procs, store
 from remote_agent.errors import AgentError, bad_args, not_found, wrong_state
 from remote_agent.timeutil import now_ts
 
@@ -76,7 +75,7 @@ def new_job_id():
     b = bytearray(os.urandom(16))
     b[6] = (b[6] & 0x0F) | 0x40
     b[8] = (b[8] & 0x3F) | 0x80
-    h = binascii.hexlify(bytes(b)).decode()
+    h = bytes(b).hex()
     return "-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
 
 
@@ -209,9 +208,16 @@ def read_chunk(home, job_id, stream, offset, limit, terminal):
         "offset": offset,
         "next_offset": next_offset,
         "size": size,
-        "data_b64": binascii.b2a_base64(data).decode("ascii").rstrip("\n"),
+        "data_b64": _b64(data),
         "eof": terminal and next_offset >= size,
     }
+
+
+def _b64(data):
+    # type: (bytes) -> str
+    import binascii  # not needed by the commands that read no logs
+
+    return binascii.b2a_base64(data).decode("ascii").rstrip("\n")
 
 
 def log_size(home, job_id, stream):
@@ -366,6 +372,8 @@ def _launch_and_wait(home, result, argv, cwd, env, sync, start_timeout):
     job_id = result.row["job_id"]
     pid = read_fd = None
     if result.action == "started":
+        from remote_agent import supervisor  # only a start needs it (and its signal import)
+
         pid, read_fd = supervisor.launch(home, job_id, argv, cwd, env)
         if sync:
             supervisor.wait_finished(read_fd)
@@ -514,9 +522,9 @@ def _stop_processes(row, grace):
         time.sleep(0.02)
     group, worker = _target_group(row), _worker(row)
     if group:
-        flags["sent_kill_target"] = procs.send_group(group, procs.SIGKILL)
+        flags["sent_kill_target"] = procs.send_group(group, procs.kill_signal())
     if worker:
-        flags["sent_kill_worker"] = procs.send(worker, procs.SIGKILL)
+        flags["sent_kill_worker"] = procs.send(worker, procs.kill_signal())
     return flags
 
 

@@ -4,7 +4,6 @@ The provider sends the whole job spec here instead of on a command line, so no u
 string is ever parsed by a remote shell and no secret shows up in ``ps``.
 """
 
-import binascii
 import json
 import sqlite3
 import sys
@@ -239,6 +238,8 @@ def _error(op, exc):
 def decode_chunk(chunk):
     # type: (Dict[str, Any]) -> bytes
     """The raw bytes of a log chunk (for callers in Python)."""
+    import binascii
+
     return binascii.a2b_base64(chunk["data_b64"])
 
 

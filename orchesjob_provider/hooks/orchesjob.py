@@ -4,7 +4,7 @@
 and sensors in the worker; ``AsyncOrchesjobHook`` (asyncssh) is used by the trigger. Both speak
 the JSON protocol of docs/PROTOCOL.md: one fixed command line per call, the request on stdin::
 
-    <remote_python> -I -S ~/.orchesjob/agent/agent-<sha256[:16]> rpc
+    <remote_python> -I -S ~/.orchesjob/agent/agent-<sha256[:16]>/__main__.py rpc
 
 No user string ever reaches the remote shell; the agent bundle is deployed on first use.
 """
@@ -254,7 +254,7 @@ def normalize_offsets(offsets: Mapping[str, Any] | None) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 def rpc_command(remote_python: str, bundle: AgentBundle) -> str:
     """The one fixed command line of every call (only constants and a quoted interpreter)."""
-    return f"{shlex.quote(remote_python)} -I -S {bundle.remote_path} rpc"
+    return f"{shlex.quote(remote_python)} -I -S {bundle.remote_path}/__main__.py rpc"
 
 
 # Runs on the target under the user's python with the zip on stdin: checks the hash, unpacks

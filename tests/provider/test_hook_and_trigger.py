@@ -37,7 +37,7 @@ def test_bundle_is_deterministic_and_runs_with_isolated_python():
         with zipfile.ZipFile(__import__("io").BytesIO(a.data)) as zf:
             zf.extractall(path)  # as the deploy script unpacks it
         r = subprocess.run(
-            ["/usr/bin/python3", "-I", "-S", path, "rpc"],
+            ["/usr/bin/python3", "-I", "-S", os.path.join(path, "__main__.py"), "rpc"],  # as the hook runs it
             input=json.dumps({"op": "ping", "home": os.path.join(d, "home")}).encode(),
             capture_output=True,
         )
@@ -86,7 +86,7 @@ def test_rpc_command_has_only_constants_and_a_quoted_interpreter():
     from orchesjob_provider.hooks.orchesjob import rpc_command
 
     b = get_bundle()
-    assert rpc_command("python3", b) == f"python3 -I -S {b.remote_path} rpc"
+    assert rpc_command("python3", b) == f"python3 -I -S {b.remote_path}/__main__.py rpc"
     assert rpc_command("/opt/my python/bin/python3; rm -rf /", b).startswith(
         "'/opt/my python/bin/python3; rm -rf /' -I"
     )
