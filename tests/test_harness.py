@@ -89,5 +89,6 @@ def test_popen_session_can_be_killed(sshd):
     finally:
         p.kill()
         p.wait(timeout=10)
+    assert p.returncode == -9  # the client side of the session was dropped, not the server
     # without a pty the remote command is not sent SIGHUP; clean up our own sleep
     sshd.run(["pkill", "-f", pattern], timeout=30)
