@@ -265,14 +265,13 @@ def wait_for(reader, job_id, timeout, offsets=None, limit=65536):
 # --- writing ---------------------------------------------------------------------------
 
 class StartResult(object):
-    """The outcome of a start decision (and, once launched, the job as it now is)."""
+    """The outcome of a start decision: what was done and the job it was done to."""
 
     def __init__(self, action, row, strict_override_used=False):
         # type: (str, Row, bool) -> None
         self.action = action
         self.row = row
         self.strict_override_used = strict_override_used
-        self.launch = None  # type: Optional[Tuple[int, int]]
 
     @property
     def existing(self):
@@ -280,8 +279,8 @@ class StartResult(object):
         return self.action != "started"
 
 
-def _new_attempt(conn, home, run_key, argv, cwd, strict, rerun_of, rerun_reason):
-    # type: (Any, str, str, List[str], Optional[str], bool, Optional[str], Optional[str]) -> Row
+def _new_attempt(conn, run_key, argv, cwd, strict, rerun_of, rerun_reason):
+    # type: (Any, str, List[str], Optional[str], bool, Optional[str], Optional[str]) -> Row
     keyrow = store.run_key_row(conn, run_key)
     now = now_ts()
     me = os.getpid()
@@ -308,8 +307,8 @@ def _new_attempt(conn, home, run_key, argv, cwd, strict, rerun_of, rerun_reason)
     return row
 
 
-def _decide_start(conn, home, run_key, argv, cwd, strict, resume):
-    # type: (Any, str, str, List[str], Optional[str], bool, bool) -> StartResult
+def _decide_start(conn, run_key, argv, cwd, strict, resume):
+    # type: (Any, str, List[str], Optional[str], bool, bool) -> StartResult
     latest = store.latest_job(conn, run_key)
     if latest is not None:
         latest = reconcile_locked(conn, latest)
@@ -326,7 +325,7 @@ def _decide_start(conn, home, run_key, argv, cwd, strict, resume):
             raise wrong_state(
                 "run_key already ran (attempt {}, job {}, since cleaned); unlock it to run again".format(
                     keyrow["last_attempt_no"], keyrow["last_job_id"]))
-    row = _new_attempt(conn, home, run_key, argv, cwd, strict,
+    row = _new_attempt(conn, run_key, argv, cwd, strict,
                        latest["job_id"] if latest else None,
                        override["reason"] if override else None)
     if override is not None:
@@ -359,7 +358,7 @@ def start(home, run_key, argv, cwd=None, env=None, strict=False, resume=False,
     assert conn is not None
     try:
         result = store.in_transaction(
-            conn, lambda: _decide_start(conn, home, run_key, argv, cwd, strict, resume))
+            conn, lambda: _decide_start(conn, run_key, argv, cwd, strict, resume))
     except Exception as exc:
         conn.close()
         raise _translate(exc, home) from None
@@ -572,7 +571,7 @@ def rerun(home, run_key, job_id, reason, sync, start_timeout):
                 raise wrong_state("Cannot rerun: run_key has an active job {} status={}".format(
                     latest["job_id"], latest["status"]))
             argv = store.command_of(source)
-            row = _new_attempt(conn, home, source["run_key"], argv, store.cwd_of(source),
+            row = _new_attempt(conn, source["run_key"], argv, store.cwd_of(source),
                                False, source["job_id"], text(reason))
             return StartResult("started", row), source
         result, source = store.in_transaction(conn, do)

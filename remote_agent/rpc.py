@@ -235,11 +235,3 @@ def _error(op, exc):
     return exc.code
 
 
-def decode_chunk(chunk):
-    # type: (Dict[str, Any]) -> bytes
-    """The raw bytes of a log chunk (for callers in Python)."""
-    import binascii
-
-    return binascii.a2b_base64(chunk["data_b64"])
-
-

@@ -216,11 +216,6 @@ def _has_table(conn, name):
                         (name,)).fetchone() is not None
 
 
-def db_path_of(conn):
-    # type: (sqlite3.Connection) -> str
-    return str(conn.execute("PRAGMA database_list").fetchone()["file"])
-
-
 def _check_version(version, home, reading):
     # type: (int, str, bool) -> None
     if version > SCHEMA_VERSION:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
-import inspect
 import json
 import logging
 import os
@@ -408,7 +407,6 @@ class OrchesjobHook(BaseHook):
         self._ssh_hook: Any = None
         self._connect_attempts = 1  # our retries of network errors (see ssh_hook)
         self._client: Any = None
-        self._deployed = False
         self.exec_count = 0  # SSH execs made by this hook (the hot path is one per call)
 
     # -- SSH ----------------------------------------------------------------------------------
@@ -627,7 +625,6 @@ class OrchesjobHook(BaseHook):
                 f"{_last_line(err) or _last_line(out) or 'no output'}",
                 op="deploy",
             )
-        self._deployed = True
         return bundle
 
     # -- protocol -----------------------------------------------------------------------------
@@ -870,7 +867,6 @@ class _SharedConnection:
         self.refs = 0
         self.lock = asyncio.Lock()
         self._idle_handle: asyncio.TimerHandle | None = None
-        self.deployed_sha: str | None = None
 
     async def get(self) -> Any:
         async with self.lock:
@@ -1152,13 +1148,6 @@ class AsyncOrchesjobHook:
             grace_seconds=grace_seconds,
             call_timeout=grace_seconds + 30,
         )
-
-
-def supports_kwarg(func: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def reconnect_delay(attempt: int, cap: float = 30.0) -> float:
