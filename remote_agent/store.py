@@ -231,7 +231,7 @@ def _check_version(version, home, reading):
 def _migrate(conn, version):
     # type: (sqlite3.Connection, int) -> None
     """Apply forward migrations in one transaction; concurrent migrators serialize here."""
-    conn.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = _user_version(conn)
@@ -251,6 +251,30 @@ def _migrate(conn, version):
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _switch_to_wal(conn):
+    # type: (sqlite3.Connection) -> None
+    """Turn a new (or orchesjob 1.1.0, rollback-journal) file into WAL, waiting out other writers.
+
+    The switch reads the header and then upgrades to a write lock. SQLite refuses that upgrade
+    at once, without calling the busy handler, while another connection holds RESERVED (the
+    deadlock rule for readers that want to write): many starters creating one database hit it.
+    So this one statement retries on its own, within the same busy timeout as every other wait.
+    """
+    import time
+
+    deadline = time.monotonic() + busy_timeout()
+    delay = 0.002
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 _LEGACY_TABLES = ("jobs", "run_keys", "strict_overrides", "schema_meta")

@@ -2,7 +2,10 @@
 
 import json
 import os
+import sqlite3
 import subprocess
+import threading
+import time
 
 import pytest
 from agent_helpers import wait_until
@@ -154,3 +157,27 @@ def test_concurrent_rerun_and_start_never_two_active(agent):
         assert marker.read_text() == "run\nrun\n"
     finally:
         _abort_all(agent, key)
+
+
+@pytest.mark.beyond_orchesjob
+def test_creation_waits_for_a_writer_holding_the_new_database(agent):
+    """Creating the database must wait out another writer, not fail at once.
+
+    Switching a fresh (rollback-journal) file to WAL reads the header and then upgrades to a
+    write lock; SQLite refuses that upgrade at once, without its busy handler, while another
+    connection holds RESERVED. 50 starters on a fresh state dir hit exactly this (CI, 3.6 leg).
+    The agent has to retry within its busy timeout like any other lock wait.
+    """
+    agent.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    holder = sqlite3.connect(str(agent.db_path), isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # RESERVED on the still-empty, rollback-mode file
+    release = threading.Timer(1.5, holder.execute, ("ROLLBACK",))
+    release.start()
+    try:
+        t0 = time.monotonic()
+        job = agent.start_ok(agent.key(), "true")
+        assert time.monotonic() - t0 >= 1.2, "start returned before the other writer let go"
+        assert agent.wait_status(job["job_id"])["status"] == "SUCCEEDED"
+    finally:
+        release.join()
+        holder.close()
