@@ -144,12 +144,18 @@ def test_provider_is_registered_in_airflow_cli():
 
 # -- against the loopback sshd -----------------------------------------------------------------
 @pytest.mark.ssh
-def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, remote):
-    from orchesjob_provider.hooks.agent_bundle import get_bundle
+def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, remote, monkeypatch):
+    from orchesjob_provider.hooks import agent_bundle
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
-    bundle = get_bundle()
-    remote("rm -rf ~/.orchesjob/agent/agent-*")
+    # A bundle of its own (a nonce in __main__.py gives it a new content address), so it is
+    # surely not deployed yet, and tests running in parallel keep using the real one undisturbed.
+    nonce = uuid.uuid4().hex
+    monkeypatch.setattr(agent_bundle, "_MAIN", agent_bundle._MAIN + f"# test {nonce}\n".encode())
+    bundle = agent_bundle.build_bundle()
+    monkeypatch.setattr(agent_bundle, "_cached", bundle)
+    where = f"~/.orchesjob/agent/{bundle.file_name}"
+    assert remote(f"test -e {where} && echo deployed || echo absent").strip() == "absent"
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
     hook.ping()
     assert hook.exec_count == 3  # missing agent, upload, retry
@@ -171,6 +177,7 @@ def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, r
     hook2 = OrchesjobHook(orch_conn, state_dir=state_dir)
     hook2.ping()
     assert hook2.exec_count == 1
+    remote(f"rm -rf {where}")
 
 
 @pytest.mark.ssh
