@@ -4,9 +4,14 @@
 Every test marked `ssh` gets it set up even without naming the fixture. When sshd cannot be
 provided (not root, apt unavailable...) those tests are skipped with the reason, except under
 CI=true where that is a failure.
+
+Also: one scratch dir per test run (env ORCHESJOB_TEST_RUN_DIR) shared by the xdist workers,
+e.g. for the migrated Airflow DB template of tests/provider/conftest.py.
 """
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any, Dict
 
 import pytest
@@ -43,6 +48,24 @@ def _acquire() -> SSHTarget:
 @pytest.fixture(scope="session")
 def sshd() -> SSHTarget:
     return _acquire()
+
+
+def pytest_configure(config):
+    """One scratch dir per test run, shared by the xdist workers (they inherit the environment).
+
+    Made by the controller (or the only process without xdist) and removed when it ends.
+    """
+    if hasattr(config, "workerinput") or os.environ.get("ORCHESJOB_TEST_RUN_DIR"):
+        return
+    os.environ["ORCHESJOB_TEST_RUN_DIR"] = tempfile.mkdtemp(prefix="orchesjob-test-run-")
+    config._orchesjob_run_dir = os.environ["ORCHESJOB_TEST_RUN_DIR"]
+
+
+def pytest_unconfigure(config):
+    run_dir = getattr(config, "_orchesjob_run_dir", None)
+    if run_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.environ.pop("ORCHESJOB_TEST_RUN_DIR", None)
 
 
 def pytest_runtest_setup(item):

@@ -61,20 +61,43 @@ def pytest_report_header(config):
     )
 
 
-@pytest.fixture(scope="session")
-def airflow_db():
-    """`airflow db migrate` once per session into the temp AIRFLOW_HOME."""
-    if not HAVE_AIRFLOW:
-        pytest.skip("Airflow is not installed in this interpreter")
+def _migrate(db_path: str) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=dict(os.environ),
+        env={**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db_path}"},
         capture_output=True,
         text=True,
         timeout=600,
     )
     if r.returncode != 0:
         pytest.fail(f"airflow db migrate failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated metadata DB in this process's AIRFLOW_HOME.
+
+    `airflow db migrate` costs ~8 s of CPU. Under pytest-xdist the first worker to get here
+    migrates a template in the run's shared dir (tests/conftest.py) and every worker copies it,
+    so N workers pay for one migration, not N.
+    """
+    if not HAVE_AIRFLOW:
+        pytest.skip("Airflow is not installed in this interpreter")
+    db = os.path.join(AIRFLOW_HOME, "airflow.db")
+    shared = os.environ.get("ORCHESJOB_TEST_RUN_DIR")  # made by tests/conftest.py
+    if not shared:
+        _migrate(db)
+        return AIRFLOW_HOME
+    import fcntl
+    import shutil
+
+    template = os.path.join(shared, "airflow-template.db")
+    with open(os.path.join(shared, "airflow-template.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(template + ".done"):
+            _migrate(template)
+            open(template + ".done", "w").close()
+        shutil.copyfile(template, db)
     return AIRFLOW_HOME
 
 
