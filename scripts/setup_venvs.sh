@@ -19,7 +19,7 @@ AF3_DEPS=(
     "apache-airflow==3.3.*"
     "apache-airflow-providers-ssh"
     "asyncssh"
-    "pytest" "pytest-timeout"
+    "pytest" "pytest-timeout" "pytest-xdist"
     "ruff" "mypy" "vermin"
 )
 # MWAA 2.10.3 image pins. Without Airflow's constraint file (not reachable here) the resolver
@@ -30,7 +30,7 @@ AF2_DEPS=(
     "paramiko==3.5.0"
     "asyncssh==2.18.0"
     "sshtunnel==0.4.0"
-    "pytest" "pytest-timeout"
+    "pytest" "pytest-timeout" "pytest-xdist"
 )
 AF2_EXTRA_PINS=(
 )

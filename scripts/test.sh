@@ -4,15 +4,17 @@
 #   1 venvs    scripts/setup_venvs.sh (.venvs/af3 = Airflow 3.3, .venvs/af2 = MWAA 2.10.3 pins)
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
 #   3 sshd     loopback OpenSSH server + throwaway user (scripts/sshd_harness.py)
-#   4 af3      pytest tests/ (everything, incl. e2e) under .venvs/af3
-#   5 af2      pytest tests/provider tests/faults under .venvs/af2
-#   6 agent    pytest tests/agent with AGENT_PYTHON = each pyenv CPython 3.6..3.13
-#              (full suite on the oldest, `-m smoke` on the others)
+#   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e on xdist workers,
+#              then tests/faults and tests/e2e one test at a time (network namespaces, a real
+#              scheduler + triggerer: they time things, so they get the machine to themselves)
+#   5 af2      the same for tests/provider, then tests/faults, under .venvs/af2 (MWAA 2.10.3 pins)
+#   6 agent    pytest tests/agent (the whole suite, on xdist workers) with AGENT_PYTHON = each
+#              pyenv CPython 3.6..3.13 other than the af3 venv's own (the af3 leg covers that one)
 #
 # Fails fast. The last lines printed are the pytest summary line of every leg that ran.
 # Knobs: PYTEST_TIMEOUT (per test, default 300 s), PYTEST_ARGS (extra args for every leg),
-#        SKIP_LINT=1, SKIP_OLD_PYTHONS=1, KEEP_GOING=1 (run every pytest leg, fail at the end),
-#        AGENT_JOBS (parallel old-CPython agent legs, default 3).
+#        PYTEST_WORKERS (xdist workers of the parallel legs, default 3; 0 = no xdist),
+#        SKIP_LINT=1, SKIP_OLD_PYTHONS=1, KEEP_GOING=1 (run every pytest leg, fail at the end).
 set -euo pipefail
 { # The whole script is one block, read before it runs: editing this file mid-run is harmless.
 
@@ -21,6 +23,10 @@ cd "$REPO"
 AF3="$REPO/.venvs/af3/bin/python"
 AF2="$REPO/.venvs/af2/bin/python"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"
+# Most tests wait (on SSH, on jobs, on Airflow's polls) far more than they compute: 3 workers on
+# 2 cores halve the wall time of those legs (measured; see README "Tests").
+PYTEST_WORKERS="${PYTEST_WORKERS:-3}"
+XDIST=(-n "$PYTEST_WORKERS")
 read -r -a EXTRA_ARGS <<< "${PYTEST_ARGS:-}"
 export PYTHONDONTWRITEBYTECODE=1
 
@@ -94,19 +100,6 @@ run_pytest() {
     finish_leg "$leg" "$allow_empty" "$rc"
 }
 
-# start_pytest_bg <leg-name> <python> <pytest args...>: background run, output to its log only;
-# collect with finish_leg after waiting. At most $AGENT_JOBS run at once.
-start_pytest_bg() {
-    local leg="$1" py="$2"; shift 2
-    while [[ $(jobs -rp | wc -l) -ge ${AGENT_JOBS:-3} ]]; do wait -n || true; done
-    echo "started: $leg (${AGENT_PYTHON:-}) -m pytest $*"
-    ( set +e
-      echo "+ AGENT_PYTHON=${AGENT_PYTHON:-} ${py#"$REPO"/} -m pytest $*"
-      "$py" -m pytest -p no:cacheprovider -ra --durations=10 --timeout="$PYTEST_TIMEOUT" \
-          "${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}" "$@"
-      echo $? > "$LOGS/$leg.rc" ) > "$LOGS/$leg.log" 2>&1 < /dev/null &
-}
-
 # finish_leg <leg-name> <allow-empty> <rc>: record the summary line; fail (or note) on error.
 finish_leg() {
     local leg="$1" allow_empty="$2" rc="$3" summary
@@ -159,15 +152,21 @@ echo "sshd: $ORCHESJOB_SSH_USER@$ORCHESJOB_SSH_HOST:$ORCHESJOB_SSH_PORT" \
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 
 # --------------------------------------------------------------------------- 4 af3
-step pytest-af3 "pytest tests/ under .venvs/af3 (Airflow 3)"
-AIRFLOW_HOME="$RUN_TMP/airflow-af3" run_pytest af3 "$AF3" 0 tests
+step pytest-af3 "pytest tests/ except faults, e2e under .venvs/af3 (Airflow 3), ${PYTEST_WORKERS} workers"
+export AIRFLOW_HOME="$RUN_TMP/airflow-af3"
+run_pytest af3 "$AF3" 0 "${XDIST[@]}" --ignore=tests/faults --ignore=tests/e2e tests
+step pytest-af3-serial "pytest tests/faults tests/e2e under .venvs/af3, one at a time"
+run_pytest af3-serial "$AF3" 0 tests/faults tests/e2e
 
 # --------------------------------------------------------------------------- 5 af2
-step pytest-af2 "pytest tests/provider tests/faults under .venvs/af2 (MWAA 2.10.3 pins)"
-AIRFLOW_HOME="$RUN_TMP/airflow-af2" run_pytest af2 "$AF2" 1 tests/provider tests/faults
+step pytest-af2 "pytest tests/provider under .venvs/af2 (MWAA 2.10.3 pins), ${PYTEST_WORKERS} workers"
+export AIRFLOW_HOME="$RUN_TMP/airflow-af2"
+run_pytest af2 "$AF2" 0 "${XDIST[@]}" tests/provider
+step pytest-af2-serial "pytest tests/faults under .venvs/af2, one at a time"
+run_pytest af2-serial "$AF2" 0 tests/faults
 
 # --------------------------------------------------------------------------- 6 agent
-step agent-pythons "tests/agent with AGENT_PYTHON = old CPythons"
+step agent-pythons "tests/agent with AGENT_PYTHON = each older CPython"
 if [[ "${SKIP_OLD_PYTHONS:-0}" == 1 ]]; then
     echo "skip: SKIP_OLD_PYTHONS=1"
 elif ! command -v pyenv >/dev/null 2>&1 && [[ ! -d "${PYENV_ROOT:-$HOME/.pyenv}/versions" ]]; then
@@ -175,47 +174,26 @@ elif ! command -v pyenv >/dev/null 2>&1 && [[ ! -d "${PYENV_ROOT:-$HOME/.pyenv}/
 else
     PYROOT="$( (pyenv root 2>/dev/null) || echo "${PYENV_ROOT:-$HOME/.pyenv}")"
     AF3_BASE_VER="$("$AF3" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-    OLD=()   # newest patch release of each minor 3.6..3.13, oldest minor first
-    for minor in 6 7 8 9 10 11 12 13; do
-        cand="$(ls -d "$PYROOT"/versions/3."$minor".*/bin/python3 2>/dev/null \
-                | grep -E "/versions/3\.$minor\.[0-9]+/bin/python3$" | sort -V | tail -n 1 || true)"
-        if [[ -z "$cand" ]]; then echo "skip: no 3.$minor in $PYROOT/versions"; continue; fi
+    found=0
+    for minor in 6 7 8 9 10 11 12 13; do   # newest patch release of each minor, oldest first
+        py="$(ls -d "$PYROOT"/versions/3."$minor".*/bin/python3 2>/dev/null \
+              | grep -E "/versions/3\.$minor\.[0-9]+/bin/python3$" | sort -V | tail -n 1 || true)"
+        if [[ -z "$py" ]]; then echo "skip: no 3.$minor in $PYROOT/versions"; continue; fi
         if [[ "3.$minor" == "$AF3_BASE_VER" ]]; then
             echo "skip: 3.$minor (already covered: the af3 leg runs the agent under it)"; continue
         fi
-        OLD+=("$cand")
-    done
-    if [[ ${#OLD[@]} == 0 ]]; then
-        echo "skip: no pyenv CPython 3.6..3.13 found"
-    fi
-    # The agent legs run in parallel (AGENT_JOBS at a time, default 3): they mostly wait on
-    # agent subprocesses. Full suite on the oldest interpreter, `-m smoke` on the others.
-    LEGS=()
-    first=1
-    for py in "${OLD[@]+"${OLD[@]}"}"; do
+        found=1
         ver="$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
-        if [[ $first == 1 ]]; then
-            AGENT_PYTHON="$py" AIRFLOW_HOME="$RUN_TMP/airflow-agent-$ver" \
-                start_pytest_bg "agent-$ver" "$AF3" tests/agent
-            first=0
-        else
-            AGENT_PYTHON="$py" AIRFLOW_HOME="$RUN_TMP/airflow-agent-$ver" \
-                start_pytest_bg "agent-$ver" "$AF3" -m smoke tests/agent
-        fi
-        LEGS+=("agent-$ver")
+        # pytest runs under the af3 venv; every agent process the tests start runs under $py.
+        AGENT_PYTHON="$py" AIRFLOW_HOME="$RUN_TMP/airflow-agent-$ver" \
+            run_pytest "agent-$ver" "$AF3" 0 "${XDIST[@]}" tests/agent
     done
-    wait
-    for leg in "${LEGS[@]+"${LEGS[@]}"}"; do
-        printf '\n--- %s\n' "$leg"
-        cat "$LOGS/$leg.log"
-        finish_leg "$leg" 1 "$(cat "$LOGS/$leg.rc" 2>/dev/null || echo 99)" || agent_rc=$?
-    done
-    if [[ -n "${agent_rc:-}" ]]; then exit "$agent_rc"; fi
+    if [[ $found == 0 ]]; then echo "skip: no pyenv CPython 3.6..3.13 found"; fi
 fi
+end_step "$STEP_RESULT"   # before a KEEP_GOING failure exit, so the recap blames the right step
 if [[ ${#FAILED_LEGS[@]} -gt 0 ]]; then
     echo "failed legs (KEEP_GOING=1): ${FAILED_LEGS[*]}" >&2
     exit 1
 fi
-end_step "$STEP_RESULT"
 exit 0
 }
