@@ -24,7 +24,7 @@ AF3="$REPO/.venvs/af3/bin/python"
 AF2="$REPO/.venvs/af2/bin/python"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"
 # Most tests wait (on SSH, on jobs, on Airflow's polls) far more than they compute: 3 workers on
-# 2 cores halve the wall time of those legs (measured; see README "Tests").
+# 2 cores halve the wall time of those legs (measured; see README "The two commands").
 PYTEST_WORKERS="${PYTEST_WORKERS:-3}"
 XDIST=(-n "$PYTEST_WORKERS")
 read -r -a EXTRA_ARGS <<< "${PYTEST_ARGS:-}"

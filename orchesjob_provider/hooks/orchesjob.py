@@ -1007,6 +1007,23 @@ def _loop_registry() -> dict[tuple, Any]:
     return reg
 
 
+async def _run_with_stdin(conn: Any, command: str, stdin: bytes) -> Any:
+    """``conn.run(command, input=stdin)``, except that a remote command which exits before its
+    stdin is written (``python3: not found``, exit 127) is not reported as a lost connection.
+
+    asyncssh writes ``input`` right after the channel opens; when the command has already
+    exited, that write raises BrokenPipeError and the exit status and stderr that say why are
+    lost with it. Here the write error is ignored and the status and output are read as usual.
+    """
+    process = await conn.create_process(command, encoding=None)
+    try:
+        process.stdin.write(stdin)
+        process.stdin.write_eof()
+    except BrokenPipeError:
+        pass
+    return await process.wait(check=False)
+
+
 class AsyncOrchesjobHook:
     """Async counterpart of :class:`OrchesjobHook` for triggers (asyncssh; never blocks the loop).
 
@@ -1077,9 +1094,7 @@ class AsyncOrchesjobHook:
 
         conn = await self.shared.get()
         try:
-            result = await asyncio.wait_for(
-                conn.run(command, input=stdin, encoding=None, check=False), timeout=timeout
-            )
+            result = await asyncio.wait_for(_run_with_stdin(conn, command, stdin), timeout=timeout)
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
             self.shared.invalidate(conn)
             if isinstance(e, asyncio.TimeoutError):
@@ -1090,7 +1105,12 @@ class AsyncOrchesjobHook:
                 f"orchesjob {op} on {self.where}: SSH connection lost ({type(e).__name__}: {e})", op=op
             ) from None
         rc = result.exit_status
-        if rc is None and result.exit_signal:
+        if rc is None:
+            if not result.exit_signal:  # the channel closed without a status: the link went
+                self.shared.invalidate(conn)
+                raise AgentUnavailable(
+                    f"orchesjob {op} on {self.where}: SSH connection lost (no exit status)", op=op
+                )
             rc = -1
         return rc, bytes(result.stdout or b""), bytes(result.stderr or b"")
 

@@ -206,3 +206,41 @@ def test_ssh_failures_are_one_actionable_line(case, sshd, airflow_db, state_dir,
     assert "\n" not in str(ei.value)
     if case != "changed_host_key":  # asyncssh reports a mismatch as "not verifiable"
         assert CASES[case][0].split(";")[0].split(" for ")[0].split(" on")[0] in str(ei.value)
+
+
+@pytest.mark.ssh
+@pytest.mark.parametrize("remote_python", ["python3-not-here", "python3"])
+def test_async_exec_of_a_command_that_exits_before_its_stdin_is_written(
+    remote_python, orch_conn, state_dir, monkeypatch
+):
+    """A missing python3 exits (127) before the request reaches its stdin. Writing it then fails
+    with BrokenPipeError; the exit status and stderr must still decide the error, not "SSH
+    connection lost". The race is made certain by waiting, before anything is written, until
+    the remote side has closed the channel. With a real python3 the agent sees an empty request.
+    """
+    from orchesjob_provider.hooks.orchesjob import AgentUnavailable, AsyncOrchesjobHook, OrchesjobBadRequest
+
+    async def main():
+        async with AsyncOrchesjobHook(orch_conn, remote_python=remote_python, state_dir=state_dir) as h:
+            if remote_python == "python3":
+                await h.call("ping")  # deploy first: the raced call must reach the agent itself
+            conn = await h.shared.get()
+            real = conn.create_session
+
+            async def closed_before_stdin(*args, **kwargs):
+                chan, session = await real(*args, **kwargs)
+                if remote_python == "python3":
+                    chan.write_eof()  # the agent reads an empty request and answers at once
+                await asyncio.wait_for(chan.wait_closed(), 30)
+                return chan, session
+
+            monkeypatch.setattr(conn, "create_session", closed_before_stdin)
+            return await h.call("ping")
+
+    if remote_python == "python3":
+        with pytest.raises(OrchesjobBadRequest):
+            asyncio.run(main())
+        return
+    with pytest.raises(AgentUnavailable) as ei:
+        asyncio.run(main())
+    assert "remote python 'python3-not-here' was not found" in str(ei.value)
