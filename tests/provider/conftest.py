@@ -7,8 +7,10 @@ test here is skipped with the reason (each module starts with ``pytest.importors
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +19,7 @@ import uuid
 import pytest
 
 AIRFLOW_HOME = tempfile.mkdtemp(prefix="orchesjob-airflow-home-")
+atexit.register(shutil.rmtree, AIRFLOW_HOME, True)  # one per pytest process (xdist worker)
 DAGS_FOLDER = os.path.join(AIRFLOW_HOME, "dags")
 os.makedirs(DAGS_FOLDER, exist_ok=True)
 
@@ -89,7 +92,6 @@ def airflow_db():
         _migrate(db)
         return AIRFLOW_HOME
     import fcntl
-    import shutil
 
     template = os.path.join(shared, "airflow-template.db")
     with open(os.path.join(shared, "airflow-template.lock"), "w") as lock:

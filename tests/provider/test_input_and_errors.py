@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import tempfile
 import uuid
 
 import pytest
@@ -127,9 +126,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def other_key():
-    d = tempfile.mkdtemp()
-    path = os.path.join(d, "k")
+def other_key(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("other_key") / "k")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
     with open(path) as f, open(path + ".pub") as g:
         return f.read(), g.read().strip()
