@@ -12,6 +12,12 @@ pytestmark = [pytest.mark.netns, pytest.mark.ssh, pytest.mark.timeout(150)]
 LOSS = 20
 CALLS = 10
 BOUND = 60.0  # seconds for all CALLS under loss (TCP retransmits, RTO >= 200 ms, doubling)
+# The SSH provider's default conn_timeout, from which the hook derives its dead-connection limit
+# (unacknowledged data for that long = dead). The other fault tests use 5 s to fail fast on a
+# cut; under 20 % loss a segment lost 4-5 times in a row (RTO 0.2+0.4+0.8+1.6+3.2 s) passes
+# 5 s now and then: measured, the slowest of 10 calls took 0.4-3.2 s over 24 runs, and one CI
+# run saw "Timeout opening channel" at 5 s. At 10 s that takes two more losses in a row.
+LOSS_CONN_TIMEOUT = 10
 
 
 def _timed_calls(hook, job_id: str, n: int) -> list[float]:
@@ -27,8 +33,11 @@ def _timed_calls(hook, job_id: str, n: int) -> list[float]:
     return out
 
 
-def test_hook_calls_succeed_under_random_loss(netns_host, agent_state_dir, side_file):
+def test_hook_calls_succeed_under_random_loss(netns_host, agent_state_dir, side_file, monkeypatch):
     pytest.importorskip("airflow")
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{netns_host.conn_id.upper()}", netns_host.conn_json(conn_timeout=LOSS_CONN_TIMEOUT)
+    )
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
     hook = OrchesjobHook(ssh_conn_id=netns_host.conn_id, state_dir=agent_state_dir)
