@@ -28,7 +28,10 @@ PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"
 PYTEST_WORKERS="${PYTEST_WORKERS:-3}"
 XDIST=(-n "$PYTEST_WORKERS")
 read -r -a EXTRA_ARGS <<< "${PYTEST_ARGS:-}"
-export PYTHONDONTWRITEBYTECODE=1
+# Let Python cache bytecode (this image exports PYTHONDONTWRITEBYTECODE=1): otherwise every
+# process recompiles what it imports, Airflow included, and every agent call its modules (uv
+# installs without .pyc). Measured on the agent suite: 62 -> 49 CPU-s per interpreter.
+unset PYTHONDONTWRITEBYTECODE
 
 mkdir -p "$REPO/.tmp"
 # old runs' scratch dirs (logs, AIRFLOW_HOMEs); recent ones may belong to a concurrent run
