@@ -166,9 +166,9 @@ def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, r
     assert hook.exec_count == 8  # one exec per call, same connection
     assert hook.get_conn().get_transport() is transport
     listing = remote(
-        f"stat -c '%a %n' ~/.orchesjob/agent ~/.orchesjob/agent/{bundle.file_name} "
-        f"~/.orchesjob/agent/{bundle.file_name}/remote_agent/cli.py; "
-        f"ls ~/.orchesjob/agent/{bundle.file_name}/remote_agent/__pycache__ | grep -c 'cli.*pyc'")
+        f"stat -c '%a %n' ~/.orchesjob/agent {where} {where}/remote_agent/cli.py; "
+        f"ls {where}/remote_agent/__pycache__ | grep -c 'cli.*pyc'"
+    )
     lines = listing.splitlines()
     modes = [line.split()[0] for line in lines[:3]]
     assert modes == ["700", "700", "600"]  # content-addressed dir, no exec bit on the code
@@ -236,6 +236,38 @@ def test_trigger_reconnects_after_a_dropped_connection(orch_conn, state_dir):
     event, first, second = asyncio.run(main())
     assert event.payload["status"] == "terminal" and event.payload["job"]["status"] == "SUCCEEDED"
     assert second is not None and second is not first
+
+
+@pytest.mark.ssh
+def test_async_call_cut_mid_flight_is_a_lost_connection_then_reconnects(orch_conn, state_dir):
+    """A connection dropped while a call waits ends its channel with no exit status: that is a
+    lost connection (one line, op named), the dead connection is dropped, and the next call
+    reconnects; not "agent call failed (exit None)".
+    """
+    from orchesjob_provider.hooks.orchesjob import AgentUnavailable, AsyncOrchesjobHook, OrchesjobHook
+
+    hook = OrchesjobHook(orch_conn, state_dir=state_dir)
+    _, job = hook.start(["sleep", "30"], f"test/cut/{uuid.uuid4().hex}")
+
+    async def main():
+        async with AsyncOrchesjobHook(orch_conn, state_dir=state_dir) as h:
+            await h.call("ping")
+            first = await h.shared.get()
+            call = asyncio.ensure_future(h.call("wait", job_id=job.job_id, timeout=20))
+            await asyncio.sleep(1.0)
+            first.abort()  # the network drops the connection under the waiting call
+            with pytest.raises(AgentUnavailable) as ei:
+                await asyncio.wait_for(call, 10)
+            assert (await h.call("ping"))["ok"] is True
+            return str(ei.value), first, await h.shared.get()
+
+    try:
+        message, first, second = asyncio.run(main())
+        assert hook.poll([(job.job_id, None)])[0].job.status == "RUNNING"  # the job never noticed
+    finally:
+        hook.abort(job.job_id, reason="cleanup", grace_seconds=1)
+    assert message.startswith("orchesjob wait on ") and "SSH connection lost" in message, message
+    assert second is not first
 
 
 @pytest.mark.ssh
