@@ -1,0 +1,33 @@
+"""The words the agent and the provider share: job statuses and what a start did.
+
+One module, standard library only and valid on CPython 3.6, imported by the agent (which
+stores and reports these words) and by the provider (which branches on them), so a status or
+an action is spelled in exactly one place. The JSON protocol and the orchesjob-compatible
+command line carry the same strings.
+"""
+
+# --- job statuses (orchesjob 1.1.0's seven) ------------------------------------------------
+STARTING = "STARTING"
+RUNNING = "RUNNING"
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+LOST = "LOST"
+CANCELLED = "CANCELLED"
+ABORTED = "ABORTED"
+
+#: A job that holds its run key: a start for the key returns it instead of launching.
+ACTIVE = (STARTING, RUNNING)
+#: A job whose outcome is recorded; only these are acknowledged, cleaned or rerun.
+TERMINAL = (SUCCEEDED, FAILED, LOST, CANCELLED, ABORTED)
+STATUSES = ACTIVE + TERMINAL
+
+# --- what a start in resume mode did (the reply's "action") --------------------------------
+STARTED = "started"        # a new attempt was launched
+REATTACHED = "reattached"  # the key's job is still active: watch it
+ADOPTED = "adopted"        # the key's job ended and nobody acknowledged it: its result counts
+KEPT = "kept"              # strict key already ran: its recorded result stands
+
+ACTIONS = (STARTED, REATTACHED, ADOPTED, KEPT)
+
+# --- the two log streams ---------------------------------------------------------------------
+STREAMS = ("stdout", "stderr")
