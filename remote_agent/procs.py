@@ -105,8 +105,6 @@ def group_exists(pgid):
     return send_group(pgid, 0)
 
 
-
-
 def kill_signal():
     # type: () -> int
     """SIGKILL (SIGTERM where there is none). Imported lazily: the signal module costs ~1 ms
