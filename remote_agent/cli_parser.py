@@ -6,7 +6,7 @@ more than a whole status query), so the hot commands never import argparse.
 
 from remote_agent import __version__
 from remote_agent.errors import EXIT_INVALID_ARGS, AgentError
-from remote_agent.vocab import STREAMS
+from remote_agent.vocab import STDOUT, STREAMS
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -80,7 +80,7 @@ def build_parser():
         epilog=_examples("orchesjob logs --run-key backup-42",
                          "orchesjob logs --job-id JOB_ID --stream stderr"))
     _job_selector(p)
-    p.add_argument("--stream", default="stdout", choices=STREAMS, help="log stream")
+    p.add_argument("--stream", default=STDOUT, choices=STREAMS, help="log stream")
 
     p = sub.add_parser(
         "clean", help="delete finished jobs and their logs", formatter_class=argparse.RawTextHelpFormatter,
