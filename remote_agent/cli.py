@@ -8,7 +8,7 @@ import os
 import sqlite3
 import sys
 
-from remote_agent import render, store
+from remote_agent import paths, render, store
 from remote_agent.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
 from remote_agent.reader import Reader, wait_for
 from remote_agent.timeutil import ISO_HINT, parse_datetime, parse_ttl, to_iso
@@ -156,7 +156,7 @@ def cmd_logs(args, state_dir):
         row = reader.resolve(args.run_key, args.job_id)
     finally:
         reader.close()
-    path = store.log_path(state_dir, row["job_id"], args.stream)
+    path = paths.log_path(state_dir, row["job_id"], args.stream)
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -296,7 +296,7 @@ def main(argv=None):
         sys.exit(rpc.serve())
     state_dir = ""
     try:
-        state_dir = store.default_state_dir()
+        state_dir = paths.default_state_dir()
         args = fast_parse(argv) or _parse_slowly(argv)  # type: Any
         if args.subcommand == "rpc":
             from remote_agent import rpc

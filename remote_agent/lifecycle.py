@@ -9,7 +9,7 @@ key impossible even if this code were wrong.
 import json
 import os
 
-from remote_agent import procs, store
+from remote_agent import paths, procs, store
 from remote_agent.errors import not_found, wrong_state
 from remote_agent.liveness import reconcile
 from remote_agent.reader import Reader, resolve, wait_for
@@ -237,7 +237,7 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
     ``--strict`` start consumed stays consumed until ``unlock``. A dry run reads in a
     deferred transaction: it takes no write lock.
     """
-    if not os.path.exists(store.db_path(state_dir)):
+    if not os.path.exists(paths.db_path(state_dir)):
         return [], 0
     if job_id:
         check_job_id(job_id)
@@ -254,7 +254,7 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
     for r in rows:
         for stream in STREAMS:
             try:
-                os.unlink(store.log_path(state_dir, r["job_id"], stream))
+                os.unlink(paths.log_path(state_dir, r["job_id"], stream))
             except FileNotFoundError:
                 pass
             except OSError:

@@ -2,7 +2,7 @@
 
 import os
 
-from remote_agent import store
+from remote_agent import paths
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -12,7 +12,7 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 def read_chunk(state_dir, job_id, stream, offset, limit, terminal):
     # type: (str, str, str, int, int, bool) -> Dict[str, Any]
     """Bytes of a log from ``offset``: at most ``limit``, ending at a line end while running."""
-    path = store.log_path(state_dir, job_id, stream)
+    path = paths.log_path(state_dir, job_id, stream)
     data = b""
     try:
         with open(path, "rb") as f:
@@ -48,7 +48,7 @@ def b64(data):
 def log_size(state_dir, job_id, stream):
     # type: (str, str, str) -> int
     try:
-        return os.stat(store.log_path(state_dir, job_id, stream)).st_size
+        return os.stat(paths.log_path(state_dir, job_id, stream)).st_size
     except OSError:
         return 0
 

@@ -3,7 +3,7 @@
 import json
 import sys
 
-from remote_agent import store
+from remote_agent import paths, store
 from remote_agent.timeutil import to_iso
 from remote_agent.vocab import STDERR, STDOUT
 
@@ -31,8 +31,8 @@ def job_object(row, state_dir):
         "target_pid": target_pid,
         "status": row["status"],
         "exit_code": row["exit_code"],
-        "stdout_file": store.log_path(state_dir, job_id, STDOUT),
-        "stderr_file": store.log_path(state_dir, job_id, STDERR),
+        "stdout_file": paths.log_path(state_dir, job_id, STDOUT),
+        "stderr_file": paths.log_path(state_dir, job_id, STDERR),
         "attempt_no": row["attempt_no"],
         "strict": bool(row["strict"]),
         "rerun_of_job_id": row["rerun_of_job_id"],

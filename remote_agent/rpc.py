@@ -8,7 +8,7 @@ import json
 import sqlite3
 import sys
 
-from remote_agent import PROTOCOL, __version__, procs, render, store
+from remote_agent import PROTOCOL, __version__, paths, procs, render, store
 from remote_agent.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
 from remote_agent.reader import Reader, wait_for
 from remote_agent.validate import check_argv, check_job_id, check_run_key
@@ -220,7 +220,7 @@ def serve():
         if op not in OPS:
             raise bad_args("unknown op {!r}; known: {}".format(op, ", ".join(sorted(OPS))))
         # "home" is the protocol's historical name for the state dir; "state_dir" also works.
-        state_dir = _get(req, "home", str) or _get(req, "state_dir", str) or store.default_state_dir()
+        state_dir = _get(req, "home", str) or _get(req, "state_dir", str) or paths.default_state_dir()
         body = OPS[op](req, state_dir)
     except AgentError as exc:
         return _error(op, exc)

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 
-from remote_agent import procs, store
+from remote_agent import paths, procs, store
 from remote_agent.timeutil import now_ts
 from remote_agent.vocab import ABORTED, ACTIVE, FAILED, RUNNING, STARTING, STREAMS, SUCCEEDED
 
@@ -64,7 +64,7 @@ def _detach():
 
 def _open_log(state_dir, job_id, stream):
     # type: (str, str, str) -> int
-    return os.open(store.log_path(state_dir, job_id, stream),
+    return os.open(paths.log_path(state_dir, job_id, stream),
                    os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 

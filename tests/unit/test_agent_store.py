@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent import schema, store, vocab
+from remote_agent import paths, schema, store, vocab
 from remote_agent.errors import EXIT_INVALID_STATE, EXIT_LOCK_ERROR, AgentError
 
 
@@ -67,7 +67,7 @@ def test_second_active_job_of_a_key_is_wrong_state(state_dir: str) -> None:
 
 def test_busy_database_is_exit_5(state_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCHESJOB_BUSY_TIMEOUT", "0")
-    holder = sqlite3.connect(store.db_path(state_dir), isolation_level=None)
+    holder = sqlite3.connect(paths.db_path(state_dir), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(AgentError) as err:
@@ -82,7 +82,7 @@ def test_busy_database_is_exit_5(state_dir: str, monkeypatch: pytest.MonkeyPatch
 
 
 def test_deferred_writing_reads_without_the_write_lock(state_dir: str) -> None:
-    holder = sqlite3.connect(store.db_path(state_dir), isolation_level=None)
+    holder = sqlite3.connect(paths.db_path(state_dir), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
         with store.writing(state_dir, immediate=False) as conn:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent import logs, store
+from remote_agent import logs, paths
 from remote_agent.errors import EXIT_INVALID_ARGS, AgentError
 from remote_agent.validate import MAX_RUN_KEY, check_argv, check_job_id, check_run_key, new_job_id, text
 
@@ -64,7 +64,7 @@ def log(tmp_path: Path):
     os.makedirs(str(tmp_path / "logs"))
 
     def write(data: bytes) -> str:
-        with open(store.log_path(str(tmp_path), "j", "stdout"), "wb") as f:
+        with open(paths.log_path(str(tmp_path), "j", "stdout"), "wb") as f:
             f.write(data)
         return str(tmp_path)
 
