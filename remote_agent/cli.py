@@ -8,144 +8,17 @@ import os
 import sqlite3
 import sys
 
-from remote_agent import __version__, jobs, render, store
-from remote_agent.errors import EXIT_ERROR, EXIT_INVALID_ARGS, AgentError, bad_args
+from remote_agent import paths, render, store
+from remote_agent.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
+from remote_agent.reader import Reader, wait_for
 from remote_agent.timeutil import ISO_HINT, parse_datetime, parse_ttl, to_iso
+from remote_agent.vocab import STDOUT, STREAMS
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     from typing import Any, Dict, List, NoReturn, Optional  # noqa: F401
 
-
-
-def _examples(*lines):
-    # type: (*str) -> str
-    return "examples:\n" + "\n".join("  " + line for line in lines)
-
-
-def _job_selector(p, required=True):
-    # type: (Any, bool) -> Any
-    group = p.add_mutually_exclusive_group(required=required)
-    group.add_argument("--run-key", dest="run_key", metavar="RUN_KEY", help="the job's idempotency key")
-    group.add_argument("--job-id", dest="job_id", metavar="JOB_ID", help="one job by id")
-    return group
-
-
-def build_parser():
-    # type: () -> Any
-    import argparse
-
-    class _Parser(argparse.ArgumentParser):
-        """argparse that reports a usage error as one line and exit code 2."""
-
-        def error(self, message):
-            # type: (str) -> NoReturn
-            raise AgentError(message, EXIT_INVALID_ARGS)
-
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(
-        prog="orchesjob",
-        description="Idempotent one-shot job runner: a run key never has two active jobs.",
-        epilog=_examples(
-            "orchesjob start --run-key nightly-2026-01-01 -- /jobs/import.sh --date 2026-01-01",
-            "orchesjob status --run-key nightly-2026-01-01",
-            "orchesjob status --running --format table",
-        ) + "\n\nexit codes: 0 ok, 1 error, 2 bad arguments, 3 not found, 4 wrong state, 5 database busy",
-        formatter_class=fmt,
-    )
-    parser.add_argument("--version", action="version", version="orchesjob " + __version__)
-    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
-    sub.required = True
-
-    p = sub.add_parser(
-        "start", help="start a job (or return the active one for its run key)", formatter_class=fmt,
-        description="Start CMD under RUN_KEY unless a job for that key is already active.",
-        epilog=_examples("orchesjob start --run-key backup-42 -- tar czf /backups/42.tgz /data",
-                         "orchesjob start --run-key billing-2026-01 --strict --sync -- ./bill.sh"))
-    p.add_argument("--run-key", required=True, dest="run_key", metavar="RUN_KEY", help="idempotency key")
-    p.add_argument("--sync", action="store_true", help="wait for the job to finish")
-    p.add_argument("--start-timeout", type=float, default=10.0, metavar="S",
-                   help="seconds an async start waits for the target's pid (default 10)")
-    p.add_argument("--strict", action="store_true",
-                   help="never run a finished key again unless it was unlocked")
-    p.add_argument("--cwd", metavar="DIR", help="working directory of the command")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
-
-    p = sub.add_parser(
-        "status", help="show a job, a key's history, or the running jobs", formatter_class=fmt,
-        epilog=_examples("orchesjob status --run-key backup-42", "orchesjob status --run-key backup-42 --all",
-                         "orchesjob status --running --format table"))
-    g = _job_selector(p)
-    g.add_argument("--running", action="store_true", help="list all STARTING/RUNNING jobs")
-    p.add_argument("--all", action="store_true", help="every attempt of --run-key, newest first")
-    p.add_argument("--format", choices=("json", "table"), default="json", help="output format")
-
-    p = sub.add_parser(
-        "logs", help="print a job's stdout or stderr", formatter_class=fmt,
-        epilog=_examples("orchesjob logs --run-key backup-42",
-                         "orchesjob logs --job-id JOB_ID --stream stderr"))
-    _job_selector(p)
-    p.add_argument("--stream", default="stdout", choices=("stdout", "stderr"), help="log stream")
-
-    p = sub.add_parser(
-        "clean", help="delete finished jobs and their logs", formatter_class=argparse.RawTextHelpFormatter,
-        description=(
-            "Delete terminal job data. STARTING/RUNNING jobs are never deleted.\n"
-            "A key's attempt counter survives, so a strict key stays consumed until `unlock`.\n\n"
-            "Selection rules:\n"
-            "  * Specify --all to delete all terminal job data.\n"
-            "  * Specify --job-id to delete one terminal job.\n"
-            "  * Otherwise, specify at least one of --before or --after.\n"
-            "  * --before and --after may be combined as a range.\n"
-            "  * --run-key may be combined with --all, --before, or --after.\n"
-            "  * --job-id cannot be combined with other selection options."),
-        epilog=_examples("orchesjob clean --before 2026-01-01 --dry-run",
-                         "orchesjob clean --all --run-key backup-42"))
-    p.add_argument("--before", metavar="DATETIME", help="jobs finished before this (exclusive)")
-    p.add_argument("--after", metavar="DATETIME", help="jobs finished at or after this (inclusive)")
-    p.add_argument("--all", action="store_true", help="all matching terminal jobs")
-    p.add_argument("--job-id", metavar="JOB_ID", help="one terminal job")
-    p.add_argument("--run-key", metavar="RUN_KEY", help="only this run key")
-    p.add_argument("--dry-run", action="store_true", dest="dry_run", help="list, delete nothing")
-
-    p = sub.add_parser(
-        "abort", help="stop a running job (SIGTERM, then SIGKILL)", formatter_class=fmt,
-        epilog=_examples("orchesjob abort --run-key backup-42 --reason 'disk full' --grace-seconds 10"))
-    _job_selector(p)
-    p.add_argument("--reason", default=None, help="stored as abort_reason")
-    p.add_argument("--grace-seconds", type=float, default=5.0, metavar="S",
-                   help="seconds between SIGTERM and SIGKILL (default 5)")
-
-    p = sub.add_parser(
-        "unlock", help="allow the next start --strict of a finished key", formatter_class=fmt,
-        epilog=_examples("orchesjob unlock --run-key billing-2026-01 --reason 'fixed input' --ttl 1h"))
-    p.add_argument("--run-key", required=True, dest="run_key", metavar="RUN_KEY")
-    p.add_argument("--reason", default=None, help="becomes the new job's rerun_reason")
-    p.add_argument("--ttl", default=None, help="how long the unlock stays valid: 90, 90s, 2m, 1h, 1d")
-
-    p = sub.add_parser(
-        "rerun", help="run a finished job's command again as a new attempt", formatter_class=fmt,
-        epilog=_examples("orchesjob rerun --run-key backup-42 --reason 'retry after fix' --sync"))
-    _job_selector(p)
-    p.add_argument("--sync", action="store_true", help="wait for the job to finish")
-    p.add_argument("--start-timeout", type=float, default=10.0, metavar="S")
-    p.add_argument("--reason", default=None, help="stored as rerun_reason")
-
-    p = sub.add_parser(
-        "ack", help="mark a finished job's result as consumed (resume protocol)", formatter_class=fmt,
-        epilog=_examples("orchesjob ack --job-id JOB_ID"))
-    p.add_argument("--job-id", required=True, dest="job_id", metavar="JOB_ID")
-
-    p = sub.add_parser(
-        "wait", help="block until a job is finished (or the timeout passes)", formatter_class=fmt,
-        epilog=_examples("orchesjob wait --run-key backup-42 --timeout 60"))
-    _job_selector(p)
-    p.add_argument("--timeout", type=float, default=None, metavar="S", help="give up after S seconds")
-
-    sub.add_parser(
-        "rpc", help="machine protocol: one JSON request on stdin, one JSON reply (docs/PROTOCOL.md)",
-        formatter_class=fmt, epilog=_examples("echo '{\"op\": \"ping\"}' | orchesjob rpc"))
-    return parser
+    from remote_agent.lifecycle import StartResult  # noqa: F401
 
 
 class Args(object):
@@ -161,7 +34,7 @@ class Args(object):
 _FAST = {
     "status": {"--run-key": (str, None), "--job-id": (str, None), "--running": (bool, False),
                "--all": (bool, False), "--format": (("json", "table"), "json")},
-    "logs": {"--run-key": (str, None), "--job-id": (str, None), "--stream": (("stdout", "stderr"), "stdout")},
+    "logs": {"--run-key": (str, None), "--job-id": (str, None), "--stream": (STREAMS, STDOUT)},
     "start": {"--run-key": (str, None), "--sync": (bool, False), "--start-timeout": (float, 10.0),
               "--strict": (bool, False), "--cwd": (str, None)},
 }  # type: Dict[str, Dict[str, Any]]
@@ -219,9 +92,9 @@ def fast_parse(argv):
     return Args(**values)
 
 
-def _start_reply(result, row, home, strict, sync):
-    # type: (jobs.StartResult, Dict[str, Any], str, bool, bool) -> Dict[str, Any]
-    out = render.job_object(row, home)
+def _start_reply(result, row, state_dir, strict, sync):
+    # type: (StartResult, Dict[str, Any], str, bool, bool) -> Dict[str, Any]
+    out = render.job_object(row, state_dir)
     out.update({
         "accepted": not result.existing,
         "existing": result.existing,
@@ -233,27 +106,29 @@ def _start_reply(result, row, home, strict, sync):
 
 
 def _with_override(reader, row):
-    # type: (jobs.Reader, Dict[str, Any]) -> Dict[str, Any]
-    out = render.job_object(row, reader.home)
+    # type: (Reader, Dict[str, Any]) -> Dict[str, Any]
+    out = render.job_object(row, reader.state_dir)
     out["strict_override"] = render.override_object(reader.override(row["run_key"]))
     return out
 
 
-def cmd_start(args, home):
+def cmd_start(args, state_dir):
     # type: (Any, str) -> None
+    from remote_agent import lifecycle  # not needed by the read commands
+
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    result, row = jobs.start(home, args.run_key, command, cwd=args.cwd, strict=args.strict,
+    result, row = lifecycle.start(state_dir, args.run_key, command, cwd=args.cwd, strict=args.strict,
                              sync=args.sync, start_timeout=args.start_timeout)
-    render.print_json(_start_reply(result, row, home, args.strict, args.sync))
+    render.print_json(_start_reply(result, row, state_dir, args.strict, args.sync))
 
 
-def cmd_status(args, home):
+def cmd_status(args, state_dir):
     # type: (Any, str) -> None
     if args.all and not args.run_key:
         raise bad_args("status --all requires --run-key")
-    reader = jobs.Reader(home)
+    reader = Reader(state_dir)
     try:
         if args.running:
             out = [_with_override(reader, r) for r in reader.running()]  # type: Any
@@ -261,7 +136,7 @@ def cmd_status(args, home):
             override = render.override_object(reader.override(args.run_key))
             out = []
             for r in reader.history(args.run_key):
-                item = render.job_object(r, home)
+                item = render.job_object(r, state_dir)
                 item["strict_override"] = override
                 out.append(item)
         else:
@@ -274,18 +149,18 @@ def cmd_status(args, home):
         render.print_json(out)
 
 
-def cmd_logs(args, home):
+def cmd_logs(args, state_dir):
     # type: (Any, str) -> None
-    reader = jobs.Reader(home)
+    reader = Reader(state_dir)
     try:
         row = reader.resolve(args.run_key, args.job_id)
     finally:
         reader.close()
-    path = store.log_path(home, row["job_id"], args.stream)
+    path = paths.log_path(state_dir, row["job_id"], args.stream)
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        raise AgentError("Log file not found: {}".format(path), 3) from None
+        raise AgentError("Log file not found: {}".format(path), EXIT_NOT_FOUND) from None
     with f:
         out = sys.stdout.buffer
         while True:
@@ -306,8 +181,10 @@ def _clean_datetime(flag, value):
         raise bad_args("Invalid {}: {!r}. {}".format(flag, value, ISO_HINT)) from None
 
 
-def cmd_clean(args, home):
+def cmd_clean(args, state_dir):
     # type: (Any, str) -> None
+    from remote_agent import lifecycle  # not needed by the read commands
+
     if args.job_id:
         if args.before or args.after or args.all or args.run_key:
             raise bad_args("clean: --job-id cannot be combined with --before, --after, --all, or --run-key")
@@ -318,8 +195,8 @@ def cmd_clean(args, home):
         raise bad_args("clean: one of --before, --after, --all, or --job-id is required")
     before = _clean_datetime("--before", args.before)
     after = _clean_datetime("--after", args.after)
-    rows, errors = jobs.clean(home, job_id=args.job_id, run_key=args.run_key, before=before, after=after,
-                              everything=args.all, dry_run=args.dry_run)
+    rows, errors = lifecycle.clean(state_dir, job_id=args.job_id, run_key=args.run_key, before=before,
+                                   after=after, everything=args.all, dry_run=args.dry_run)
     items = []
     for r in rows:
         selected = r["finished_at"] if r["finished_at"] is not None else r["started_at"]
@@ -328,24 +205,28 @@ def cmd_clean(args, home):
     render.print_json({"deleted": len(rows), "errors": errors, "dry_run": args.dry_run, "items": items})
 
 
-def cmd_abort(args, home):
+def cmd_abort(args, state_dir):
     # type: (Any, str) -> None
-    row, flags = jobs.abort(home, args.run_key, args.job_id, args.reason, args.grace_seconds)
-    out = render.job_object(row, home)
+    from remote_agent import lifecycle  # not needed by the read commands
+
+    row, flags = lifecycle.abort(state_dir, args.run_key, args.job_id, args.reason, args.grace_seconds)
+    out = render.job_object(row, state_dir)
     out["aborted"] = True
     out.update(flags)
     render.print_json(out)
 
 
-def cmd_unlock(args, home):
+def cmd_unlock(args, state_dir):
     # type: (Any, str) -> None
+    from remote_agent import lifecycle  # not needed by the read commands
+
     ttl = None
     if args.ttl is not None:
         try:
             ttl = parse_ttl(args.ttl)
         except ValueError as exc:
             raise bad_args(str(exc)) from None
-    res = jobs.unlock(home, args.run_key, args.reason, ttl)
+    res = lifecycle.unlock(state_dir, args.run_key, args.reason, ttl)
     render.print_json({
         "unlocked": True, "run_key": res["run_key"], "reason": res["reason"],
         "allowed_at": res["allowed_at"], "allowed_at_iso": to_iso(res["allowed_at"]),
@@ -353,28 +234,33 @@ def cmd_unlock(args, home):
     })
 
 
-def cmd_rerun(args, home):
+def cmd_rerun(args, state_dir):
     # type: (Any, str) -> None
-    result, row = jobs.rerun(home, args.run_key, args.job_id, args.reason, args.sync, args.start_timeout)
-    out = _start_reply(result, row, home, False, args.sync)
+    from remote_agent import lifecycle  # not needed by the read commands
+
+    result, row = lifecycle.rerun(state_dir, args.run_key, args.job_id, args.reason, args.sync,
+                                  args.start_timeout)
+    out = _start_reply(result, row, state_dir, False, args.sync)
     out["rerun"] = True
     render.print_json(out)
 
 
-def cmd_ack(args, home):
+def cmd_ack(args, state_dir):
     # type: (Any, str) -> None
-    render.print_json(render.job_object(jobs.ack(home, args.job_id), home))
+    from remote_agent import lifecycle  # not needed by the read commands
+
+    render.print_json(render.job_object(lifecycle.ack(state_dir, args.job_id), state_dir))
 
 
-def cmd_wait(args, home):
+def cmd_wait(args, state_dir):
     # type: (Any, str) -> None
-    reader = jobs.Reader(home)
+    reader = Reader(state_dir)
     try:
         row = reader.resolve(args.run_key, args.job_id)
-        row, timed_out = jobs.wait_for(reader, row["job_id"], args.timeout)
+        row, timed_out = wait_for(reader, row["job_id"], args.timeout)
     finally:
         reader.close()
-    out = render.job_object(row, home)
+    out = render.job_object(row, state_dir)
     out["timed_out"] = timed_out
     render.print_json(out)
 
@@ -383,6 +269,13 @@ COMMANDS = {
     "start": cmd_start, "status": cmd_status, "logs": cmd_logs, "clean": cmd_clean,
     "abort": cmd_abort, "unlock": cmd_unlock, "rerun": cmd_rerun, "ack": cmd_ack, "wait": cmd_wait,
 }
+
+
+def _parse_slowly(argv):
+    # type: (List[str]) -> Any
+    from remote_agent.cli_parser import build_parser
+
+    return build_parser().parse_args(argv)
 
 
 def fail(message, code):
@@ -401,19 +294,19 @@ def main(argv=None):
         from remote_agent import rpc
 
         sys.exit(rpc.serve())
-    home = ""
+    state_dir = ""
     try:
-        home = store.default_home()
-        args = fast_parse(argv) or build_parser().parse_args(argv)  # type: Any
+        state_dir = paths.default_state_dir()
+        args = fast_parse(argv) or _parse_slowly(argv)  # type: Any
         if args.subcommand == "rpc":
             from remote_agent import rpc
 
             sys.exit(rpc.serve())
-        COMMANDS[args.subcommand](args, home)
+        COMMANDS[args.subcommand](args, state_dir)
     except AgentError as exc:
         fail(exc.message, exc.code)
     except sqlite3.Error as exc:
-        err = store.db_error(exc, home)
+        err = store.db_error(exc, state_dir)
         fail(err.message, err.code)
     except KeyboardInterrupt:
         fail("interrupted", 130)

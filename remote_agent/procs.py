@@ -12,7 +12,7 @@ import os
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
-    from typing import Optional  # noqa: F401
+    from typing import Callable, Optional  # noqa: F401
 
 
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -83,18 +83,19 @@ def is_alive(pid, started, boot):
 def send(pid, sig):
     # type: (int, int) -> bool
     """Signal one process; False if it is gone."""
-    try:
-        os.kill(pid, sig)
-        return True
-    except OSError:
-        return False
+    return _deliver(os.kill, pid, sig)
 
 
 def send_group(pgid, sig):
     # type: (int, int) -> bool
     """Signal a whole process group (the target runs as its own session and group leader)."""
+    return _deliver(os.killpg, pgid, sig)
+
+
+def _deliver(kill, ident, sig):
+    # type: (Callable[[int, int], None], int, int) -> bool
     try:
-        os.killpg(pgid, sig)
+        kill(ident, sig)
         return True
     except OSError:
         return False
@@ -103,8 +104,6 @@ def send_group(pgid, sig):
 def group_exists(pgid):
     # type: (int) -> bool
     return send_group(pgid, 0)
-
-
 
 
 def kill_signal():

@@ -3,8 +3,9 @@
 import json
 import sys
 
-from remote_agent import store
+from remote_agent import paths, store
 from remote_agent.timeutil import to_iso
+from remote_agent.vocab import STDERR, STDOUT
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -14,11 +15,11 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 _TIMES = ("started_at", "finished_at", "updated_at", "aborted_at")
 
 
-def job_object(row, home):
+def job_object(row, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     """The orchesjob 1.1.0 job object (same keys, same order), then our added keys."""
     target_pid = row.get("target_pid")
-    worker_pid = row.get("worker_pid")
+    worker_pid = row.get("worker_pid")  # the job's supervisor, under orchesjob's name
     job_id = row["job_id"]
     out = {
         "job_id": job_id,
@@ -30,8 +31,8 @@ def job_object(row, home):
         "target_pid": target_pid,
         "status": row["status"],
         "exit_code": row["exit_code"],
-        "stdout_file": store.log_path(home, job_id, "stdout"),
-        "stderr_file": store.log_path(home, job_id, "stderr"),
+        "stdout_file": paths.log_path(state_dir, job_id, STDOUT),
+        "stderr_file": paths.log_path(state_dir, job_id, STDERR),
         "attempt_no": row["attempt_no"],
         "strict": bool(row["strict"]),
         "rerun_of_job_id": row["rerun_of_job_id"],
@@ -43,7 +44,7 @@ def job_object(row, home):
         out[key + "_iso"] = to_iso(row.get(key))
     out["lost_reason"] = row.get("lost_reason")
     out["cwd"] = store.cwd_of(row)
-    out["log_shown"] = {"stdout": row.get("stdout_shown", 0), "stderr": row.get("stderr_shown", 0)}
+    out["log_shown"] = {STDOUT: row.get("stdout_shown", 0), STDERR: row.get("stderr_shown", 0)}
     return out
 
 

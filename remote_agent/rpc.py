@@ -8,8 +8,11 @@ import json
 import sqlite3
 import sys
 
-from remote_agent import PROTOCOL, __version__, jobs, procs, render, store
-from remote_agent.errors import EXIT_ERROR, AgentError, bad_args
+from remote_agent import PROTOCOL, __version__, paths, procs, render, store
+from remote_agent.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
+from remote_agent.reader import Reader, wait_for
+from remote_agent.validate import check_argv, check_job_id, check_run_key
+from remote_agent.vocab import STREAMS, TERMINAL
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -56,130 +59,131 @@ def _offsets(spec):
     if offsets is None:
         return None
     if not isinstance(offsets, dict) or not all(
-            k in ("stdout", "stderr") and isinstance(v, int) and v >= 0 for k, v in offsets.items()):
+            k in STREAMS and isinstance(v, int) and v >= 0 for k, v in offsets.items()):
         raise bad_args("offsets must map 'stdout'/'stderr' to byte offsets >= 0")
     return offsets
 
 
-def _record_shown(home, shown):
+def _record_shown(state_dir, shown):
     # type: (str, List[Any]) -> None
     """Store the offsets callers say they have shown (``"record": true``), one transaction."""
     if not shown:
         return
-    conn = store.open_db(home, write=True)
-    assert conn is not None
-    def record():
-        # type: () -> None
+    with store.writing(state_dir) as conn:
         for job_id, offsets in shown:
             store.record_shown(conn, job_id, offsets)
 
-    try:
-        store.in_transaction(conn, record)
-    finally:
-        conn.close()
 
-
-def _logs(home, row, offsets, limit):
+def _logs(state_dir, row, offsets, limit):
     # type: (str, Dict[str, Any], Dict[str, int], int) -> Dict[str, Any]
-    terminal = row["status"] in store.TERMINAL
-    return {s: jobs.read_chunk(home, row["job_id"], s, off, limit, terminal) for s, off in offsets.items()}
+    from remote_agent.logs import read_chunk  # only requests with offsets read logs
+
+    terminal = row["status"] in TERMINAL
+    return {s: read_chunk(state_dir, row["job_id"], s, off, limit, terminal) for s, off in offsets.items()}
 
 
-def op_ping(req, home):
+def op_ping(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    return {"home": home, "python": "{}.{}.{}".format(*sys.version_info[:3]),
+    return {"home": state_dir, "python": "{}.{}.{}".format(*sys.version_info[:3]),
             "sqlite": sqlite3.sqlite_version, "boot_id": procs.boot_id()}
 
 
-def op_start(req, home):
+def op_start(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     mode = _get(req, "mode", str, "resume")
     if mode not in ("resume", "new"):
         raise bad_args("mode must be 'resume' or 'new'")
-    argv = jobs.check_argv(_get(req, "argv", list, required=True))
-    result, row = jobs.start(
-        home, _get(req, "run_key", str, required=True), argv,
+    argv = check_argv(_get(req, "argv", list, required=True))
+    from remote_agent import lifecycle  # only start and the write ops need it
+
+    result, row = lifecycle.start(
+        state_dir, _get(req, "run_key", str, required=True), argv,
         cwd=_get(req, "cwd", str), env=_env(req), strict=_get(req, "strict", bool, False),
         resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0))
     return {"action": result.action, "strict_override_used": result.strict_override_used,
-            "job": render.job_object(row, home)}
+            "job": render.job_object(row, state_dir)}
 
 
-def op_poll(req, home):
+def op_poll(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     specs = _get(req, "jobs", list, required=True)
     limit = _limit(req)
     for spec in specs:
         if not isinstance(spec, dict):
             raise bad_args("each entry of 'jobs' must be an object with a job_id")
-        jobs.check_job_id(spec.get("job_id"))
+        check_job_id(spec.get("job_id"))
         _offsets(spec)
     if _get(req, "record", bool, False):
-        _record_shown(home, [(s["job_id"], s["offsets"]) for s in specs if s.get("offsets")])
-    reader = jobs.Reader(home)
+        _record_shown(state_dir, [(s["job_id"], s["offsets"]) for s in specs if s.get("offsets")])
+    reader = Reader(state_dir)
     out = []  # type: List[Dict[str, Any]]
     try:
         for spec in specs:
             job_id = spec["job_id"]
             offsets = _offsets(spec)
             row = reader.job(job_id)
-            item = {"job_id": job_id, "job": render.job_object(row, home) if row else None}  # type: Dict[str, Any]
+            item = {"job_id": job_id, "job": render.job_object(row, state_dir) if row else None}  # type: Dict[str, Any]
             if row is not None and offsets is not None:
-                item["logs"] = _logs(home, row, offsets, limit)
+                item["logs"] = _logs(state_dir, row, offsets, limit)
             out.append(item)
     finally:
         reader.close()
     return {"jobs": out}
 
 
-def op_status(req, home):
+def op_status(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     """The latest job of a run key, or null when the key has none (a sensor may be early)."""
-    run_key = jobs.check_run_key(_get(req, "run_key", str, required=True))
-    reader = jobs.Reader(home)
+    run_key = check_run_key(_get(req, "run_key", str, required=True))
+    reader = Reader(state_dir)
     try:
         row = reader.latest(run_key)
     except AgentError as exc:
-        if exc.code != 3:
+        if exc.code != EXIT_NOT_FOUND:
             raise
         return {"job": None}
     finally:
         reader.close()
-    return {"job": render.job_object(row, home)}
+    return {"job": render.job_object(row, state_dir)}
 
 
-def op_wait(req, home):
+def op_wait(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    job_id = jobs.check_job_id(_get(req, "job_id", str, required=True))
+    job_id = check_job_id(_get(req, "job_id", str, required=True))
     timeout = min(max(0.0, _get(req, "timeout", float, 30.0)), MAX_WAIT)
     until = _get(req, "until", str, "terminal")
     if until not in ("terminal", "output"):
         raise bad_args("until must be 'terminal' or 'output'")
     offsets = _offsets(req)
     if offsets and _get(req, "record", bool, False):
-        _record_shown(home, [(job_id, offsets)])
-    reader = jobs.Reader(home)
+        _record_shown(state_dir, [(job_id, offsets)])
+    reader = Reader(state_dir)
     try:
-        row, timed_out = jobs.wait_for(reader, job_id, timeout, offsets if until == "output" else None,
+        row, timed_out = wait_for(reader, job_id, timeout, offsets if until == "output" else None,
                                        _limit(req))
     finally:
         reader.close()
-    out = {"job": render.job_object(row, home), "timed_out": timed_out}  # type: Dict[str, Any]
+    out = {"job": render.job_object(row, state_dir), "timed_out": timed_out}  # type: Dict[str, Any]
     if offsets is not None:
-        out["logs"] = _logs(home, row, offsets, _limit(req))
+        out["logs"] = _logs(state_dir, row, offsets, _limit(req))
     return out
 
 
-def op_ack(req, home):
+def op_ack(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    return {"job": render.job_object(jobs.ack(home, _get(req, "job_id", str, required=True)), home)}
+    from remote_agent import lifecycle
+
+    row = lifecycle.ack(state_dir, _get(req, "job_id", str, required=True))
+    return {"job": render.job_object(row, state_dir)}
 
 
-def op_abort(req, home):
+def op_abort(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    row, flags = jobs.abort(home, None, jobs.check_job_id(_get(req, "job_id", str, required=True)),
+    from remote_agent import lifecycle
+
+    row, flags = lifecycle.abort(state_dir, None, check_job_id(_get(req, "job_id", str, required=True)),
                             _get(req, "reason", str), _get(req, "grace_seconds", float, 5.0))
-    out = {"job": render.job_object(row, home), "aborted": True}  # type: Dict[str, Any]
+    out = {"job": render.job_object(row, state_dir), "aborted": True}  # type: Dict[str, Any]
     out.update(flags)
     return out
 
@@ -200,7 +204,7 @@ def serve():
     # type: () -> int
     """Answer one request; the exit code equals the error code (0 on success)."""
     op = None  # type: Optional[str]
-    home = ""
+    state_dir = ""
     try:
         raw = sys.stdin.buffer.read()
         try:
@@ -215,12 +219,13 @@ def serve():
             raise bad_args("protocol {!r} is not supported (this agent speaks {})".format(proto, PROTOCOL))
         if op not in OPS:
             raise bad_args("unknown op {!r}; known: {}".format(op, ", ".join(sorted(OPS))))
-        home = _get(req, "home", str) or store.default_home()
-        body = OPS[op](req, home)
+        # "home" is the protocol's historical name for the state dir; "state_dir" also works.
+        state_dir = _get(req, "home", str) or _get(req, "state_dir", str) or paths.default_state_dir()
+        body = OPS[op](req, state_dir)
     except AgentError as exc:
         return _error(op, exc)
     except sqlite3.Error as exc:
-        return _error(op, store.db_error(exc, home))
+        return _error(op, store.db_error(exc, state_dir))
     except Exception as exc:
         return _error(op, AgentError("internal error: {}: {}".format(type(exc).__name__, exc), EXIT_ERROR))
     _reply(op, body)

@@ -9,14 +9,21 @@ interpreter saves a whole Python start-up (the largest cost of an async start).
 The supervisor tells the launcher what happened through a pipe: one byte ``R`` once the
 target runs and its pid is stored, and end-of-file when the final status is stored (or the
 supervisor died). A sync start therefore wakes the moment the job ends, with no polling.
+
+Names: orchesjob called this process the "worker". The code calls it the supervisor
+(``supervisor_pid``); the database columns ``worker_pid``/``worker_start``, the job object's
+``worker_pid`` and ``pid_kind: "worker"``, and abort's ``sent_*_worker`` flags keep orchesjob's
+names (AGENT_CONTRACT items 5, 6 and 23). Until the supervisor records itself, the launcher's
+own pid stands in (see lifecycle._new_attempt).
 """
 
 import os
 import signal
 import sys
 
-from remote_agent import procs, store
+from remote_agent import paths, procs, store
 from remote_agent.timeutil import now_ts
+from remote_agent.vocab import ABORTED, ACTIVE, FAILED, RUNNING, STARTING, STREAMS, SUCCEEDED
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -27,22 +34,22 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 READY = b"R"
 
 
-def launch(home, job_id, argv, cwd, env):
+def launch(state_dir, job_id, argv, cwd, env):
     # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]]) -> Tuple[int, int]
     """Fork the supervisor for a committed STARTING job; return (its pid, the read end)."""
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # supervisor
+    supervisor_pid = os.fork()
+    if supervisor_pid == 0:  # in the supervisor
         code = 1
         try:
             os.close(read_fd)
-            code = _supervise(home, job_id, argv, cwd, env, write_fd)
+            code = _supervise(state_dir, job_id, argv, cwd, env, write_fd)
         finally:
             os._exit(code)
     os.close(write_fd)
-    return pid, read_fd
+    return supervisor_pid, read_fd
 
 
 def _detach():
@@ -55,19 +62,20 @@ def _detach():
         os.close(devnull)
 
 
-def _open_log(home, job_id, stream):
+def _open_log(state_dir, job_id, stream):
     # type: (str, str, str) -> int
-    return os.open(store.log_path(home, job_id, stream),
+    return os.open(paths.log_path(state_dir, job_id, stream),
                    os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
 def _record(conn, job_id, only_if, **values):
     # type: (sqlite3.Connection, str, Tuple[str, ...], **object) -> bool
     values["updated_at"] = now_ts()
-    return store.in_transaction(conn, lambda: store.update_job(conn, job_id, only_if, **values))
+    with store.transaction(conn):
+        return store.update_job(conn, job_id, only_if, **values)
 
 
-def _supervise(home, job_id, argv, cwd, env, notify_fd):
+def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int) -> int
     _detach()
     target = []  # type: List[int]
@@ -87,13 +95,12 @@ def _supervise(home, job_id, argv, cwd, env, notify_fd):
     signal.signal(signal.SIGINT, ignore)
 
     # A connection of our own, opened after the fork: SQLite handles must never cross one.
-    conn = store.open_db(home, write=True)
+    conn = store.open_db(state_dir, write=True)
     assert conn is not None
     me = os.getpid()
-    if not _record(conn, job_id, ("STARTING",), worker_pid=me, worker_start=procs.start_time(me)):
+    if not _record(conn, job_id, (STARTING,), worker_pid=me, worker_start=procs.start_time(me)):
         return 0  # aborted or declared lost before we got here: run nothing
-    out_fd = _open_log(home, job_id, "stdout")
-    err_fd = _open_log(home, job_id, "stderr")
+    out_fd, err_fd = (_open_log(state_dir, job_id, stream) for stream in STREAMS)
     full_env = None
     if env:
         full_env = dict(os.environ)
@@ -103,29 +110,28 @@ def _supervise(home, job_id, argv, cwd, env, notify_fd):
     except OSError as exc:
         message = "orchesjob: cannot start the job: {}\n".format(exc.strerror or exc)
         os.write(err_fd, message.encode("utf-8", "backslashreplace"))
-        _record(conn, job_id, store.ACTIVE, status="FAILED", exit_code=-1, finished_at=now_ts())
+        _record(conn, job_id, ACTIVE, status=FAILED, exit_code=-1, finished_at=now_ts())
         return 0
     finally:
         os.close(out_fd)
         os.close(err_fd)
     target.append(pid)
-    if not _record(conn, job_id, ("STARTING",), status="RUNNING", target_pid=pid,
+    if not _record(conn, job_id, (STARTING,), status=RUNNING, target_pid=pid,
                    target_start=procs.start_time(pid)):
         # Aborted between launch and record: do not leave the target orphaned.
         procs.send_group(pid, signal.SIGTERM)
         rc = wait_exit(pid)
-        _record(conn, job_id, ("ABORTED",), exit_code=rc)
+        _record(conn, job_id, (ABORTED,), exit_code=rc)
         return 0
     try:
         os.write(notify_fd, READY)
     except OSError:
         pass  # the launcher is gone (SSH dropped): nothing to tell
     rc = wait_exit(pid)
-    status = "SUCCEEDED" if rc == 0 else "FAILED"
-    if not _record(conn, job_id, store.ACTIVE, status=status, exit_code=rc, finished_at=now_ts()):
+    status = SUCCEEDED if rc == 0 else FAILED
+    if not _record(conn, job_id, ACTIVE, status=status, exit_code=rc, finished_at=now_ts()):
         # Aborted (or declared lost) meanwhile: keep that status, but keep the exit code too.
-        conn.execute("UPDATE jobs SET exit_code = ? WHERE job_id = ? AND exit_code IS NULL",
-                     (rc, job_id))
+        store.set_exit_code_if_unknown(conn, job_id, rc)
     return 0
 
 

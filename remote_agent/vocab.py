@@ -30,4 +30,6 @@ KEPT = "kept"              # strict key already ran: its recorded result stands
 ACTIONS = (STARTED, REATTACHED, ADOPTED, KEPT)
 
 # --- the two log streams ---------------------------------------------------------------------
-STREAMS = ("stdout", "stderr")
+STDOUT = "stdout"
+STDERR = "stderr"
+STREAMS = (STDOUT, STDERR)

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from remote_agent import store  # noqa: E402
+from remote_agent import schema, store  # noqa: E402
 
 pytestmark = pytest.mark.beyond_orchesjob
 
@@ -29,7 +29,7 @@ def test_v1_database_migrates_forward_on_first_write_and_reads_never_migrate(tmp
     home = tmp_path / "state"
     home.mkdir()
     conn = sqlite3.connect(str(home / "orchesjob.db"))
-    for statement in store._MIGRATIONS[0].split(";"):  # exactly the schema release 1 created
+    for statement in schema._MIGRATIONS[0].split(";"):  # exactly the schema release 1 created
         if statement.strip():
             conn.execute(statement)
     conn.execute(

@@ -1,0 +1,262 @@
+"""What the agent does to jobs: start (and its decision table), ack, abort, unlock, rerun, clean.
+
+Every decision that could start a process is taken inside one ``BEGIN IMMEDIATE``
+transaction (``store.writing``), so concurrent starters serialize on the database and exactly
+one of them inserts; the partial unique index on active jobs makes a second active job for a
+key impossible even if this code were wrong.
+"""
+
+import json
+import os
+
+from remote_agent import paths, procs, store
+from remote_agent.errors import not_found, wrong_state
+from remote_agent.liveness import reconcile
+from remote_agent.reader import Reader, resolve, wait_for
+from remote_agent.timeutil import now_ts
+from remote_agent.validate import check_argv, check_job_id, check_run_key, new_job_id, text
+from remote_agent.vocab import ABORTED, ACTIVE, ADOPTED, KEPT, REATTACHED, STARTED, STARTING, STREAMS
+
+MYPY = False
+if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
+    import sqlite3  # noqa: F401
+    from typing import Any, Dict, List, Optional, Tuple  # noqa: F401
+    Row = Dict[str, Any]
+
+
+class StartResult(object):
+    """The outcome of a start decision: what was done and the job it was done to."""
+
+    def __init__(self, action, row, strict_override_used=False):
+        # type: (str, Row, bool) -> None
+        self.action = action
+        self.row = row
+        self.strict_override_used = strict_override_used
+
+    @property
+    def existing(self):
+        # type: () -> bool
+        return self.action != STARTED
+
+
+def decide_start(latest, resume, strict, override, key):
+    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row]) -> Tuple[str, Optional[Row], Optional[Row]]
+    """The start decision table, pure (no I/O): returns (action, job, override).
+
+    ``latest`` is the key's latest job, already reconciled (None if it never ran or was
+    cleaned); ``override`` the key's valid unlock (or None); ``key`` its run_keys row (None
+    if it never ran). ``job`` is the existing job the action returns (None for STARTED);
+    ``override`` is the unlock a STARTED attempt consumes (None if it consumes none).
+
+    ============================  ======================  =====================================
+    latest job                    flags                   result
+    ============================  ======================  =====================================
+    STARTING / RUNNING            any                     REATTACHED to it
+    terminal, not acknowledged    resume                  ADOPTED: its result counts
+    terminal                      strict, no unlock       KEPT: its result stands
+    none, but the key ran         strict, no unlock       error (exit 4): cleaned, unlock first
+    none / terminal otherwise     strict with an unlock   STARTED, the unlock consumed
+    none / terminal otherwise     -                       STARTED
+    ============================  ======================  =====================================
+    """
+    if latest is not None:
+        if latest["status"] in ACTIVE:
+            return REATTACHED, latest, None
+        if resume and latest.get("acked_at") is None:
+            return ADOPTED, latest, None
+    if not strict:
+        return STARTED, None, None
+    if override is None:
+        if latest is not None:
+            return KEPT, latest, None
+        if key is not None:
+            raise wrong_state(
+                "run_key already ran (attempt {}, job {}, since cleaned); unlock it to run again".format(
+                    key["last_attempt_no"], key["last_job_id"]))
+    return STARTED, None, override
+
+
+def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
+          sync=False, start_timeout=10.0):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float) -> Tuple[StartResult, Row]
+    """Decide, launch if needed, and wait as asked; returns (decision, job as it now is)."""
+    check_run_key(run_key)
+    check_argv(argv)
+    with store.writing(state_dir) as conn:
+        latest = store.latest_job(conn, run_key)
+        if latest is not None:
+            latest = reconcile(conn, latest, locked=True)
+        override = store.valid_override(conn, run_key, now_ts()) if strict else None
+        key = store.run_key_row(conn, run_key)
+        action, job, used = decide_start(latest, resume, strict, override, key)
+        if job is not None:
+            result = StartResult(action, job)
+        else:
+            row = _new_attempt(conn, key, run_key, argv, cwd, strict,
+                               latest["job_id"] if latest else None, used["reason"] if used else None)
+            if used is not None:
+                store.use_override(conn, run_key, now_ts())
+            result = StartResult(STARTED, row, strict_override_used=used is not None)
+    # The writer connection is closed now, before forking: a SQLite handle must never cross a fork.
+    return result, _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout)
+
+
+def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason):
+    # type: (sqlite3.Connection, Optional[Row], str, List[str], Optional[str], bool, Optional[str], Optional[str]) -> Row
+    now = now_ts()
+    me = os.getpid()
+    row = {
+        "job_id": new_job_id(),
+        "run_key": run_key,
+        "attempt_no": (key["last_attempt_no"] if key else 0) + 1,
+        "command": json.dumps(argv),
+        # JSON like command: a directory name may hold bytes that are not UTF-8
+        "cwd": json.dumps(cwd) if cwd is not None else None,
+        "status": STARTING,
+        "strict": int(bool(strict)),
+        "rerun_of_job_id": rerun_of if rerun_of is not None else (key or {}).get("last_job_id"),
+        "rerun_reason": rerun_reason,
+        "boot_id": procs.boot_id(),
+        # The launcher stands in as the supervisor until the forked one records itself, so a
+        # launcher that dies before forking leaves a job that reads as LOST, not a stuck key.
+        "worker_pid": me,
+        "worker_start": procs.start_time(me),
+        "started_at": now,
+        "updated_at": now,
+    }
+    store.insert_job(conn, row)
+    return row
+
+
+def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout):
+    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float) -> Row
+    job_id = result.row["job_id"]
+    if result.action == STARTED:
+        from remote_agent import supervisor  # only a start needs it (and its signal import)
+
+        supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env)
+        if sync:
+            supervisor.wait_finished(read_fd)
+        else:
+            supervisor.wait_ready(read_fd, max(0.0, start_timeout))
+        os.close(read_fd)
+        _reap(supervisor_pid)
+    reader = Reader(state_dir)
+    try:
+        if sync:
+            return wait_for(reader, job_id, None)[0]
+        return reader.require_job(job_id)
+    finally:
+        reader.close()
+
+
+def _reap(pid):
+    # type: (int) -> None
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except OSError:
+        pass
+
+
+def ack(state_dir, job_id):
+    # type: (str, str) -> Row
+    """Mark a terminal job's result as consumed: the next resume start runs a new attempt."""
+    check_job_id(job_id)
+    with store.writing(state_dir) as conn:
+        row = resolve(conn, None, job_id, locked=True)
+        if row["status"] in ACTIVE:
+            raise wrong_state("Cannot ack active job: status={}".format(row["status"]))
+        store.ack_job(conn, job_id, now_ts())
+        return store.get_job(conn, job_id) or row
+
+
+def abort(state_dir, run_key, job_id, reason, grace):
+    # type: (str, Optional[str], Optional[str], Optional[str], float) -> Tuple[Row, Dict[str, bool]]
+    """Store ABORTED first, then SIGTERM, then SIGKILL after the grace; identity-checked."""
+    with store.writing(state_dir) as conn:
+        row = resolve(conn, run_key, job_id, locked=True)
+        if row["status"] not in ACTIVE:
+            raise wrong_state("Job is not running: {} status={}".format(row["job_id"], row["status"]))
+        now = now_ts()
+        store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
+                         aborted_at=now, updated_at=now, abort_reason=text(reason))
+    from remote_agent.stopping import stop_processes  # only abort signals anything
+
+    flags = stop_processes(row, grace)
+    reader = Reader(state_dir)
+    try:
+        final = reader.job(row["job_id"]) or row
+    finally:
+        reader.close()
+    return final, flags
+
+
+def unlock(state_dir, run_key, reason, ttl_seconds):
+    # type: (str, str, Optional[str], Optional[int]) -> Dict[str, Any]
+    """Allow the next ``start --strict`` of a finished key to run once more."""
+    check_run_key(run_key)
+    now = now_ts()
+    expires = now + ttl_seconds if ttl_seconds is not None else None
+    with store.writing(state_dir) as conn:
+        latest = store.latest_job(conn, run_key)
+        if latest is None and store.run_key_row(conn, run_key) is None:
+            raise not_found("run_key not found")
+        if latest is not None:
+            latest = reconcile(conn, latest, locked=True)
+            if latest["status"] in ACTIVE:
+                raise wrong_state("Cannot unlock active job: status={}".format(latest["status"]))
+        store.allow_override(conn, run_key, now, text(reason), expires)
+    return {"unlocked": True, "run_key": run_key, "reason": reason, "allowed_at": now,
+            "expires_at": expires}
+
+
+def rerun(state_dir, run_key, job_id, reason, sync, start_timeout):
+    # type: (str, Optional[str], Optional[str], Optional[str], bool, float) -> Tuple[StartResult, Row]
+    """A new attempt with a finished job's command; never beside an active job of its key."""
+    with store.writing(state_dir) as conn:
+        source = resolve(conn, run_key, job_id, locked=True)
+        if source["status"] in ACTIVE:
+            raise wrong_state("Cannot rerun active job: status={}".format(source["status"]))
+        key = source["run_key"]
+        latest = reconcile(conn, store.latest_job(conn, key) or source, locked=True)
+        if latest["status"] in ACTIVE:
+            raise wrong_state("Cannot rerun: run_key has an active job {} status={}".format(
+                latest["job_id"], latest["status"]))
+        argv, cwd = store.command_of(source), store.cwd_of(source)
+        row = _new_attempt(conn, store.run_key_row(conn, key), key, argv, cwd, False,
+                           source["job_id"], text(reason))
+    result = StartResult(STARTED, row)
+    return result, _launch_and_wait(state_dir, result, argv, cwd, None, sync, start_timeout)
+
+
+def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everything=False, dry_run=False):
+    # type: (str, Optional[str], Optional[str], Optional[int], Optional[int], bool, bool) -> Tuple[List[Row], int]
+    """Delete terminal jobs and their logs; active jobs and run-key history are kept.
+
+    The run_keys row survives, so attempt numbers keep counting up and a key that a
+    ``--strict`` start consumed stays consumed until ``unlock``. A dry run reads in a
+    deferred transaction: it takes no write lock.
+    """
+    if not os.path.exists(paths.db_path(state_dir)):
+        return [], 0
+    if job_id:
+        check_job_id(job_id)
+    if run_key:
+        check_run_key(run_key)
+    if everything or job_id:
+        before = after = None
+    with store.writing(state_dir, immediate=not dry_run) as conn:
+        rows = store.clean_candidates(conn, job_id, run_key, before, after)
+        if dry_run or not rows:
+            return rows, 0
+        store.delete_terminal(conn, [r["job_id"] for r in rows])
+    errors = 0
+    for r in rows:
+        for stream in STREAMS:
+            try:
+                os.unlink(paths.log_path(state_dir, r["job_id"], stream))
+            except FileNotFoundError:
+                pass
+            except OSError:
+                errors += 1
+    return rows, errors
