@@ -136,4 +136,6 @@ def state_fs_type(state_dir):
 
 def is_network_fs(fstype):
     # type: (Optional[str]) -> bool
-    return bool(fstype) and (fstype in NETWORK_FS or fstype.split(".")[0] in ("nfs", "cifs"))
+    if not fstype:
+        return False
+    return fstype in NETWORK_FS or fstype.split(".")[0] in ("nfs", "cifs")
