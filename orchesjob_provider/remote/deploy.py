@@ -1,0 +1,192 @@
+# Installs the agent bundle on the target, sent as
+#   `python3 -I -S -c <this> SHA256 ~/.orchesjob/agent KEEP` with the bundle (a zip) on stdin.
+#
+# Standard library only, valid on CPython 3.6. What it guarantees:
+# * ~/.orchesjob and ~/.orchesjob/agent are real directories owned by this user; one that is
+#   group/other-writable gets mode 0700 back (everything under it is then re-verified); one owned
+#   by someone else is refused with a message saying what to do.
+# * agent-<sha16>/ is trusted only if every file of its MANIFEST is there, a regular file owned by
+#   this user, not writable by others, with the right sha256, and no other source file sits beside
+#   them. A damaged or foreign directory is moved aside and installed again.
+# * A new install is unpacked into a temporary sibling, precompiled by this interpreter, every file
+#   and directory fsynced, then renamed into place (atomic; a concurrent deploy of the same bundle
+#   simply finds the result verified).
+# * Leftovers of failed deploys (*.tmp.*, *.broken.*) older than 10 minutes are removed, and only
+#   the KEEP most recently used agent versions are kept.
+# Exit 0 and one line "orchesjob-deploy: <installed|repaired|verified> <dir>" on stdout; else
+# exit 1 and "orchesjob-deploy: <why>" on stderr.
+import compileall
+import hashlib
+import io
+import os
+import shutil
+import sys
+import time
+import zipfile
+
+MYPY = False
+if MYPY:
+    from typing import Dict, List, NoReturn, Optional, Tuple  # noqa: F401
+
+STALE_SECONDS = 600
+
+
+def _fail(message):
+    # type: (str) -> NoReturn
+    sys.stderr.write("orchesjob-deploy: %s\n" % message)
+    sys.exit(1)
+
+
+def _private_dir(path, uid):
+    # type: (str, int) -> bool
+    """Make sure ``path`` is our own directory, mode 0700; True if its mode had to be fixed."""
+    try:
+        os.mkdir(path, 0o700)
+        return False
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        _fail("cannot create %s: %s" % (path, exc.strerror or exc))
+    st = os.lstat(path)
+    if (st.st_mode & 0o170000) != 0o040000:
+        _fail("%s is not a directory (a symlink or a file); remove it" % path)
+    if st.st_uid != uid:
+        _fail("%s is owned by uid %d, not by this user (uid %d): refusing to run code from it; "
+              "remove it or let its owner do so" % (path, st.st_uid, uid))
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+        return True
+    return False
+
+
+def _manifest(data):
+    # type: (bytes) -> Dict[str, Tuple[str, int]]
+    """{path: (sha256, size)} from a MANIFEST's bytes."""
+    out = {}
+    for line in data.decode("utf-8").splitlines():
+        digest, size, name = line.split(" ", 2)
+        out[name] = (digest, int(size))
+    return out
+
+
+def _problem(agent_dir, uid):
+    # type: (str, int) -> Optional[str]
+    """Why ``agent_dir`` cannot be trusted, or None if it can."""
+    try:
+        st = os.lstat(agent_dir)
+        if (st.st_mode & 0o170000) != 0o040000 or st.st_uid != uid or st.st_mode & 0o022:
+            return "directory not owned by this user, or writable by others"
+        with open(os.path.join(agent_dir, "MANIFEST"), "rb") as f:
+            files = _manifest(f.read())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return "no readable MANIFEST (%s)" % exc
+    for root, dirs, names in os.walk(agent_dir):
+        rel_root = os.path.relpath(root, agent_dir)
+        for name in dirs + names:
+            path = os.path.join(root, name)
+            rel = os.path.normpath(os.path.join(rel_root, name)).replace(os.sep, "/")
+            st = os.lstat(path)
+            if st.st_uid != uid or st.st_mode & 0o022 or (st.st_mode & 0o170000) == 0o120000:
+                return "%s is not owned by this user, is writable by others, or is a symlink" % rel
+            if name.endswith(".py") and rel not in files:
+                return "unexpected file %s" % rel
+    for rel, (digest, size) in files.items():
+        try:
+            with open(os.path.join(agent_dir, rel), "rb") as f:
+                content = f.read()
+        except OSError:
+            return "missing %s" % rel
+        if len(content) != size or hashlib.sha256(content).hexdigest() != digest:
+            return "damaged %s" % rel
+    return None
+
+
+def _fsync_tree(top):
+    # type: (str) -> None
+    for root, _dirs, names in os.walk(top, topdown=False):
+        for name in names:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(path):
+    # type: (str) -> None
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _prune(base, current, keep):
+    # type: (str, str, int) -> None
+    now = time.time()
+    versions = []  # type: List[Tuple[float, str]]
+    for name in os.listdir(base):
+        path = os.path.join(base, name)
+        try:
+            mtime = os.lstat(path).st_mtime
+        except OSError:
+            continue
+        if ".tmp." in name or ".broken." in name:
+            if now - mtime > STALE_SECONDS:
+                _remove(path)
+        elif name.startswith("agent-") and path != current:
+            versions.append((mtime, path))
+    versions.sort(reverse=True)
+    for _mtime, path in versions[max(0, keep - 1):]:
+        _remove(path)
+
+
+def _main():
+    # type: () -> None
+    os.umask(0o077)
+    sha, base, keep = sys.argv[1], os.path.expanduser(sys.argv[2]), int(sys.argv[3])
+    data = sys.stdin.buffer.read()
+    if hashlib.sha256(data).hexdigest() != sha:
+        _fail("agent upload corrupted (%d bytes, sha256 mismatch)" % len(data))
+    uid = os.getuid()
+    loosened = _private_dir(os.path.dirname(base), uid)
+    loosened = _private_dir(base, uid) or loosened
+    final = os.path.join(base, "agent-" + sha[:16])
+    outcome = "installed"
+    if os.path.lexists(final):
+        why = _problem(final, uid)
+        if why is None:
+            os.utime(final)
+            _prune(base, final, keep)
+            print("orchesjob-deploy: verified %s" % final)
+            return
+        sys.stderr.write("orchesjob-deploy: repairing %s: %s%s\n" % (
+            final, why, " (its parent was writable by others)" if loosened else ""))
+        aside = "%s.broken.%d" % (final, os.getpid())
+        os.rename(final, aside)
+        _remove(aside)
+        outcome = "repaired"
+    tmp = "%s.tmp.%d" % (final, os.getpid())
+    try:
+        zipfile.ZipFile(io.BytesIO(data)).extractall(tmp)
+        compileall.compile_dir(tmp, quiet=2)
+        _fsync_tree(tmp)
+        os.rename(tmp, final)
+    except OSError as exc:
+        _remove(tmp)
+        if os.path.isdir(final) and _problem(final, uid) is None:
+            outcome = "verified"  # a concurrent deploy of the same bundle won the rename
+        else:
+            _fail("cannot install %s: %s" % (final, exc.strerror or exc))
+    fd = os.open(base, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _prune(base, final, keep)
+    print("orchesjob-deploy: %s %s" % (outcome, final))
+
+
+if __name__ == "__main__":  # `python3 -c` runs this text as __main__
+    _main()
