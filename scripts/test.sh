@@ -6,13 +6,15 @@
 #   1 venvs    scripts/setup_venvs.sh (.venvs/af3 = Airflow 3.3, .venvs/af2 = MWAA 2.10.3 pins)
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
 #   3 sshd     loopback OpenSSH server + throwaway user (python -m testkit.sshd)
-#   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e, then tests/faults,
-#              each on xdist workers; then tests/e2e one test at a time (a real scheduler +
-#              triggerer: CPU-heavy and timed, so it gets the machine to itself)
-#   5 af2      the same for tests/provider and tests/faults under .venvs/af2 (MWAA 2.10.3 pins)
+#   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e (so tests/unit
+#              too), then tests/faults, each on xdist workers; then tests/e2e one test at a time
+#              (a real scheduler + triggerer: CPU-heavy and timed, so it gets the machine to itself)
+#   5 af2      the same for tests/unit + tests/provider and tests/faults under .venvs/af2 (MWAA
+#              2.10.3 pins)
 #   6 agent    pytest tests/agent (the whole suite, on xdist workers) with AGENT_PYTHON = each
 #              pyenv CPython 3.6..3.13 other than the af3 venv's own (the af3 leg covers that one)
 #
+# Under CI=true a skipped fault/e2e test is a failure (tests/conftest.py).
 # Fails fast. The last lines printed are the pytest summary line of every leg that ran.
 # Knobs: PYTEST_TIMEOUT (per test, default 300 s), PYTEST_ARGS (extra args for every leg),
 #        PYTEST_WORKERS (xdist workers of the parallel legs, default 3; 0 = no xdist),
@@ -174,9 +176,9 @@ step pytest-af3-e2e "pytest tests/e2e under .venvs/af3, one at a time"
 run_pytest af3-e2e "$AF3" 0 tests/e2e
 
 # --------------------------------------------------------------------------- 5 af2
-step pytest-af2 "pytest tests/provider under .venvs/af2 (MWAA 2.10.3 pins), ${PYTEST_WORKERS} workers"
+step pytest-af2 "pytest tests/unit tests/provider under .venvs/af2 (MWAA 2.10.3 pins), ${PYTEST_WORKERS} workers"
 export AIRFLOW_HOME="$RUN_TMP/airflow-af2"
-run_pytest af2 "$AF2" 0 "${XDIST[@]}" tests/provider
+run_pytest af2 "$AF2" 0 "${XDIST[@]}" tests/unit tests/provider
 step pytest-af2-faults "pytest tests/faults under .venvs/af2, ${PYTEST_WORKERS} workers"
 run_pytest af2-faults "$AF2" 0 "${XDIST[@]}" tests/faults
 
