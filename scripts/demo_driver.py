@@ -3,10 +3,9 @@
 dags_examples/resume_demo.py against a loopback sshd; the first try is killed with kill -9 while
 its remote job runs; the retry reattaches to the same job; the side effect happens once.
 
-    PYTHONPATH=. python scripts/demo_driver.py --sshd-json .tmp/demo-sshd/sshd.json \
-        [--home DIR] [--kill task|worker]
+    PYTHONPATH=. python scripts/demo_driver.py --sshd-json .tmp/demo-sshd/sshd.json [--kill task|worker]
 
-(from the repo root; PYTHONPATH=. makes the test kit, testkit/, importable.)
+(from the repo root; PYTHONPATH=. makes the test kit, testkit/, importable; also --home DIR.)
 
 --kill task   (default) kill -9 the task process (the one running the operator). Its supervisor
               sees it die and Airflow schedules try 2 within seconds.
