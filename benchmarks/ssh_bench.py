@@ -2,7 +2,7 @@
 
     .venvs/af3/bin/python benchmarks/ssh_bench.py [--repeat 25]
 
-Starts its own loopback sshd (scripts/sshd_harness.py, needs root), starts one job through
+Starts its own loopback sshd (testkit/sshd.py, needs root), starts one job through
 the hook, then times a status call (`poll`) of that job, round-robin across contenders:
 
   floor          paramiko exec of `true` on the reused connection (an SSH round trip + a shell)
@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def harness(state: str, *args: str) -> str:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "sshd_harness.py"), "--state-dir", state,
-                           *args], check=True, capture_output=True, text=True).stdout
+    return subprocess.run([sys.executable, "-m", "testkit.sshd", "--state-dir", state, *args],
+                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo (README's first command): `bash scripts/demo.sh`
 #
+#   0 prereqs the missing system packages it needs (openssh-server/-client, python3), once,
+#             with apt-get (scripts/prereqs.sh, shared with scripts/test.sh)
 #   1 venvs   scripts/setup_venvs.sh (only .venvs/af3 is needed: Airflow 3.3 + the project)
-#   2 sshd    a loopback OpenSSH server + throwaway user `orchtest` (scripts/sshd_harness.py,
+#   2 sshd    a loopback OpenSSH server + throwaway user `orchtest` (python3 -m testkit.sshd,
 #             own state dir .tmp/demo-sshd; stopped again at the end if this script started it)
 #   3 demo    scripts/demo_driver.py: a real Airflow 3 stack (SQLite + LocalExecutor: api-server,
 #             scheduler, dag-processor, triggerer) in .tmp/demo-airflow runs
@@ -29,10 +31,10 @@ cleanup() {
     set +e
     # The driver stops Airflow itself; this catches an interrupted or killed driver.
     if [[ -f "$AF_HOME/stack.json" ]]; then
-        "$AF3" scripts/airflow_stack.py stop --home "$AF_HOME" >/dev/null 2>&1
+        "$AF3" -m testkit.airflow_stack stop --home "$AF_HOME" >/dev/null 2>&1
     fi
     if [[ $SSHD_STARTED == 1 ]]; then
-        python3 scripts/sshd_harness.py --state-dir "$SSHD_STATE" stop >/dev/null 2>&1
+        python3 -m testkit.sshd --state-dir "$SSHD_STATE" stop >/dev/null 2>&1
     fi
     printf '\n==== demo %s in %ds\n' "$([[ $rc == 0 ]] && echo finished || echo FAILED "(exit $rc)")" \
         "$((SECONDS - T0))"
@@ -40,6 +42,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+banner "0/3 system packages (scripts/prereqs.sh)"
+# shellcheck source=scripts/prereqs.sh
+source scripts/prereqs.sh
+prereqs_install openssh-server openssh-client python3
 
 banner "1/3 virtualenv (.venvs/af3: Airflow 3.3 + this project, editable)"
 ORCHESJOB_VENVS="${ORCHESJOB_VENVS:-af3}" bash scripts/setup_venvs.sh
@@ -52,14 +59,15 @@ fi
 
 banner "2/3 SSH target (loopback sshd, user orchtest)"
 mkdir -p "$REPO/.tmp"
-if python3 scripts/sshd_harness.py --state-dir "$SSHD_STATE" status >/dev/null 2>&1; then
+if python3 -m testkit.sshd --state-dir "$SSHD_STATE" status >/dev/null 2>&1; then
     echo "reusing the sshd already running from ${SSHD_STATE#"$REPO"/}"
 else
-    python3 scripts/sshd_harness.py --state-dir "$SSHD_STATE" start >/dev/null
+    python3 -m testkit.sshd --state-dir "$SSHD_STATE" start >/dev/null
     SSHD_STARTED=1
 fi
 
 banner "3/3 demo: kill a task mid-job, watch the retry reattach"
 args=(--sshd-json "$SSHD_STATE/sshd.json" --home "$AF_HOME" --kill "${DEMO_KILL:-task}")
 [[ "${DEMO_KEEP:-0}" == 1 ]] && args+=(--keep)
-"$AF3" scripts/demo_driver.py "${args[@]}"
+# PYTHONPATH: the driver imports the test kit (testkit/ at the repo root, not installed)
+PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$AF3" scripts/demo_driver.py "${args[@]}"

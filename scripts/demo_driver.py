@@ -3,7 +3,9 @@
 dags_examples/resume_demo.py against a loopback sshd; the first try is killed with kill -9 while
 its remote job runs; the retry reattaches to the same job; the side effect happens once.
 
-    python scripts/demo_driver.py --sshd-json .tmp/demo-sshd/sshd.json [--home DIR] [--kill task|worker]
+    PYTHONPATH=. python scripts/demo_driver.py --sshd-json .tmp/demo-sshd/sshd.json [--kill task|worker]
+
+(from the repo root; PYTHONPATH=. makes the test kit, testkit/, importable; also --home DIR.)
 
 --kill task   (default) kill -9 the task process (the one running the operator). Its supervisor
               sees it die and Airflow schedules try 2 within seconds.
@@ -23,13 +25,9 @@ import shutil
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
-
-import airflow_stack as st  # noqa: E402
-from ssh_fixture import SSHTarget  # noqa: E402
+from testkit import REPO
+from testkit import airflow_stack as st
+from testkit.ssh_target import SSHTarget
 
 DAG_FILE = os.path.join(REPO, "dags_examples", "resume_demo.py")
 DAG_ID = "orchesjob_resume_demo"

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The project's test command (README: `bash scripts/test.sh`; CI: .ci/run).
 #
+#   0 prereqs  system packages (openssh-server/-client, nftables, iproute2, python3): the missing
+#              ones, once, with apt-get (scripts/prereqs.sh); nothing later runs apt-get
 #   1 venvs    scripts/setup_venvs.sh (.venvs/af3 = Airflow 3.3, .venvs/af2 = MWAA 2.10.3 pins)
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
-#   3 sshd     loopback OpenSSH server + throwaway user (scripts/sshd_harness.py)
-#   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e, then tests/faults,
-#              each on xdist workers; then tests/e2e one test at a time (a real scheduler +
-#              triggerer: CPU-heavy and timed, so it gets the machine to itself)
-#   5 af2      the same for tests/provider and tests/faults under .venvs/af2 (MWAA 2.10.3 pins)
+#   3 sshd     loopback OpenSSH server + throwaway user (python -m testkit.sshd)
+#   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e (so tests/unit
+#              too), then tests/faults, each on xdist workers; then tests/e2e one test at a time
+#              (a real scheduler + triggerer: CPU-heavy and timed, so it gets the machine to itself)
+#   5 af2      the same for tests/unit + tests/provider and tests/faults under .venvs/af2 (MWAA
+#              2.10.3 pins)
 #   6 agent    pytest tests/agent (the whole suite, on xdist workers) with AGENT_PYTHON = each
 #              pyenv CPython 3.6..3.13 other than the af3 venv's own (the af3 leg covers that one)
 #
+# Under CI=true a skipped fault/e2e test is a failure (tests/conftest.py).
 # Fails fast. The last lines printed are the pytest summary line of every leg that ran.
 # Knobs: PYTEST_TIMEOUT (per test, default 300 s), PYTEST_ARGS (extra args for every leg),
 #        PYTEST_WORKERS (xdist workers of the parallel legs, default 3; 0 = no xdist),
@@ -67,7 +71,7 @@ on_exit() {
     [[ $rc == 0 ]] || STEP_RESULT=FAILED
     end_step "$STEP_RESULT"
     if [[ $SSHD_STARTED == 1 ]]; then
-        "$AF3" scripts/sshd_harness.py stop >/dev/null 2>&1
+        "$AF3" -m testkit.sshd stop >/dev/null 2>&1
     fi
     # Airflow test processes started by suites must not outlive the run; nothing else to clean.
     printf '\n==== recap (total %ds, logs in %s)\n' "$((SECONDS - T_START))" "${LOGS#"$REPO"/}"
@@ -120,6 +124,12 @@ finish_leg() {
     fi
 }
 
+# --------------------------------------------------------------------------- 0 prereqs
+step prereqs "system packages (scripts/prereqs.sh): openssh-server, nftables, iproute2, ..."
+# shellcheck source=scripts/prereqs.sh
+source scripts/prereqs.sh
+prereqs_install
+
 # --------------------------------------------------------------------------- 1 venvs
 step venvs "scripts/setup_venvs.sh"
 bash scripts/setup_venvs.sh
@@ -137,17 +147,17 @@ if [[ "${SKIP_LINT:-0}" != 1 ]]; then
 fi
 
 # --------------------------------------------------------------------------- 3 sshd
-step sshd "loopback sshd (scripts/sshd_harness.py)"
+step sshd "loopback sshd (python -m testkit.sshd)"
 # A state dir of this run's own (so a concurrent run or a manual start/stop elsewhere cannot
 # stop it under us); ORCHESJOB_SSHD_STATE set by the caller wins (e.g. to reuse a server).
 export ORCHESJOB_SSHD_STATE="${ORCHESJOB_SSHD_STATE:-$RUN_TMP/sshd}"
-if "$AF3" scripts/sshd_harness.py status >/dev/null 2>&1; then
+if "$AF3" -m testkit.sshd status >/dev/null 2>&1; then
     echo "reusing the sshd already running from $ORCHESJOB_SSHD_STATE"
 else
-    "$AF3" scripts/sshd_harness.py start >/dev/null
+    "$AF3" -m testkit.sshd start >/dev/null
     SSHD_STARTED=1
 fi
-eval "$("$AF3" scripts/sshd_harness.py env)"
+eval "$("$AF3" -m testkit.sshd env)"
 echo "sshd: $ORCHESJOB_SSH_USER@$ORCHESJOB_SSH_HOST:$ORCHESJOB_SSH_PORT" \
      "(host key $ORCHESJOB_SSH_HOST_KEY_FINGERPRINT, target python $ORCHESJOB_SSH_TARGET_PYTHON)"
 
@@ -166,9 +176,9 @@ step pytest-af3-e2e "pytest tests/e2e under .venvs/af3, one at a time"
 run_pytest af3-e2e "$AF3" 0 tests/e2e
 
 # --------------------------------------------------------------------------- 5 af2
-step pytest-af2 "pytest tests/provider under .venvs/af2 (MWAA 2.10.3 pins), ${PYTEST_WORKERS} workers"
+step pytest-af2 "pytest tests/unit tests/provider under .venvs/af2 (MWAA 2.10.3 pins), ${PYTEST_WORKERS} workers"
 export AIRFLOW_HOME="$RUN_TMP/airflow-af2"
-run_pytest af2 "$AF2" 0 "${XDIST[@]}" tests/provider
+run_pytest af2 "$AF2" 0 "${XDIST[@]}" tests/unit tests/provider
 step pytest-af2-faults "pytest tests/faults under .venvs/af2, ${PYTEST_WORKERS} workers"
 run_pytest af2-faults "$AF2" 0 "${XDIST[@]}" tests/faults
 

@@ -1,4 +1,4 @@
-"""Tests of the loopback sshd harness itself (scripts/sshd_harness.py, tests/ssh_fixture.py)."""
+"""Tests of the loopback sshd harness itself (testkit/sshd.py, testkit/ssh_target.py)."""
 import os
 import subprocess
 import time

@@ -87,3 +87,15 @@ def test_provider_info_names_this_distribution() -> None:
     ep = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
     assert ep["apache_airflow_provider"]["provider_info"] == (
         "orchesjob_provider.get_provider_info:get_provider_info")
+
+
+def test_wheel_ships_only_the_agent_and_the_provider() -> None:
+    """testkit/ (the test kit), tests/, scripts/ and benchmarks/ stay out of the distribution:
+    [tool.setuptools.packages.find] include patterns (fnmatch on dotted names, as setuptools)."""
+    from fnmatch import fnmatchcase
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    top_level = sorted(p.parent.name for p in ROOT.glob("*/__init__.py"))
+    assert "testkit" in top_level, top_level
+    shipped = {name for name in top_level if any(fnmatchcase(name, pat) for pat in find["include"])}
+    assert shipped == {"remote_agent", "orchesjob_provider"}, (shipped, find)

@@ -24,9 +24,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+# one copy for the whole kit; the agent tests import them from here
+from testkit.procs import pid_alive as pid_alive
+from testkit.procs import wait_until as wait_until
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 AGENT_PYTHON = os.environ.get("AGENT_PYTHON") or sys.executable
@@ -98,40 +101,6 @@ def _parse_json(data: bytes) -> Any:
         return json.loads(data.decode("utf-8"))
     except ValueError:
         return None
-
-
-def pid_alive(pid: Optional[int]) -> bool:
-    """True if pid exists and is not a zombie."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def wait_until(pred, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
-    """Poll ``pred()`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.1f}s waiting for {message} (last value {value!r})"
-            )
-        time.sleep(interval)
 
 
 def assert_error(res: Result, code: int, exact: Optional[str] = None, contains: Optional[str] = None) -> None:

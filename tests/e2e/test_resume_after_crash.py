@@ -1,6 +1,6 @@
 """End to end: a real Airflow 3 stack, a real sshd; kill the task mid-job; the retry reattaches.
 
-The stack (scripts/airflow_stack.py) runs in a temporary AIRFLOW_HOME: SQLite metadata DB,
+The stack (testkit/airflow_stack.py) runs in a temporary AIRFLOW_HOME: SQLite metadata DB,
 LocalExecutor, `airflow api-server` (the execution API the task processes talk to), `scheduler`,
 `dag-processor` and `triggerer`, with a task heartbeat timeout of 20 s so the scheduler notices a
 killed task quickly. The DAG has one OrchesjobOperator task (retries=1, retry_delay=1 s) whose
@@ -26,16 +26,16 @@ cannot finish "too early" on a slow machine (then try 2 would adopt instead of r
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
 import os
 import secrets
 import shlex
 import signal
-import sys
 import time
 
 import pytest
+
+from testkit import airflow_stack as stack_mod
 
 try:
     AIRFLOW_VERSION = importlib.metadata.version("apache-airflow")
@@ -54,7 +54,6 @@ pytestmark = [
     pytest.mark.timeout(900),
 ]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONN_ID = "orchesjob_e2e_ssh"
 TASK_ID = "remote_job"
 #: The remote job runs until the test creates its release file (or this many seconds pass), so
@@ -62,19 +61,6 @@ TASK_ID = "remote_job"
 JOB_MAX_SECONDS = 400
 
 
-def _load_stack_module():
-    name = "orchesjob_airflow_stack"
-    mod = sys.modules.get(name)
-    if mod is None:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", "airflow_stack.py"))
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return mod
-
-
-stack_mod = _load_stack_module()
 wait_until = stack_mod.wait_until
 
 

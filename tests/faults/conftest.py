@@ -1,7 +1,7 @@
 """Network faults between Airflow and a target host: a test host in its own network namespace.
 
 Fixtures:
-  * ``netns_host`` (function scope): a :class:`NetnsHost` (scripts/netns_host.py) with an sshd
+  * ``netns_host`` (function scope): a :class:`NetnsHost` (testkit.netns) with an sshd
     inside a fresh namespace, the same user/keys as the loopback ``sshd``, and the Airflow
     connection ``orch_netns`` (env ``AIRFLOW_CONN_ORCH_NETNS``: private_key + host_key extras,
     ``conn_timeout`` 5) pointing at it. ``cut()/restore()/loss(p)/clear_loss()`` inject faults.
@@ -10,55 +10,33 @@ Fixtures:
   * ``agent_state_dir``, ``side_file``: a fresh agent state dir and a side-effect file on the
     target (shared filesystem), removed after the test.
 
-Skips cleanly when not root or without iproute2; when root and ``ip`` exist but the namespace
-cannot be built, that is a skip locally and a failure under CI=true. Everything created is
-removed after each test, also on failure, and the fixture checks that nothing is left over
+Skips when not root or without iproute2/nftables (scripts/test.sh installs them first); when
+root and ``ip`` exist but the namespace cannot be built, that is a skip locally and a failure
+under CI=true (where every skip here fails the run anyway: tests/conftest.py). Everything
+created is removed after each test, also on failure, and the fixture checks that nothing is left over
 (namespace, veth, guard route, nft table, sshd and job processes inside the namespace).
 
-Airflow is imported lazily (never at collection time): when tests/provider is collected in the
-same session, its conftest sets AIRFLOW_HOME & co. after this one, and Airflow must read that.
+The Airflow environment comes from testkit.airflow_env (shared with tests/provider when both are
+collected in one session); Airflow itself is imported lazily, never at collection time.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import sys
-import tempfile
 import uuid
 
 import pytest
+from faultutil import CONN_ID, CONN_TIMEOUT, SideFile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from faultutil import CONN_ID, CONN_TIMEOUT, SideFile, netns_module
+from testkit import airflow_env, netns, prereqs
+from testkit.ci import in_ci
 
-# Same Airflow settings as tests/provider/conftest.py (which overrides these when it is collected
-# too: then both suites share its AIRFLOW_HOME). No test here needs the metadata DB.
-if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ:
-    _home = tempfile.mkdtemp(prefix="orchesjob-faults-airflow-home-")
-    atexit.register(shutil.rmtree, _home, True)
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": _home,
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_home}/airflow.db",
-            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "False",
-        }
-    )
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "netns: needs root and ip netns")
+airflow_env.setup()  # no test here needs the metadata DB
 
 
 def _unavailable(msg: str, hard: bool) -> None:
-    if hard and _in_ci():
+    if hard and in_ci():
         pytest.fail(f"{msg} (CI=true: root and iproute2 are present, so this is a failure)", pytrace=False)
     pytest.skip(msg)
 
@@ -66,20 +44,19 @@ def _unavailable(msg: str, hard: bool) -> None:
 @pytest.fixture
 def netns_factory(sshd, monkeypatch):
     """``make(**NetnsHost options) -> NetnsHost``; the connection ``orch_netns`` follows the last one."""
-    nh = netns_module()
     if os.geteuid() != 0:
         _unavailable("network-namespace fault tests need root", hard=False)
-    if not shutil.which("ip"):
-        _unavailable("network-namespace fault tests need iproute2 (`ip`)", hard=False)
+    if not prereqs.find("iproute2"):
+        _unavailable(prereqs.missing_message("iproute2"), hard=False)
     hosts = []
 
     def make(**opts):
         try:
-            nh.ensure_nft()
-            host = nh.NetnsHost(harness_info=sshd.info, **opts)
+            netns.ensure_nft()
+            host = netns.NetnsHost(harness_info=sshd.info, **opts)
             hosts.append(host)
             host.start()
-        except nh.NetnsError as e:
+        except netns.NetnsError as e:
             _unavailable(f"cannot build a network-namespace test host: {e}", hard=True)
         monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", host.conn_json(conn_timeout=CONN_TIMEOUT))
         host.conn_id = CONN_ID

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONN_ID = "orch_netns"
 CONN_TIMEOUT = 5
-
-
-def netns_module():
-    mod = sys.modules.get("orchesjob_netns_host")
-    if mod is None:
-        spec = importlib.util.spec_from_file_location(
-            "orchesjob_netns_host", os.path.join(REPO, "scripts", "netns_host.py")
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["orchesjob_netns_host"] = mod
-        spec.loader.exec_module(mod)
-    return mod
 
 
 class SideFile:

@@ -23,9 +23,8 @@ def _connect(host: str, port: int, timeout: float) -> tuple[str, float]:
 
 
 def test_netns_host_reachable_cut_restore_and_teardown(netns_factory):
-    from faultutil import netns_module
+    from testkit import netns as nh
 
-    nh = netns_module()
     host = netns_factory()
 
     # ssh login as the harness user, host key pinned to the namespace address

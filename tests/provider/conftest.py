@@ -1,50 +1,27 @@
 """Provider tests: real Airflow (SQLite metadata DB in a temp AIRFLOW_HOME) + the loopback sshd.
 
-Airflow reads its configuration when first imported, so the environment is set here, at
-conftest import time, before any test module imports airflow. Without Airflow installed every
-test here is skipped with the reason (each module starts with ``pytest.importorskip``).
+Airflow reads its configuration when first imported, so the environment is set here
+(testkit.airflow_env.setup()), at conftest import time, before any test module imports airflow.
+Without Airflow installed every test here is skipped with the reason (each module starts with
+``pytest.importorskip``).
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 
 import pytest
 
-AIRFLOW_HOME = tempfile.mkdtemp(prefix="orchesjob-airflow-home-")
-atexit.register(shutil.rmtree, AIRFLOW_HOME, True)  # one per pytest process (xdist worker)
-DAGS_FOLDER = os.path.join(AIRFLOW_HOME, "dags")
-os.makedirs(DAGS_FOLDER, exist_ok=True)
+from testkit import airflow_env
 
-
-def _is_af2() -> bool:
-    try:
-        from importlib.metadata import version
-
-        return version("apache-airflow").startswith("2.")
-    except Exception:
-        return False
-
-
+AIRFLOW_HOME = airflow_env.setup()  # one per pytest process (xdist worker), removed at exit
+DAGS_FOLDER = os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
 HAVE_AIRFLOW = importlib.util.find_spec("airflow") is not None
-os.environ.update(
-    {
-        "AIRFLOW_HOME": AIRFLOW_HOME,
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": DAGS_FOLDER,
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
-        "AIRFLOW__CORE__EXECUTOR": "SequentialExecutor" if _is_af2() else "LocalExecutor",
-        "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "False",
-    }
-)
 
 CONN_ID = "orch_ssh"
 

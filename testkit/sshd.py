@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """A throwaway OpenSSH server on 127.0.0.1 for the test suites (stdlib only, Python 3.7+).
 
-    python scripts/sshd_harness.py start [--state-dir D] [--port N]   # idempotent; prints JSON
-    python scripts/sshd_harness.py env   [--state-dir D]              # `export ORCHESJOB_SSH_*=...`
-    python scripts/sshd_harness.py status|stop [--state-dir D]
+    python3 -m testkit.sshd start [--state-dir D] [--port N]   # idempotent; prints JSON
+    python3 -m testkit.sshd env   [--state-dir D]              # `export ORCHESJOB_SSH_*=...`
+    python3 -m testkit.sshd status|stop [--state-dir D]
 
-What `start` does (needs root for the first three):
-  * installs `openssh-server` (and python3) with apt-get when /usr/sbin/sshd is missing;
+What `start` does (needs root for the first two):
+  * checks that openssh-server and openssh-client are installed (scripts/prereqs.sh installs
+    them before any test starts; nothing here runs apt-get: a missing one is a HarnessError
+    "openssh-server is missing: run scripts/test.sh or apt-get install openssh-server");
   * creates the non-root login user `orchtest` (home /home/orchtest, /bin/bash) if missing;
   * generates, in the state dir: an ed25519 host key, an ed25519 client key pair (authorized for
     the user in ~orchtest/.ssh/authorized_keys), a known_hosts file for [127.0.0.1]:PORT and
@@ -14,7 +16,7 @@ What `start` does (needs root for the first three):
   * writes `sshd.json` (see `Info`) in the state dir and prints it.
 
 The state dir defaults to $ORCHESJOB_SSHD_STATE or /tmp/orchesjob-sshd. Each state dir is one
-server; start/stop take a lock on it. Importable: tests/ssh_fixture.py uses start()/stop()/load().
+server; start/stop take a lock on it. testkit.ssh_target uses start()/stop()/load().
 """
 
 import argparse
@@ -23,12 +25,11 @@ import json
 import os
 import pwd
 import shlex
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
+
+from testkit import prereqs, procs
 
 DEFAULT_STATE_DIR = "/tmp/orchesjob-sshd"
 DEFAULT_USER = "orchtest"
@@ -38,7 +39,7 @@ HOST = "127.0.0.1"
 # Interpreters the target user might run the agent with (first usable one = target_python).
 TARGET_PYTHON_CANDIDATES = ["/usr/bin/python3", "/usr/local/bin/python3"]
 
-# env var name -> Info key (`env` prints these; tests/ssh_fixture.py sets them for subprocesses)
+# env var name -> Info key (`env` prints these; testkit.ssh_target sets them for subprocesses)
 ENV_VARS = [
     ("ORCHESJOB_SSHD_JSON", "json_path"),
     ("ORCHESJOB_SSH_HOST", "host"),
@@ -54,11 +55,11 @@ ENV_VARS = [
 
 
 class HarnessError(Exception):
-    """sshd cannot be provided here (not root, apt failed, sshd would not start...)."""
+    """sshd cannot be provided here (not root, openssh-server missing, sshd would not start...)."""
 
 
 def log(msg):
-    sys.stderr.write(f"[sshd_harness] {msg}\n")
+    sys.stderr.write(f"[testkit.sshd] {msg}\n")
     sys.stderr.flush()
 
 
@@ -83,28 +84,9 @@ def is_root():
 # ---------------------------------------------------------------- system preparation (root)
 
 def ensure_packages():
-    """Install openssh-server / openssh-client / python3 with apt when something is missing."""
-    missing = []
-    if not os.path.exists(SSHD):
-        missing.append("openssh-server")
-    if not shutil.which("ssh") or not shutil.which("ssh-keygen"):
-        missing.append("openssh-client")
-    if not os.path.exists("/usr/bin/python3"):
-        missing.append("python3")
-    if not missing:
-        return
-    if not is_root():
-        raise HarnessError("missing {} and not root (cannot apt-get install)".format(" ".join(missing)))
-    if not shutil.which("apt-get"):
-        raise HarnessError("missing {} and no apt-get on this machine".format(" ".join(missing)))
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    log("apt-get install -y {}".format(" ".join(missing)))
-    t0 = time.time()
-    _run(["apt-get", "update", "-q"], env=env)
-    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
-    log("apt-get done in %.1f s" % (time.time() - t0))
-    if not os.path.exists(SSHD):
-        raise HarnessError(f"{SSHD} still missing after apt-get install")
+    """Raise HarnessError naming the package when sshd or the ssh client tools are missing."""
+    for package in ("openssh-server", "openssh-client"):
+        prereqs.require(package, HarnessError)
 
 
 def ensure_user(user):
@@ -188,30 +170,19 @@ def _read(path):
 
 
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    return procs.free_port(HOST)
 
 
 def port_open(port, host=HOST, timeout=0.5, banner=True):
     """True when something accepts on host:port (and, with banner=True, speaks SSH).
     The banner comes from a freshly exec'd sshd child: allow for a loaded machine."""
-    try:
-        with socket.create_connection((host, port), timeout=max(timeout, 2.0)) as s:
-            if not banner:
-                return True
-            s.settimeout(max(timeout, 5.0))
-            return s.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
+    return procs.port_open(port, host, timeout=max(timeout, 2.0), banner=b"SSH-" if banner else None,
+                           read_timeout=max(timeout, 5.0))
 
 
 def write_config(p, port, user):
     cfg = """\
-# generated by scripts/sshd_harness.py
+# generated by testkit/sshd.py
 Port {port}
 ListenAddress {host}
 HostKey {host_key}
@@ -348,7 +319,7 @@ def start(state_dir=None, port=None, user=None):
         if info is not None:
             return info
         if not is_root():
-            raise HarnessError(f"not root: cannot install sshd / create user {user} / run sshd "
+            raise HarnessError(f"not root: cannot create user {user} / run sshd "
                                "for another user")
         ensure_packages()
         pw = ensure_user(user)
@@ -449,28 +420,11 @@ def _audit(p, what):
 
 
 def _tail(path, n=30):
-    try:
-        return "\n".join(_read(path).splitlines()[-n:])
-    except OSError:
-        return "(no log)"
+    return procs.tail(path, n)
 
 
 def _kill(pid, timeout=5.0):
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    procs.terminate(pid, timeout)
 
 
 def stop(state_dir=None):

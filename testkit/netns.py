@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """A test host in its own network namespace, reachable only over a veth pair (stdlib only).
 
-    python3 scripts/netns_host.py up   [--state-dir D] [--client-alive 1:2]  # prints JSON, leaves it up
-    python3 scripts/netns_host.py cut|restore|clear-loss NAME
-    python3 scripts/netns_host.py loss NAME PERCENT
-    python3 scripts/netns_host.py down NAME                                   # teardown
-    python3 scripts/netns_host.py list | sweep                                # leftovers / remove them
+    python3 -m testkit.netns up   [--state-dir D] [--client-alive 1:2]  # prints JSON, leaves it up
+    python3 -m testkit.netns cut|restore|clear-loss NAME
+    python3 -m testkit.netns loss NAME PERCENT
+    python3 -m testkit.netns down NAME                                   # teardown
+    python3 -m testkit.netns list | sweep                                # leftovers / remove them
 
 From Python (tests/faults/conftest.py)::
 
-    with NetnsHost(harness_info) as h:        # harness_info: scripts/sshd_harness.py Info dict
+    with NetnsHost(harness_info) as h:        # harness_info: testkit.sshd Info dict
         h.host, h.port, h.user, h.key_text, h.known_hosts_line
         h.cut(); h.restore()                  # link down / up (a silent black hole by default)
         h.loss(20); h.clear_loss()            # nftables: drop 20 % of packets each way
@@ -39,21 +39,23 @@ files. Idempotent; it never touches anything it did not create.
 
 import argparse
 import atexit
-import importlib.util
 import json
 import os
 import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SSHD = "/usr/sbin/sshd"
+from testkit import prereqs, sshd
+from testkit.procs import pid_alive as _pid_alive
+from testkit.procs import pid_start_time as _pid_start_time
+from testkit.procs import port_open
+
+SSHD = sshd.SSHD
 NS_PREFIX = "ojtest-"
 REGISTRY_DIR = "/tmp/orchesjob-netns"
 NFT_TABLE = "ojfault"
@@ -65,7 +67,7 @@ class NetnsError(Exception):
 
 
 def log(msg):
-    sys.stderr.write(f"[netns_host] {msg}\n")
+    sys.stderr.write(f"[testkit.netns] {msg}\n")
     sys.stderr.flush()
 
 
@@ -86,61 +88,17 @@ def _run(argv, check=True, input=None, timeout=30):
     return p
 
 
-def harness():
-    """scripts/sshd_harness.py as a module (same module name tests/ssh_fixture.py uses)."""
-    mod = sys.modules.get("orchesjob_sshd_harness")
-    if mod is None:
-        spec = importlib.util.spec_from_file_location(
-            "orchesjob_sshd_harness", os.path.join(HERE, "sshd_harness.py")
-        )
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["orchesjob_sshd_harness"] = mod
-        spec.loader.exec_module(mod)
-    return mod
-
-
-# ---------------------------------------------------------------- prerequisites
-
-
 def ensure_nft():
-    """Install nftables with apt-get when `nft` is missing (root, Debian/Ubuntu)."""
-    if shutil.which("nft"):
-        return shutil.which("nft")
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise NetnsError("nft is missing and cannot be installed here (not root or no apt-get)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    log("apt-get install -y nftables")
-    p = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nftables"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    if p.returncode != 0:
-        subprocess.run(
-            ["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        p = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nftables"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    if p.returncode != 0 or not shutil.which("nft"):
-        raise NetnsError("apt-get install nftables failed:\n" + (p.stdout or "")[-2000:])
-    return shutil.which("nft")
+    """The `nft` binary; NetnsError naming nftables when it is missing (no apt-get here)."""
+    return prereqs.require("nftables", NetnsError)
 
 
 def check_prerequisites():
     """Raise NetnsError saying why a namespace host is impossible here; None when it is."""
     if os.geteuid() != 0:
         raise NetnsError("not root: ip netns / veth / nftables need root")
-    if not shutil.which("ip"):
-        raise NetnsError("`ip` (iproute2) is missing")
-    if not os.path.exists(SSHD):
-        raise NetnsError(SSHD + " is missing (the loopback sshd harness installs it)")
+    prereqs.require("iproute2", NetnsError)
+    prereqs.require("openssh-server", NetnsError)
 
 
 # ---------------------------------------------------------------- registry of live namespaces
@@ -148,24 +106,6 @@ def check_prerequisites():
 
 def _registry_path(ns):
     return os.path.join(REGISTRY_DIR, ns + ".json")
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _pid_start_time(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def list_namespaces():
@@ -287,12 +227,7 @@ def _used_ipv4_nets():
 
 
 def _port_open(host, port, timeout=0.5):
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            return s.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
+    return port_open(port, host, timeout=timeout, banner=b"SSH-")
 
 
 class NetnsHost:
@@ -300,7 +235,7 @@ class NetnsHost:
 
     def __init__(self, harness_info=None, harness_state_dir=None, port=22, client_alive=None, name=None):
         """
-        harness_info: the loopback harness's Info dict (sshd_harness.load()/start()); or
+        harness_info: the loopback harness's Info dict (testkit.sshd load()/start()); or
         harness_state_dir: where that harness runs (default: the harness default); it must be
             running already (this never starts or stops it).
         client_alive: (interval, count) for the namespace sshd's ClientAliveInterval /
@@ -335,7 +270,7 @@ class NetnsHost:
         check_prerequisites()
         if self._started:
             return self
-        h = harness()
+        h = sshd
         info = self.harness_info
         if info is None:
             info = h.load(self.harness_state_dir)
@@ -343,7 +278,7 @@ class NetnsHost:
                 where = self.harness_state_dir or h.state_dir_default()
                 raise NetnsError(
                     f"the loopback sshd harness is not running in {where} "
-                    "(start it first: python3 scripts/sshd_harness.py start)"
+                    "(start it first: python3 -m testkit.sshd start)"
                 )
         self.harness_info = info
         hp = h.paths(info["state_dir"])
@@ -422,7 +357,7 @@ class NetnsHost:
             interval, count = self.client_alive
             keep += [f"ClientAliveInterval {interval}", f"ClientAliveCountMax {count}"]
         with open(self.config_path, "w") as f:
-            f.write("# generated by scripts/netns_host.py from {}\n".format(hp["config_path"]))
+            f.write("# generated by testkit/netns.py from {}\n".format(hp["config_path"]))
             f.write("\n".join(keep) + "\n")
         with open(self.known_hosts_path, "w") as f:
             f.write(self.known_hosts_line + "\n")

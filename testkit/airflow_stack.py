@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Start and stop a real, throwaway Airflow 3 stack (stdlib only; Linux).
 
-Used by tests/e2e (imported) and by scripts/demo.sh (command line). One stack = one
+Used by tests/e2e and scripts/demo_driver.py (imported) and by scripts/demo.sh (command line). One stack = one
 AIRFLOW_HOME directory holding everything: the SQLite metadata DB, airflow.cfg, task logs,
 one log file per component (``<home>/stack-logs/<component>.log``) and ``stack.json`` (the
 pids, so a later ``stop`` finds them).
 
-    python scripts/airflow_stack.py start --home H --dags D [--conn ID=JSON ...] [--api-port N]
-    python scripts/airflow_stack.py stop  --home H
-    python scripts/airflow_stack.py env   --home H       # `export ...` lines for the airflow CLI
-    python scripts/airflow_stack.py status --home H
+    python3 -m testkit.airflow_stack start --home H --dags D [--conn ID=JSON ...] [--api-port N]
+    python3 -m testkit.airflow_stack stop  --home H
+    python3 -m testkit.airflow_stack env   --home H       # `export ...` lines for the airflow CLI
+    python3 -m testkit.airflow_stack status --home H
 
 Components: ``api-server`` (serves the execution API that Airflow 3 task processes talk to),
 ``scheduler`` (with the LocalExecutor: its forked workers run the tasks), ``dag-processor``,
@@ -32,14 +32,26 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from testkit import REPO
+from testkit.procs import (
+    _read,
+    all_pids,
+    descendants,
+    free_port,
+    pid_alive,
+    port_open,
+    proc_cmdline,
+    proc_ppid,
+    tail,
+)
+from testkit.procs import wait_until as _wait_until
+
 DEFAULT_VENV = os.path.join(REPO, ".venvs", "af3")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 STATE_FILE = "stack.json"
@@ -49,114 +61,10 @@ class StackError(RuntimeError):
     pass
 
 
-# ------------------------------------------------------------------ /proc helpers (Linux)
-def _read(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def proc_cmdline(pid: int) -> str:
-    return _read(f"/proc/{pid}/cmdline").replace("\0", " ").strip()
-
-
-def proc_ppid(pid: int) -> Optional[int]:
-    stat = _read(f"/proc/{pid}/stat")
-    if not stat:
-        return None
-    # pid (comm) state ppid ...; comm may contain spaces/parens: split after the last ')'
-    try:
-        return int(stat[stat.rindex(")") + 2:].split()[1])
-    except (ValueError, IndexError):
-        return None
-
-
-def proc_state(pid: int) -> str:
-    stat = _read(f"/proc/{pid}/stat")
-    try:
-        return stat[stat.rindex(")") + 2:].split()[0]
-    except (ValueError, IndexError):
-        return ""
-
-
-def pid_alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
-        return False
-    return proc_state(pid) not in ("Z", "X", "")
-
-
-def all_pids() -> List[int]:
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
-
-
-def descendants(pid: int) -> List[int]:
-    """Every live descendant of pid (children first found first)."""
-    children: Dict[int, List[int]] = {}
-    for p in all_pids():
-        pp = proc_ppid(p)
-        if pp is not None:
-            children.setdefault(pp, []).append(p)
-    out: List[int] = []
-    todo = list(children.get(pid, []))
-    while todo:
-        p = todo.pop(0)
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def kill_tree(pid: int, sig: int = signal.SIGKILL) -> List[int]:
-    """Send sig to pid and all its descendants (collected first, so none escapes by reparenting)."""
-    pids = [pid, *descendants(pid)]
-    for p in pids:
-        try:
-            os.kill(p, sig)
-        except ProcessLookupError:
-            pass
-    return pids
-
-
 def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.5,
                what: str = "condition", diag: Optional[Callable[[], str]] = None) -> Any:
-    """Poll pred() until it returns a truthy value (returned) or raise StackError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            extra = ("\n" + diag()) if diag else ""
-            raise StackError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def tail(path: str, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 200 * lines))
-            data = f.read().decode("utf-8", "replace")
-    except OSError as e:
-        return f"<cannot read {path}: {e}>"
-    return "\n".join(data.splitlines()[-lines:])
+    """testkit.procs.wait_until with this module's defaults (0.5 s polls)."""
+    return _wait_until(pred, timeout, interval, what, diag)
 
 
 # ------------------------------------------------------------------ the stack
@@ -471,7 +379,7 @@ class AirflowStack:
         except Exception as e:
             if self.dag_run_state(dag_id, run_id) is not None:
                 return
-            sys.stderr.write(f"[airflow_stack] REST trigger failed ({e}); using the CLI\n")
+            sys.stderr.write(f"[testkit.airflow_stack] REST trigger failed ({e}); using the CLI\n")
             args = ["dags", "trigger", dag_id, "--run-id", run_id]
             if conf:
                 args += ["--conf", json.dumps(conf)]

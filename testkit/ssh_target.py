@@ -1,20 +1,20 @@
 """The loopback sshd for tests: a dataclass describing it and helpers to use it (stdlib only).
 
-The server comes from scripts/sshd_harness.py. `get_target()` reuses a server that is already
+The server comes from testkit.sshd. `get_target()` reuses a server that is already
 running (scripts/test.sh starts one and exports ORCHESJOB_SSHD_JSON) or starts a private one in
 a temporary state dir (stopped again by `release()`).
 
-    from ssh_fixture import SSHTarget       # tests/ is on sys.path (rootdir conftest)
+    from testkit.ssh_target import SSHTarget
 
     def test_x(sshd):                       # session fixture from tests/conftest.py
         r = sshd.run(["python3", "-c", "print(1)"])       # argv: quoted for the remote shell
         r = sshd.run("echo $HOME; id -u")                  # str: run by the remote shell
         p = sshd.popen("sleep 30", stdout=subprocess.PIPE)  # an SSH session you can kill
 """
-import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,21 +22,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HARNESS_PATH = os.path.join(REPO, "scripts", "sshd_harness.py")
+from testkit import sshd as harness
+from testkit.sshd import HarnessError
 
-
-def harness():
-    """The scripts/sshd_harness.py module (scripts/ is not a package)."""
-    mod = sys.modules.get("orchesjob_sshd_harness")
-    if mod is None:
-        spec = importlib.util.spec_from_file_location("orchesjob_sshd_harness", HARNESS_PATH)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["orchesjob_sshd_harness"] = mod
-        spec.loader.exec_module(mod)
-    return mod
-
+__all__ = ["HarnessError", "SSHTarget", "get_target", "release"]
 
 Command = Union[str, Sequence[str]]
 
@@ -80,7 +69,7 @@ class SSHTarget:
 
         command: a str is handed to the remote shell as is; a list is shell-quoted first.
         """
-        argv = harness().ssh_base_argv(self.info, tty=tty)
+        argv = harness.ssh_base_argv(self.info, tty=tty)
         host = argv.pop()
         argv += [*list(extra_options), host]
         if command is not None:
@@ -123,17 +112,13 @@ class SSHTarget:
                            "login": self.user, "extra": self.conn_extra()})
 
     def env(self) -> Dict[str, str]:
-        """ORCHESJOB_SSH_* variables (same names `sshd_harness.py env` prints)."""
-        return harness().env_dict(self.info)
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+        """ORCHESJOB_SSH_* variables (same names `python3 -m testkit.sshd env` prints)."""
+        return harness.env_dict(self.info)
 
 
 def get_target() -> SSHTarget:
-    """Reuse a running server or start a private one. Raises harness().HarnessError."""
-    h = harness()
+    """Reuse a running server or start a private one. Raises HarnessError."""
+    h = harness
     json_path = os.environ.get("ORCHESJOB_SSHD_JSON")
     candidates = []
     if json_path:
@@ -151,7 +136,7 @@ def get_target() -> SSHTarget:
         # Its owner (scripts/test.sh) stops that state dir at the end as before.
         warnings.warn(f"loopback sshd of {state_dir} was not running; restarted it (see its sshd.log)",
                       RuntimeWarning, stacklevel=2)
-        sys.stderr.write(f"[ssh_fixture] sshd of {state_dir} was not running; restarting it\n")
+        sys.stderr.write(f"[ssh_target] sshd of {state_dir} was not running; restarting it\n")
         info = h.start(state_dir)
         for k, v in h.env_dict(info).items():
             os.environ[k] = v
@@ -164,6 +149,5 @@ def get_target() -> SSHTarget:
 def release(target: SSHTarget) -> None:
     """Stop the server if get_target() started it."""
     if target.started_here:
-        harness().stop(target.state_dir)
-        import shutil
+        harness.stop(target.state_dir)
         shutil.rmtree(target.state_dir, ignore_errors=True)
