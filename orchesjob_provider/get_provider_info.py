@@ -24,7 +24,15 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [
-            {"integration-name": "Orchesjob", "python-modules": ["orchesjob_provider.hooks.orchesjob"]}
+            {
+                "integration-name": "Orchesjob",
+                "python-modules": [
+                    "orchesjob_provider.hooks.orchesjob",
+                    "orchesjob_provider.hooks.async_orchesjob",
+                    "orchesjob_provider.hooks.connect",
+                    "orchesjob_provider.hooks.shared",
+                ],
+            }
         ],
         "operators": [
             {"integration-name": "Orchesjob", "python-modules": ["orchesjob_provider.operators.orchesjob"]}
