@@ -26,11 +26,10 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Orchesjob",
+                # the two hook classes; hooks/connect.py and hooks/shared.py are their helpers
                 "python-modules": [
                     "orchesjob_provider.hooks.orchesjob",
                     "orchesjob_provider.hooks.async_orchesjob",
-                    "orchesjob_provider.hooks.connect",
-                    "orchesjob_provider.hooks.shared",
                 ],
             }
         ],
