@@ -43,6 +43,7 @@ class Watch:
     :param deadline: Unix time after which the wait is over (None: no deadline).
     :param max_failures: consecutive failed polls tolerated; one more and the wait gives up.
     :param stream_logs: write the job's log lines (else only the record is followed).
+    :param show: writes one answer's log lines (default: ``log_chunk_lines`` to ``log``).
     :param clock: ``time.time`` (a fake one in tests).
     """
 
@@ -54,9 +55,11 @@ class Watch:
         deadline: float | None,
         max_failures: int,
         stream_logs: bool = True,
+        show: Callable[[JobLogs], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.log = log
+        self.show = show or (lambda res: log_chunk_lines(log, res))
         self.offsets = normalize_offsets(offsets)
         self.deadline = deadline
         self.max_failures = max_failures
@@ -97,7 +100,7 @@ class Watch:
         if res.job is not None:
             self.job = res.job
         if self.stream_logs:
-            log_chunk_lines(self.log, res)
+            self.show(res)
             self.offsets = res.next_offsets(self.offsets)
 
     @staticmethod

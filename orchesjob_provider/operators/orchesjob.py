@@ -24,6 +24,7 @@ from orchesjob_provider.protocol import (
     KEPT,
     REATTACHED,
     STARTED,
+    JobLogs,
     JobRecord,
     WatchEvent,
     failure_message,
@@ -149,6 +150,10 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
             return content
         return super().render_template(content, context, jinja_env, seen_oids)
 
+    def _print_logs(self, res: JobLogs) -> None:
+        """Write the new log lines of one poll/wait answer to the task log."""
+        log_chunk_lines(self.log, res)
+
     @staticmethod
     def default_run_key(context: Context) -> str:
         ti = context["ti"]
@@ -222,7 +227,8 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
     def _wait_in_worker(self, job: JobRecord, offsets: dict[str, int], deadline: float | None) -> Any:
         job_id = job.job_id
         min_gap = min(1.0, self.poll_interval)
-        watch = Watch(self.log, offsets, deadline=deadline, max_failures=self.max_reconnect_attempts)
+        tries = self.max_reconnect_attempts
+        watch = Watch(self.log, offsets, deadline=deadline, max_failures=tries, show=self._print_logs)
         while True:
             if watch.expired:
                 return self._timed_out(job_id, watch.offsets)
@@ -270,7 +276,7 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
         job = None
         shown = dict(offsets)
         for res, next_offsets in self.hook.read_logs(job_id, offsets, record=True):
-            log_chunk_lines(self.log, res)
+            self._print_logs(res)
             job = res.job or job
             offsets = next_offsets
         if offsets != shown:
