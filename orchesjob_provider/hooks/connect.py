@@ -1,5 +1,6 @@
-"""The connect side of both hooks: socket tuning, asyncssh options from an Airflow ``ssh``
-connection, and the one catalogue of connect-error messages (paramiko and asyncssh alike).
+"""The connect side of both hooks: socket tuning, one exec on a paramiko channel, asyncssh
+options from an Airflow ``ssh`` connection, and the one catalogue of connect-error messages
+(paramiko and asyncssh alike).
 
 A failed connect is reported as one actionable line: what went wrong, for which host and
 connection, and what to change. Both libraries' exceptions are first sorted into the same kinds
@@ -43,6 +44,41 @@ def tune_socket(sock: Any, dead_after: float) -> None:
             sock.setsockopt(level, name, value)
         except OSError:
             pass
+
+
+def run_on_channel(
+    transport: Any, command: str, stdin: bytes, timeout: float | None, *, open_timeout: float
+) -> tuple[int, bytes, bytes]:
+    """One exec on a paramiko transport: send ``stdin``, close it, read stdout/stderr to EOF,
+    return (exit code, stdout, stderr)."""
+    chan = transport.open_session(timeout=open_timeout)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        try:
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+        except OSError:
+            # The remote command exited without reading stdin (e.g. "python3: not found"):
+            # the channel is closed but its output and exit status are there to read.
+            if not transport.is_active():
+                raise
+        out = bytearray()
+        err = bytearray()
+        while True:
+            data = chan.recv(65536)
+            if not data:
+                break
+            out += data
+        while True:
+            data = chan.recv_stderr(65536)
+            if not data:
+                break
+            err += data
+        return chan.recv_exit_status(), bytes(out), bytes(err)
+    finally:
+        chan.close()
 
 
 # ---------------------------------------------------------------------------------------------

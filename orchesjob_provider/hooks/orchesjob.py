@@ -8,9 +8,6 @@ fixed command line per call, the request on stdin::
     <remote_python> -I -S ~/.orchesjob/agent/agent-<sha256[:16]>/__main__.py rpc
 
 No user string ever reaches the remote shell; the agent bundle is deployed on first use.
-
-The names users import from this module (the hooks, the errors, the typed results) stay
-importable from here.
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ from orchesjob_provider.hooks.connect import (
     STALE_SECONDS,
     connect_error,
     dead_after,
+    run_on_channel,
     tune_socket,
 )
 from orchesjob_provider.protocol import (
@@ -53,6 +51,7 @@ from orchesjob_provider.protocol import (
 from orchesjob_provider.retry import DEPLOY, CallRetry
 from orchesjob_provider.version_compat import AirflowException, BaseHook
 
+# the names users import from this module stay importable from here
 __all__ = [
     "AgentUnavailable",
     "AsyncOrchesjobHook",
@@ -208,35 +207,7 @@ class OrchesjobHook(BaseHook):
         client = self.get_conn()
         transport = client.get_transport()
         self.exec_count += 1
-        chan = transport.open_session(timeout=self._conn_timeout())
-        try:
-            chan.settimeout(timeout)
-            chan.exec_command(command)
-            try:
-                if stdin:
-                    chan.sendall(stdin)
-                chan.shutdown_write()
-            except OSError:
-                # The remote command exited without reading stdin (e.g. "python3: not found"):
-                # the channel is closed but its output and exit status are there to read.
-                if not transport.is_active():
-                    raise
-            out = bytearray()
-            err = bytearray()
-            while True:
-                data = chan.recv(65536)
-                if not data:
-                    break
-                out += data
-            while True:
-                data = chan.recv_stderr(65536)
-                if not data:
-                    break
-                err += data
-            rc = chan.recv_exit_status()
-            return rc, bytes(out), bytes(err)
-        finally:
-            chan.close()
+        return run_on_channel(transport, command, stdin, timeout, open_timeout=self._conn_timeout())
 
     def _exec_retrying(self, command: str, stdin: bytes, timeout: float | None, op: str):
         """One exec; a connection found dead at once is reconnected and the call resent.
