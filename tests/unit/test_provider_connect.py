@@ -140,3 +140,30 @@ def test_parse_host_key_and_socket_tuning():
         tune_socket(s, 5)
         assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+
+
+def test_asyncssh_logger_is_quieted_at_the_first_connect_not_at_import(monkeypatch):
+    import logging
+
+    from orchesjob_provider.hooks import shared
+
+    logger = logging.getLogger("asyncssh")
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    monkeypatch.setattr(shared, "_asyncssh_quieted", False)
+    import importlib
+
+    import orchesjob_provider.hooks.async_orchesjob
+    import orchesjob_provider.hooks.orchesjob
+
+    for module in (orchesjob_provider.hooks.async_orchesjob, orchesjob_provider.hooks.orchesjob):
+        importlib.reload(module)  # run the module bodies again: no logging change there
+    assert logger.level == logging.NOTSET
+    shared.quiet_asyncssh()
+    assert logger.level == logging.WARNING
+    logger.setLevel(logging.DEBUG)  # a deployment's own choice later on is not overridden
+    shared.quiet_asyncssh()
+    assert logger.level == logging.DEBUG
+    monkeypatch.setattr(shared, "_asyncssh_quieted", False)
+    logger.setLevel(logging.INFO)  # nor one made before the first connect
+    shared.quiet_asyncssh()
+    assert logger.level == logging.INFO
