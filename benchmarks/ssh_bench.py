@@ -85,8 +85,7 @@ def run(info: dict, repeat: int) -> None:
         h.poll([(job_id, None)])
         h.close()
 
-    from orchesjob_provider.hooks.agent_bundle import get_bundle
-    from orchesjob_provider.hooks.orchesjob import rpc_command
+    from orchesjob_provider.bundle import get_bundle, rpc_command
 
     ssh_cmd = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes",
                "-o", f"UserKnownHostsFile={info['known_hosts_path']}", "-i", info["key_path"],

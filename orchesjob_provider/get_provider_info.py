@@ -24,7 +24,14 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [
-            {"integration-name": "Orchesjob", "python-modules": ["orchesjob_provider.hooks.orchesjob"]}
+            {
+                "integration-name": "Orchesjob",
+                # the two hook classes; hooks/connect.py and hooks/shared.py are their helpers
+                "python-modules": [
+                    "orchesjob_provider.hooks.orchesjob",
+                    "orchesjob_provider.hooks.async_orchesjob",
+                ],
+            }
         ],
         "operators": [
             {"integration-name": "Orchesjob", "python-modules": ["orchesjob_provider.operators.orchesjob"]}

@@ -20,17 +20,10 @@ def _airflow_version() -> Version:
 
 AIRFLOW_VERSION = _airflow_version()
 AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
-AIRFLOW_V_3_1_PLUS = AIRFLOW_VERSION >= Version("3.1.0")
-AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION >= Version("3.3.0")
 
 if AIRFLOW_V_3_0_PLUS:
     from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, PokeReturnValue, conf
-    from airflow.sdk.exceptions import (
-        AirflowException,
-        AirflowSensorTimeout,
-        AirflowSkipException,
-        TaskDeferred,
-    )
+    from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
 
     if TYPE_CHECKING:
         from airflow.sdk import Context
@@ -42,7 +35,6 @@ else:  # Airflow 2.10 / 2.11
         AirflowException,
         AirflowSensorTimeout,
         AirflowSkipException,
-        TaskDeferred,
     )
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
     from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef,assignment]
@@ -85,8 +77,6 @@ async def aget_extra_dejson(conn: Any) -> dict[str, Any]:
 
 __all__ = [
     "AIRFLOW_V_3_0_PLUS",
-    "AIRFLOW_V_3_1_PLUS",
-    "AIRFLOW_V_3_3_PLUS",
     "TRIGGER_HAS_ON_KILL",
     "AirflowException",
     "AirflowSensorTimeout",
@@ -97,7 +87,6 @@ __all__ = [
     "BaseTrigger",
     "Context",
     "PokeReturnValue",
-    "TaskDeferred",
     "TriggerEvent",
     "aget_connection",
     "aget_extra_dejson",

@@ -7,16 +7,29 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from orchesjob_provider.hooks.orchesjob import (
-    AgentUnavailable,
+from orchesjob_provider.address import AgentTaskMixin
+from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobWrongState
+from orchesjob_provider.operators.validation import (
+    bad,
+    seconds,
+    validate_command,
+    validate_env,
+    validate_skip_codes,
+)
+from orchesjob_provider.protocol import (
+    ADOPTED,
+    EVENT_TERMINAL,
+    EVENT_TIMEOUT,
+    FAILED,
+    KEPT,
+    REATTACHED,
+    STARTED,
     JobLogs,
     JobRecord,
-    OrchesjobHook,
-    OrchesjobWrongState,
+    WatchEvent,
+    failure_message,
     normalize_offsets,
-    reconnect_delay,
 )
-from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger, log_chunk_lines
 from orchesjob_provider.version_compat import (
     AirflowException,
     AirflowSkipException,
@@ -24,98 +37,17 @@ from orchesjob_provider.version_compat import (
     Context,
     conf,
 )
+from orchesjob_provider.watch import Watch, log_chunk_lines
 
 _ACTION_TEXT = {
-    "started": "started a new remote job",
-    "reattached": "reattached to the running remote job (an earlier try started it)",
-    "adopted": "adopted the finished, unacknowledged remote job (no new run)",
-    "kept": "strict run key already ran; kept its recorded result (no new run; `orchesjob unlock` to rerun)",
+    STARTED: "started a new remote job",
+    REATTACHED: "reattached to the running remote job (an earlier try started it)",
+    ADOPTED: "adopted the finished, unacknowledged remote job (no new run)",
+    KEPT: "strict run key already ran; kept its recorded result (no new run; `orchesjob unlock` to rerun)",
 }
 
 
-def _bad(message: str) -> AirflowException:
-    return AirflowException(f"OrchesjobOperator: {message}")
-
-
-def validate_command(command: Any, shell: str | None) -> list[str]:
-    """The argv to run: a list of str as is, or a str run by ``[shell or /bin/sh, -c, command]``."""
-    if isinstance(command, str):
-        if not command.strip():
-            raise _bad("command is empty")
-        if shell is not None and (not isinstance(shell, str) or not shell):
-            raise _bad("shell must be a non-empty string (path of the shell to run the command)")
-        return [shell or "/bin/sh", "-c", command]
-    if isinstance(command, (list, tuple)):
-        if not command:
-            raise _bad("command is empty")
-        bad = [i for i, a in enumerate(command) if not isinstance(a, str)]
-        if bad:
-            i = bad[0]
-            raise _bad(f"command[{i}] is {type(command[i]).__name__}, every argv item must be a str")
-        if not command[0]:
-            raise _bad("command[0] (the program) is empty")
-        if shell is not None:
-            raise _bad("shell is only used when command is a string")
-        return list(command)
-    raise _bad(f"command must be a list of str or a str, not {type(command).__name__}")
-
-
-def validate_env(env: Any) -> dict[str, str]:
-    if env is None:
-        return {}
-    if not isinstance(env, Mapping):
-        raise _bad(f"env must be a dict of str to str, not {type(env).__name__}")
-    for k, v in env.items():
-        if not isinstance(k, str) or not k or "=" in k or "\0" in k:
-            raise _bad(f"env name {k!r} is invalid (a non-empty str without '=' or NUL)")
-        if not isinstance(v, str):
-            raise _bad(f"env[{k!r}] is {type(v).__name__}, env values must be str")
-        if "\0" in v:
-            raise _bad(f"env[{k!r}] contains a NUL byte")
-    return dict(env)
-
-
-def validate_skip_codes(value: Any) -> frozenset[int]:
-    if value is None:
-        return frozenset()
-    if isinstance(value, bool):
-        raise _bad("skip_on_exit_code must be an int or a collection of ints, not a bool")
-    if isinstance(value, int):
-        return frozenset({value})
-    if isinstance(value, Collection) and not isinstance(value, (str, bytes, Mapping)):
-        items = list(value)
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            return frozenset(items)
-    raise _bad(f"skip_on_exit_code must be an int or a collection of ints, not {value!r}")
-
-
-def _seconds(value: Any, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise _bad(f"{name} must be a positive number of seconds or a timedelta, not {value!r}")
-    return float(value)
-
-
-def failure_message(job: JobRecord) -> str:
-    if job.status == "FAILED":
-        if job.exit_code is not None and job.exit_code < 0:
-            if job.exit_code == -1:
-                return f"Remote job {job.job_id} could not be launched (see its stderr above)"
-            return f"Remote job {job.job_id} failed: killed by signal {-job.exit_code}"
-        return f"Remote job {job.job_id} failed with exit code {job.exit_code}"
-    if job.status == "ABORTED":
-        return f"Remote job {job.job_id} was ABORTED ({job.abort_reason or 'no reason given'})"
-    if job.status == "LOST":
-        return f"Remote job {job.job_id} was LOST ({job.lost_reason or 'its processes are gone'})"
-    if job.status == "CANCELLED":
-        return f"Remote job {job.job_id} was CANCELLED"
-    return f"Remote job {job.job_id} ended with status {job.status} (exit code {job.exit_code})"
-
-
-class OrchesjobOperator(BaseOperator):
+class OrchesjobOperator(AgentTaskMixin, BaseOperator):
     """
     Run a command on a remote host through the orchesjob agent, over SSH, so that an Airflow retry
     never starts a second copy of a job that is still running or already finished.
@@ -186,7 +118,7 @@ class OrchesjobOperator(BaseOperator):
         self.remote_python = remote_python
         self.state_dir = state_dir
         self.poll_interval = float(poll_interval)
-        self.timeout_seconds = _seconds(timeout, "timeout")
+        self.timeout_seconds = seconds(timeout, "timeout")
         self.skip_on_exit_code = validate_skip_codes(skip_on_exit_code)
         self.deferrable = deferrable
         self.abort_on_kill = abort_on_kill
@@ -194,9 +126,9 @@ class OrchesjobOperator(BaseOperator):
         self.abort_grace_seconds = abort_grace_seconds
         self.start_timeout = start_timeout
         if not ssh_conn_id or not isinstance(ssh_conn_id, str):
-            raise _bad("ssh_conn_id is required")
+            raise bad("ssh_conn_id is required")
         if self.poll_interval <= 0:
-            raise _bad("poll_interval must be > 0")
+            raise bad("poll_interval must be > 0")
         # Static values are checked at DAG parse time; templated ones again after rendering.
         if isinstance(command, (list, tuple)) or (isinstance(command, str) and "{{" not in command):
             validate_command(command, shell)
@@ -206,7 +138,7 @@ class OrchesjobOperator(BaseOperator):
             validate_env(env)
         self._job_id: str | None = None
         self._run_key: str | None = None
-        self._hook: OrchesjobHook | None = None
+        self._hook = None
 
     # -- helpers --------------------------------------------------------------------------------
     def render_template(
@@ -218,13 +150,9 @@ class OrchesjobOperator(BaseOperator):
             return content
         return super().render_template(content, context, jinja_env, seen_oids)
 
-    @property
-    def hook(self) -> OrchesjobHook:
-        if self._hook is None:
-            self._hook = OrchesjobHook(
-                ssh_conn_id=self.ssh_conn_id, remote_python=self.remote_python, state_dir=self.state_dir
-            )
-        return self._hook
+    def _print_logs(self, res: JobLogs) -> None:
+        """Write the new log lines of one poll/wait answer to the task log."""
+        log_chunk_lines(self.log, res)
 
     @staticmethod
     def default_run_key(context: Context) -> str:
@@ -234,18 +162,15 @@ class OrchesjobOperator(BaseOperator):
             map_index = -1
         return f"af/{ti.dag_id}/{ti.task_id}/{map_index}/{ti.run_id}"
 
-    def _print_logs(self, res: JobLogs) -> None:
-        log_chunk_lines(self.log, res)
-
     # -- execute --------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         argv = validate_command(self.command, self.shell)
         env = validate_env(self.env)
         if self.cwd is not None and (not isinstance(self.cwd, str) or not self.cwd):
-            raise _bad("cwd must be a non-empty str")
+            raise bad("cwd must be a non-empty str")
         run_key = self.run_key or self.default_run_key(context)
         if not isinstance(run_key, str) or not run_key.strip():
-            raise _bad("run_key must be a non-empty str")
+            raise bad("run_key must be a non-empty str")
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
 
         self._run_key = run_key  # lets on_kill find the job even while start is in flight
@@ -287,14 +212,11 @@ class OrchesjobOperator(BaseOperator):
     def _defer(self, job_id: str, offsets: dict[str, int], deadline: float | None) -> None:
         self.log.info("Deferring: the triggerer watches job %s from log offsets %s", job_id, offsets)
         self.defer(
-            trigger=OrchesjobTrigger(
-                ssh_conn_id=self.ssh_conn_id,
+            trigger=self.agent.trigger(
                 job_id=job_id,
                 offsets=offsets,
                 poll_interval=self.poll_interval,
                 timeout_at=deadline,
-                remote_python=self.remote_python,
-                state_dir=self.state_dir,
                 abort_on_kill=self.abort_on_kill,
                 abort_grace_seconds=self.abort_grace_seconds,
                 max_reconnect_attempts=max(self.max_reconnect_attempts, 20),
@@ -305,33 +227,29 @@ class OrchesjobOperator(BaseOperator):
     def _wait_in_worker(self, job: JobRecord, offsets: dict[str, int], deadline: float | None) -> Any:
         job_id = job.job_id
         min_gap = min(1.0, self.poll_interval)
-        failures = 0
+        tries = self.max_reconnect_attempts
+        watch = Watch(self.log, offsets, deadline=deadline, max_failures=tries, show=self._print_logs)
         while True:
-            wait_for = self.poll_interval
-            if deadline is not None:
-                remaining = deadline - time.time()
-                if remaining <= 0:
-                    return self._timed_out(job_id, offsets)
-                wait_for = min(wait_for, remaining)
+            if watch.expired:
+                return self._timed_out(job_id, watch.offsets)
+            wait_for = watch.capped(self.poll_interval)
             t0 = time.monotonic()
             try:
-                res = self.hook.wait(job_id, timeout=wait_for, offsets=offsets, until="output", record=True)
+                res = self.hook.wait(
+                    job_id, timeout=wait_for, offsets=watch.offsets, until="output", record=True
+                )
             except AgentUnavailable as e:
                 # A network blip should not cost an Airflow retry; a long outage fails this try
                 # (the job runs on, and the next try reattaches to it).
-                failures += 1
-                if failures > self.max_reconnect_attempts:
+                delay = watch.failed(e)
+                if delay is None:
                     raise
-                delay = reconnect_delay(failures)
-                self.log.warning("%s (retry %d/%d in %.1fs)", e, failures, self.max_reconnect_attempts, delay)
                 time.sleep(delay)
                 continue
-            failures = 0
-            self._print_logs(res)
-            offsets = res.next_offsets(offsets)
+            watch.seen(res)
             assert res.job is not None
             if res.job.is_terminal:
-                return self._finish(res.job, offsets)
+                return self._finish(res.job, watch.offsets)
             if not res.more:
                 # Do not spin when the job writes a little output all the time.
                 elapsed = time.monotonic() - t0
@@ -342,16 +260,14 @@ class OrchesjobOperator(BaseOperator):
         """Resume after the trigger: print the logs past the trigger's offsets, then finish."""
         if not event:
             raise AirflowException("OrchesjobOperator resumed without a trigger event")
-        job_id = event.get("job_id")
-        self._job_id = job_id
-        offsets = normalize_offsets(event.get("offsets"))
-        status = event.get("status")
-        if status == "terminal":
-            return self._finish(JobRecord.from_dict(event["job"]), offsets)
-        if status == "timeout":
-            return self._timed_out(str(job_id), offsets)
+        ev = WatchEvent.from_payload(event)
+        self._job_id = ev.job_id
+        if ev.status == EVENT_TERMINAL and ev.job is not None:
+            return self._finish(ev.job, ev.offsets)
+        if ev.status == EVENT_TIMEOUT:
+            return self._timed_out(str(ev.job_id), ev.offsets)
         raise AirflowException(
-            f"Watching remote job {job_id} failed: {event.get('message')}; the job may still run: "
+            f"Watching remote job {ev.job_id} failed: {event.get('message')}; the job may still run: "
             f"the next try reattaches to it"
         )
 
@@ -377,7 +293,7 @@ class OrchesjobOperator(BaseOperator):
         outcome: BaseException | None = None
         if job.succeeded:
             self.log.info("Remote job %s SUCCEEDED (exit code %s)", job.job_id, job.exit_code)
-        elif job.status == "FAILED" and job.exit_code in self.skip_on_exit_code:
+        elif job.status == FAILED and job.exit_code in self.skip_on_exit_code:
             outcome = AirflowSkipException(
                 f"Remote job {job.job_id} exited with code {job.exit_code} (in skip_on_exit_code): skipping"
             )
@@ -426,9 +342,7 @@ class OrchesjobOperator(BaseOperator):
             self.log.info("abort_on_kill=False: remote job %s keeps running", job_id or self._run_key)
             return
         try:
-            hook = OrchesjobHook(
-                ssh_conn_id=self.ssh_conn_id, remote_python=self.remote_python, state_dir=self.state_dir
-            )
+            hook = self.agent.hook()
             if not job_id:  # killed while start was in flight: find the job by its run key
                 job = hook.status(run_key=self._run_key)
                 if job is None or not job.is_active:

@@ -6,9 +6,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchesjob_provider.hooks.orchesjob import JobRecord, OrchesjobHook
-from orchesjob_provider.operators.orchesjob import failure_message
-from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+from orchesjob_provider.address import AgentTaskMixin
+from orchesjob_provider.protocol import EVENT_TERMINAL, EVENT_TIMEOUT, JobRecord, WatchEvent, failure_message
 from orchesjob_provider.version_compat import (
     AirflowException,
     AirflowSensorTimeout,
@@ -19,7 +18,7 @@ from orchesjob_provider.version_compat import (
 )
 
 
-class OrchesjobSensor(BaseSensorOperator):
+class OrchesjobSensor(AgentTaskMixin, BaseSensorOperator):
     """
     Wait until the latest job of a run key (or a given job id) is terminal.
 
@@ -63,15 +62,7 @@ class OrchesjobSensor(BaseSensorOperator):
         self.remote_python = remote_python
         self.state_dir = state_dir
         self.deferrable = deferrable
-        self._hook: OrchesjobHook | None = None
-
-    @property
-    def hook(self) -> OrchesjobHook:
-        if self._hook is None:
-            self._hook = OrchesjobHook(
-                ssh_conn_id=self.ssh_conn_id, remote_python=self.remote_python, state_dir=self.state_dir
-            )
-        return self._hook
+        self._hook = None
 
     @property
     def _what(self) -> str:
@@ -103,14 +94,11 @@ class OrchesjobSensor(BaseSensorOperator):
         if first.is_done:
             return first.xcom_value
         self.defer(
-            trigger=OrchesjobTrigger(
-                ssh_conn_id=self.ssh_conn_id,
+            trigger=self.agent.trigger(
                 job_id=self.job_id,
                 run_key=self.run_key if not self.job_id else None,
                 poll_interval=float(self.poke_interval),
                 timeout_at=time.time() + float(self.timeout),
-                remote_python=self.remote_python,
-                state_dir=self.state_dir,
                 abort_on_kill=False,  # the sensor does not own the job
                 stream_logs=False,
             ),
@@ -120,10 +108,10 @@ class OrchesjobSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         if not event:
             raise AirflowException("OrchesjobSensor resumed without a trigger event")
-        status = event.get("status")
-        if status == "timeout":
+        ev = WatchEvent.from_payload(event)
+        if ev.status == EVENT_TIMEOUT:
             raise AirflowSensorTimeout(f"OrchesjobSensor: {self._what} did not finish within {self.timeout}s")
-        if status != "terminal":
-            raise AirflowException(f"OrchesjobSensor: watching {self._what} failed: {event.get('message')}")
-        result = self._decide(JobRecord.from_dict(event["job"]))
+        if ev.status != EVENT_TERMINAL or ev.job is None:
+            raise AirflowException(f"OrchesjobSensor: watching {self._what} failed: {ev.message}")
+        result = self._decide(ev.job)
         return result.xcom_value

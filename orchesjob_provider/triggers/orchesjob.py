@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from orchesjob_provider.hooks.orchesjob import (
-    AgentUnavailable,
-    AsyncOrchesjobHook,
-    JobLogs,
-    JobRecord,
-    OrchesjobError,
-    OrchesjobWrongState,
+from orchesjob_provider.address import AgentAddress
+from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobError, OrchesjobWrongState
+from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
+from orchesjob_provider.protocol import (
+    EVENT_ERROR,
+    EVENT_TERMINAL,
+    EVENT_TIMEOUT,
+    WatchEvent,
+    abort_timeout,
     normalize_offsets,
-    reconnect_delay,
 )
 from orchesjob_provider.version_compat import (
     AIRFLOW_V_3_0_PLUS,
@@ -23,18 +23,7 @@ from orchesjob_provider.version_compat import (
     BaseTrigger,
     TriggerEvent,
 )
-
-
-def log_chunk_lines(log: Any, res: JobLogs, prefix: str = "") -> None:
-    """Write the new log bytes of a poll/wait answer to ``log`` line by line."""
-    for stream in ("stdout", "stderr"):
-        chunk = res.logs.get(stream)
-        if chunk is None or not chunk.data:
-            continue
-        text = chunk.data.decode("utf-8", "replace")
-        label = "" if stream == "stdout" else "[stderr] "
-        for line in text.splitlines():
-            log.info("%s%s%s", prefix, label, line)
+from orchesjob_provider.watch import Watch
 
 
 class OrchesjobTrigger(BaseTrigger):
@@ -111,94 +100,64 @@ class OrchesjobTrigger(BaseTrigger):
         )
 
     def _hook(self) -> AsyncOrchesjobHook:
-        return AsyncOrchesjobHook(
-            ssh_conn_id=self.ssh_conn_id, remote_python=self.remote_python, state_dir=self.state_dir
-        )
+        return AgentAddress(self.ssh_conn_id, self.remote_python, self.state_dir).async_hook()
 
-    def _event(
-        self, status: str, job: JobRecord | None, offsets: dict[str, int], message: str = ""
-    ) -> TriggerEvent:
-        return TriggerEvent(
-            {
-                "status": status,
-                "job_id": self.job_id,
-                "run_key": self.run_key,
-                "job": job.to_dict() if job is not None else None,
-                "offsets": dict(offsets),
-                "message": message,
-            }
-        )
+    def _event(self, status: str, watch: Watch, message: str, *, job_known: bool = True) -> TriggerEvent:
+        job = watch.job if job_known else None
+        event = WatchEvent(status, self.job_id, self.run_key, job, watch.offsets, message)
+        return TriggerEvent(event.to_payload())
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
         hook.acquire()
-        offsets = dict(self.offsets)
-        last_job: JobRecord | None = None
-        failures = 0
+        watch = Watch(
+            self.log,
+            self.offsets,
+            deadline=self.timeout_at,
+            max_failures=self.max_reconnect_attempts,
+            stream_logs=self.stream_logs,
+        )
         try:
             while True:
-                if self.timeout_at is not None and time.time() >= self.timeout_at:
-                    yield self._event("timeout", last_job, offsets, "timed out waiting for the remote job")
+                if watch.expired:
+                    yield self._event(EVENT_TIMEOUT, watch, "timed out waiting for the remote job")
                     return
                 try:
-                    if not self.job_id:
-                        assert self.run_key is not None
-                        job = await hook.status(run_key=self.run_key)
-                        if job is None:
-                            await asyncio.sleep(self._sleep_for())
-                            continue
-                        self.job_id = job.job_id
-                        self.log.info(
-                            "Run key %r: watching job %s (%s)", self.run_key, job.job_id, job.status
-                        )
-                    res = await hook.poll_job(self.job_id, offsets if self.stream_logs else None)
+                    if not self.job_id and not await self._resolve_run_key(hook):
+                        await asyncio.sleep(self._sleep_for(watch))
+                        continue
+                    assert self.job_id is not None
+                    res = await hook.poll_job(self.job_id, watch.offsets if self.stream_logs else None)
                 except AgentUnavailable as e:
-                    failures += 1
-                    if failures > self.max_reconnect_attempts:
-                        yield self._event(
-                            "error", last_job, offsets, f"giving up after {failures - 1} retries: {e}"
-                        )
+                    delay = watch.failed(e)
+                    if delay is None:
+                        yield self._event(EVENT_ERROR, watch, watch.give_up_message(e))
                         return
-                    delay = reconnect_delay(failures)
-                    self.log.warning(
-                        "orchesjob: %s (retry %d/%d in %.1fs)",
-                        e,
-                        failures,
-                        self.max_reconnect_attempts,
-                        delay,
-                    )
                     await asyncio.sleep(delay)
                     continue
                 except OrchesjobError as e:
-                    yield self._event("error", last_job, offsets, str(e))
+                    yield self._event(EVENT_ERROR, watch, str(e))
                     return
-                failures = 0
                 if res.job is None:
-                    yield self._event(
-                        "error",
-                        None,
-                        offsets,
-                        f"job {self.job_id} is not known on {hook.where} (state dir cleaned or changed?)",
-                    )
+                    message = f"job {self.job_id} is not known on {hook.where}"
+                    message += " (state dir cleaned or changed?)"
+                    yield self._event(EVENT_ERROR, watch, message, job_known=False)
                     return
-                last_job = res.job
-                if self.stream_logs:
-                    log_chunk_lines(self.log, res)
-                    offsets = res.next_offsets(offsets)
-                    self.offsets = dict(offsets)
+                watch.seen(res)
+                self.offsets = dict(watch.offsets)
                 if res.job.is_terminal:
-                    if self.stream_logs and res.logs and any(c.data for c in res.logs.values()):
+                    if self.stream_logs and watch.showed_bytes(res):
                         # record the last bytes shown, so a crash before the operator resumes
                         # does not show them again in the next try
                         try:
-                            await hook.poll_job(self.job_id, offsets)
+                            await hook.poll_job(self.job_id, watch.offsets)
                         except OrchesjobError as e:
                             self.log.debug("Could not record log offsets: %s", e)
-                    yield self._event("terminal", res.job, offsets, f"job {res.job.job_id} {res.job.status}")
+                    yield self._event(EVENT_TERMINAL, watch, f"job {res.job.job_id} {res.job.status}")
                     return
                 if res.more:
                     continue
-                await asyncio.sleep(self._sleep_for())
+                await asyncio.sleep(self._sleep_for(watch))
         except asyncio.CancelledError:
             if not TRIGGER_HAS_ON_KILL:
                 await self._abort_if_task_killed()
@@ -206,11 +165,18 @@ class OrchesjobTrigger(BaseTrigger):
         finally:
             hook.release()
 
-    def _sleep_for(self) -> float:
-        delay = self.poll_interval
-        if self.timeout_at is not None:
-            delay = min(delay, max(0.0, self.timeout_at - time.time()))
-        return max(0.05, delay)
+    async def _resolve_run_key(self, hook: AsyncOrchesjobHook) -> bool:
+        """Sensor use: find the run key's latest job; False while there is none yet."""
+        assert self.run_key is not None
+        job = await hook.status(run_key=self.run_key)
+        if job is None:
+            return False
+        self.job_id = job.job_id
+        self.log.info("Run key %r: watching job %s (%s)", self.run_key, job.job_id, job.status)
+        return True
+
+    def _sleep_for(self, watch: Watch) -> float:
+        return max(0.05, watch.capped(self.poll_interval))
 
     # -- kill while deferred --------------------------------------------------------------------
     async def on_kill(self) -> None:
@@ -225,7 +191,7 @@ class OrchesjobTrigger(BaseTrigger):
             try:
                 await asyncio.wait_for(
                     hook.abort(self.job_id, reason=reason, grace_seconds=self.abort_grace_seconds),
-                    timeout=self.abort_grace_seconds + 30,
+                    timeout=abort_timeout(self.abort_grace_seconds),
                 )
                 self.log.info("Aborted remote job %s (%s)", self.job_id, reason)
             except OrchesjobWrongState:

@@ -100,7 +100,7 @@ class Remote:
 
     def agent(self, *args: str, timeout: float = 60):
         try:
-            from orchesjob_provider.hooks.agent_bundle import get_bundle
+            from orchesjob_provider.bundle import get_bundle
 
             path = get_bundle().remote_path
         except Exception:

@@ -36,9 +36,9 @@ def _cut_later(host, at: float, duration: float, marks: dict, drop_sessions: boo
 
 async def _close_shared_connections() -> None:
     """The hook keeps the shared connection open 10 s after the last trigger: close it now."""
-    from orchesjob_provider.hooks import orchesjob as h
+    from orchesjob_provider.hooks.shared import loop_registry
 
-    for obj in list(h._loop_registry().values()):
+    for obj in list(loop_registry().values()):
         conn = getattr(obj, "conn", None)
         if conn is not None:
             conn.close()

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.airflow]
 
 # -- pure units ------------------------------------------------------------------------------
 def test_bundle_is_deterministic_and_runs_with_isolated_python():
-    from orchesjob_provider.hooks.agent_bundle import build_bundle
+    from orchesjob_provider.bundle import build_bundle
 
     a, b = build_bundle(), build_bundle()
     assert a.data == b.data and a.sha256 == b.sha256 == hashlib.sha256(a.data).hexdigest()
@@ -47,9 +47,11 @@ def test_bundle_is_deterministic_and_runs_with_isolated_python():
 
 def test_reply_parsing_and_error_mapping():
     from orchesjob_provider.hooks import orchesjob as h
+    from orchesjob_provider.hooks.connect import parse_host_key
+    from orchesjob_provider.protocol import is_missing_agent, parse_reply
 
     ok = b'{"ok": true, "protocol": 1, "op": "ping", "home": "/x"}\n'
-    assert h.parse_reply("ping", 0, ok, b"", where="w", remote_python="python3")["home"] == "/x"
+    assert parse_reply("ping", 0, ok, b"", where="w", remote_python="python3")["home"] == "/x"
     for code, cls in [
         (2, h.OrchesjobBadRequest),
         (3, h.OrchesjobNotFound),
@@ -59,20 +61,20 @@ def test_reply_parsing_and_error_mapping():
     ]:
         body = json.dumps({"ok": False, "error": {"code": code, "kind": "k", "message": "boom"}}).encode()
         with pytest.raises(cls) as ei:
-            h.parse_reply("ack", code, body, b"orchesjob: boom\n", where="u@h:22", remote_python="python3")
+            parse_reply("ack", code, body, b"orchesjob: boom\n", where="u@h:22", remote_python="python3")
         assert ei.value.code == code and "boom" in str(ei.value)
     with pytest.raises(h.AgentUnavailable, match="remote python 'py3x' was not found on u@h:22"):
-        h.parse_reply("ping", 127, b"", b"sh: 1: py3x: not found\n", where="u@h:22", remote_python="py3x")
-    assert h.is_missing_agent(2, b"", b"python3: can't open file '/x.pyz': [Errno 2] No such file")
-    assert not h.is_missing_agent(2, b'{"ok": false}', b"orchesjob: bad")
-    assert h.parse_host_key(
+        parse_reply("ping", 127, b"", b"sh: 1: py3x: not found\n", where="u@h:22", remote_python="py3x")
+    assert is_missing_agent(2, b"", b"python3: can't open file '/x.pyz': [Errno 2] No such file")
+    assert not is_missing_agent(2, b'{"ok": false}', b"orchesjob: bad")
+    assert parse_host_key(
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8l6Bv8s4a7a8yH5Xq5lKx1u8kTqT3n0fZy4JYyqg0e"
     )[0] == ("ssh-ed25519")
     job = h.JobRecord.from_dict(
         {"job_id": "j", "status": "LOST", "lost_reason": "rebooted", "exit_code": None}
     )
     assert job.is_terminal and not job.succeeded
-    from orchesjob_provider.operators.orchesjob import failure_message
+    from orchesjob_provider.protocol import failure_message
 
     assert failure_message(job) == "Remote job j was LOST (rebooted)"
     assert "CANCELLED" in failure_message(h.JobRecord.from_dict({"job_id": "j", "status": "CANCELLED"}))
@@ -82,8 +84,7 @@ def test_reply_parsing_and_error_mapping():
 
 
 def test_rpc_command_has_only_constants_and_a_quoted_interpreter():
-    from orchesjob_provider.hooks.agent_bundle import get_bundle
-    from orchesjob_provider.hooks.orchesjob import rpc_command
+    from orchesjob_provider.bundle import get_bundle, rpc_command
 
     b = get_bundle()
     assert rpc_command("python3", b) == f"python3 -I -S {b.remote_path}/__main__.py rpc"
@@ -145,7 +146,7 @@ def test_provider_is_registered_in_airflow_cli():
 # -- against the loopback sshd -----------------------------------------------------------------
 @pytest.mark.ssh
 def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, remote, monkeypatch):
-    from orchesjob_provider.hooks import agent_bundle
+    from orchesjob_provider import bundle as agent_bundle
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
     # A bundle of its own (a nonce in __main__.py gives it a new content address), so it is

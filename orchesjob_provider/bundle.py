@@ -7,6 +7,10 @@ runs as ``python3 -I -S <dir> rpc``: no exec bit needed, so a ``noexec`` /tmp or
 matter. A directory rather than the zip itself because Python never caches bytecode for
 modules imported from a zip: every call would recompile the agent, ~40 ms, more than a whole
 interpreter start (benchmarks/README.md).
+
+Also here: the two fixed command lines the hooks run, the deploy (the zip on stdin) and every
+agent call (the JSON request on stdin). Standard library only, so that a benchmark can load
+this file by its path without importing Airflow.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shlex
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -97,3 +102,46 @@ def get_bundle() -> AgentBundle:
         if _cached is None:
             _cached = build_bundle()
         return _cached
+
+
+def rpc_command(remote_python: str, bundle: AgentBundle) -> str:
+    """The one fixed command line of every call (only constants and a quoted interpreter)."""
+    return f"{shlex.quote(remote_python)} -I -S {bundle.remote_path}/__main__.py rpc"
+
+
+# Runs on the target under the user's python with the zip on stdin: checks the hash, unpacks
+# into a temporary sibling, precompiles with the target's own interpreter, and renames into
+# place (atomic; a concurrent deploy of the same bundle simply loses the rename). Stdlib only,
+# valid on CPython 3.6.
+DEPLOY_SCRIPT = """
+import compileall, hashlib, io, os, shutil, sys, zipfile
+data = sys.stdin.buffer.read()
+sha = sys.argv[1]
+if hashlib.sha256(data).hexdigest() != sha:
+    sys.stderr.write("orchesjob: agent upload corrupted (%d bytes, sha256 mismatch)\\n" % len(data))
+    sys.exit(1)
+final = os.path.join(os.path.expanduser(sys.argv[2]), "agent-" + sha[:16])
+if os.path.isdir(final):
+    sys.exit(0)
+tmp = "%s.tmp.%d" % (final, os.getpid())
+zipfile.ZipFile(io.BytesIO(data)).extractall(tmp)
+compileall.compile_dir(tmp, quiet=2)
+try:
+    os.rename(tmp, final)
+except OSError:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not os.path.isdir(final):
+        raise
+"""
+
+#: Seconds a deploy (upload, unpack, precompile) may take.
+DEPLOY_TIMEOUT = 120.0
+
+
+def deploy_command(remote_python: str, bundle: AgentBundle) -> str:
+    """Upload and unpack the bundle (bytes on stdin); only constants and quoted values."""
+    return (
+        f"umask 077 && mkdir -p {REMOTE_DIR} && chmod 700 ~/.orchesjob {REMOTE_DIR} && "
+        f"{shlex.quote(remote_python)} -I -S -c {shlex.quote(DEPLOY_SCRIPT)} "
+        f"{bundle.sha256} {shlex.quote(REMOTE_DIR)}"
+    )

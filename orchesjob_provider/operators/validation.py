@@ -1,0 +1,76 @@
+"""The operator's argument checks: at DAG parse time for static values, after rendering for
+templated ones. Each turns a user value into what the agent gets, or raises one clear error."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import timedelta
+from typing import Any
+
+from orchesjob_provider.version_compat import AirflowException
+
+
+def bad(message: str) -> AirflowException:
+    return AirflowException(f"OrchesjobOperator: {message}")
+
+
+def validate_command(command: Any, shell: str | None) -> list[str]:
+    """The argv to run: a list of str as is, or a str run by ``[shell or /bin/sh, -c, command]``."""
+    if isinstance(command, str):
+        if not command.strip():
+            raise bad("command is empty")
+        if shell is not None and (not isinstance(shell, str) or not shell):
+            raise bad("shell must be a non-empty string (path of the shell to run the command)")
+        return [shell or "/bin/sh", "-c", command]
+    if isinstance(command, (list, tuple)):
+        if not command:
+            raise bad("command is empty")
+        not_str = [i for i, a in enumerate(command) if not isinstance(a, str)]
+        if not_str:
+            i = not_str[0]
+            raise bad(f"command[{i}] is {type(command[i]).__name__}, every argv item must be a str")
+        if not command[0]:
+            raise bad("command[0] (the program) is empty")
+        if shell is not None:
+            raise bad("shell is only used when command is a string")
+        return list(command)
+    raise bad(f"command must be a list of str or a str, not {type(command).__name__}")
+
+
+def validate_env(env: Any) -> dict[str, str]:
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise bad(f"env must be a dict of str to str, not {type(env).__name__}")
+    for k, v in env.items():
+        if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+            raise bad(f"env name {k!r} is invalid (a non-empty str without '=' or NUL)")
+        if not isinstance(v, str):
+            raise bad(f"env[{k!r}] is {type(v).__name__}, env values must be str")
+        if "\0" in v:
+            raise bad(f"env[{k!r}] contains a NUL byte")
+    return dict(env)
+
+
+def validate_skip_codes(value: Any) -> frozenset[int]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, bool):
+        raise bad("skip_on_exit_code must be an int or a collection of ints, not a bool")
+    if isinstance(value, int):
+        return frozenset({value})
+    if isinstance(value, Collection) and not isinstance(value, (str, bytes, Mapping)):
+        items = list(value)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            return frozenset(items)
+    raise bad(f"skip_on_exit_code must be an int or a collection of ints, not {value!r}")
+
+
+def seconds(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise bad(f"{name} must be a positive number of seconds or a timedelta, not {value!r}")
+    return float(value)
