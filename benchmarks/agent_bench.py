@@ -173,12 +173,12 @@ def snapshot_agent(workdir: Path) -> Path:
 def build_pyz(src: Path, workdir: Path) -> Tuple[Path, str]:
     """The agent zipapp for the package copy in ``src``; returns (path, how it was built).
 
-    Uses the provider's own builder (orchesjob_provider/hooks/agent_bundle.py, loaded from
+    Uses the provider's own builder (orchesjob_provider/bundle.py, loaded from
     its file so the provider package and Airflow are not imported) when it exists, so the
     benchmark runs the very bytes the hook uploads; otherwise an equivalent zipapp.
     """
     target = workdir / "agent.pyz"
-    builder = REPO / "orchesjob_provider" / "hooks" / "agent_bundle.py"
+    builder = REPO / "orchesjob_provider" / "bundle.py"
     if builder.exists():
         import importlib.util
 
@@ -200,7 +200,7 @@ def build_pyz(src: Path, workdir: Path) -> Tuple[Path, str]:
             target.write_bytes(bundle.data)
             return (
                 target,
-                f"orchesjob_provider.hooks.agent_bundle.build_bundle(), sha256 {bundle.sha256[:16]}",
+                f"orchesjob_provider.bundle.build_bundle(), sha256 {bundle.sha256[:16]}",
             )
         except Exception as exc:  # fall back to our own zipapp
             log(f"provider bundle builder failed ({exc}); building the zipapp here")
