@@ -118,27 +118,56 @@ def ensure_user(user):
     return pw
 
 
+def _edit_authorized_keys(path, edit, owner=None):
+    """Rewrite ``path`` as ``edit(lines)`` under an exclusive lock, atomically.
+
+    Several harnesses (a test run's, a private one in tests/test_harness.py, a concurrent run)
+    share one login user: an unlocked read-modify-write can drop another harness's key, and a
+    truncate-then-write leaves an empty file that sshd reads meanwhile. So: flock a sidecar file,
+    write a temporary file, rename it into place.
+    """
+    import fcntl
+
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            lines = []
+        new = edit(lines)
+        if new == lines and os.path.exists(path):
+            return
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write("".join(line + "\n" for line in new))
+        os.chmod(tmp, 0o600)
+        if owner is not None:
+            os.chown(tmp, *owner)
+        os.rename(tmp, path)
+
+
+def _key_body(line):
+    return " ".join(line.split()[:2])
+
+
 def authorize_key(pw, pubkey_line):
     """Add the client public key to ~user/.ssh/authorized_keys (append once; keep others)."""
     ssh_dir = os.path.join(pw.pw_dir, ".ssh")
     path = os.path.join(ssh_dir, "authorized_keys")
     if not os.path.isdir(ssh_dir):
         os.makedirs(ssh_dir, 0o700)
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        lines = []
-    key_body = " ".join(pubkey_line.split()[:2])
-    if not any(" ".join(line.split()[:2]) == key_body for line in lines):
-        lines.append(pubkey_line.strip())
-        with open(path, "w") as f:
-            f.write("\n".join(lines) + "\n")
     os.chmod(ssh_dir, 0o700)
-    os.chmod(path, 0o600)
-    if is_root():
-        os.chown(ssh_dir, pw.pw_uid, pw.pw_gid)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
+    owner = (pw.pw_uid, pw.pw_gid) if is_root() else None
+    if owner:
+        os.chown(ssh_dir, *owner)
+
+    def add(lines):
+        if any(_key_body(line) == _key_body(pubkey_line) for line in lines):
+            return lines
+        return [*lines, pubkey_line.strip()]
+
+    _edit_authorized_keys(path, add, owner)
 
 
 # ---------------------------------------------------------------- files in the state dir
@@ -451,15 +480,16 @@ def _deauthorize(p):
     """Remove this state dir's client key from the target user's authorized_keys."""
     try:
         info = json.loads(_read(p["json_path"]))
-        key_body = " ".join(_read(p["key_path"] + ".pub").split()[:2])
+        key_body = _key_body(_read(p["key_path"] + ".pub"))
         path = os.path.join(info["home"], ".ssh", "authorized_keys")
-        lines = _read(path).splitlines()
+        st = os.stat(path)
     except (OSError, ValueError, KeyError):
         return
-    keep = [line for line in lines if " ".join(line.split()[:2]) != key_body]
-    if len(keep) != len(lines):
-        with open(path, "w") as f:
-            f.write("".join(line + "\n" for line in keep))
+    _edit_authorized_keys(
+        path,
+        lambda lines: [line for line in lines if _key_body(line) != key_body],
+        (st.st_uid, st.st_gid) if is_root() else None,
+    )
 
 
 def env_lines(info):
