@@ -220,8 +220,15 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
                        target_start=procs.start_time(pid))
     if running is False:
         # Aborted between launch and record: do not leave the job's processes behind.
-        tree.end_processes(job_processes, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL, reap=True)
-        db.keep_exit_code(job_id, wait_exit(pid))
+        reaped = {}  # type: Dict[int, int]
+
+        def reap_and_find():
+            # type: () -> List[tree.Proc]
+            _reap_into(reaped)
+            return job_processes()
+
+        tree.end_processes(reap_and_find, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL)
+        db.keep_exit_code(job_id, _exit_code(reaped[pid]) if pid in reaped else wait_exit(pid))
         return 0
     try:
         os.write(notify_fd, READY)
@@ -307,22 +314,38 @@ def spawn(argv, cwd, env, out_fd, err_fd):
     return pid
 
 
+def _exit_code(status):
+    # type: (int) -> int
+    """A wait status as an exit code: the status, or -N if signal N killed it (as Popen)."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
 def wait_exit(pid):
     # type: (int) -> int
-    """Exit code of a child: its status, or -N if signal N killed it (as Popen reports).
-
-    Reaps every other child that ends meanwhile: a subreaper's adopted orphans.
-    """
+    """Exit code of a child (see _exit_code), reaping every other child that ends meanwhile:
+    a subreaper's adopted orphans."""
     while True:
         try:
             ended, status = os.waitpid(-1, 0)
         except ChildProcessError:
             return -1  # cannot happen while ``pid`` is our unreaped child
         if ended == pid:
-            break
-    if os.WIFSIGNALED(status):
-        return -os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
+            return _exit_code(status)
+
+
+def _reap_into(statuses):
+    # type: (Dict[int, int]) -> None
+    """Collect every exited child without blocking, keeping its wait status by pid."""
+    while True:
+        try:
+            ended, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if ended == 0:
+            return
+        statuses[ended] = status
 
 
 def wait_ready(read_fd, timeout):
