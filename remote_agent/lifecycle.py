@@ -231,7 +231,7 @@ def rerun(state_dir, run_key, job_id, reason, sync, start_timeout):
 
 def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everything=False, dry_run=False):
     # type: (str, Optional[str], Optional[str], Optional[int], Optional[int], bool, bool) -> Tuple[List[Row], int]
-    """Delete terminal jobs and their logs; active jobs and run-key history are kept.
+    """Delete terminal jobs, their logs and exit records; active jobs and run-key history are kept.
 
     The run_keys row survives, so attempt numbers keep counting up and a key that a
     ``--strict`` start consumed stays consumed until ``unlock``. A dry run reads in a
@@ -250,6 +250,8 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
         if dry_run or not rows:
             return rows, 0
         store.delete_terminal(conn, [r["job_id"] for r in rows])
+    from remote_agent import exitrec  # only a clean removes exit records
+
     errors = 0
     for r in rows:
         for stream in STREAMS:
@@ -259,4 +261,6 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
                 pass
             except OSError:
                 errors += 1
+        if not exitrec.remove(state_dir, r["job_id"]):
+            errors += 1
     return rows, errors

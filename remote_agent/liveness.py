@@ -1,17 +1,26 @@
-"""Is an active job still alive? ``reconcile`` turns a job whose processes are gone into LOST.
+"""Is an active job still alive? ``reconcile`` turns a job whose processes are gone into LOST,
+or into its recorded outcome.
 
 A job is alive while its supervisor (the ``worker_pid`` column) or its target runs, judged by
 process identity (boot id, pid, start time: see procs.py), never by a bare pid.
+
+Its outcome is known once the supervisor wrote the exit record (exitrec.py), which it does
+before anything else when the main process ends. From then on the job reads SUCCEEDED or
+FAILED with that exit code and time, even while its supervisor still ends leftover processes
+or waits for a busy database; a writer stores that outcome, and so does a reader once the
+supervisor is gone. Never LOST for lack of a database write.
 """
+
+import os
 
 from remote_agent import procs, store
 from remote_agent.timeutil import now_ts
-from remote_agent.vocab import ACTIVE, LOST
+from remote_agent.vocab import ACTIVE, FAILED, LOST, SUCCEEDED
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     import sqlite3  # noqa: F401
-    from typing import Any, Dict, Optional  # noqa: F401
+    from typing import Any, Dict, Optional, Tuple  # noqa: F401
     Row = Dict[str, Any]
 
 
@@ -33,29 +42,73 @@ def lost_reason(row):
         supervisor_pid, row["target_pid"])
 
 
+def main_ended(row):
+    # type: (Row) -> bool
+    """The job's main process (target) was started and is no longer running."""
+    pid = row.get("target_pid")
+    return pid is not None and not procs.is_alive(pid, row.get("target_start"), row.get("boot_id"))
+
+
+def recorded_outcome(conn, row):
+    # type: (sqlite3.Connection, Row) -> Optional[Tuple[int, int]]
+    """(exit_code, finished_at) from the job's exit record, or None if there is none."""
+    from remote_agent import exitrec  # only a job whose processes ended reads it
+
+    try:
+        db_file = conn.execute("PRAGMA database_list").fetchone()["file"]
+    except Exception:
+        return None
+    if not db_file:
+        return None
+    return exitrec.read(os.path.dirname(db_file), row["job_id"])
+
+
+def _outcome_values(outcome):
+    # type: (Tuple[int, int]) -> Dict[str, Any]
+    exit_code, finished_at = outcome
+    return {"status": SUCCEEDED if exit_code == 0 else FAILED, "exit_code": exit_code,
+            "finished_at": finished_at}
+
+
 def reconcile(conn, row, locked=False):
     # type: (sqlite3.Connection, Row, bool) -> Row
-    """Return the job as it really is: LOST once neither supervisor nor target is alive.
+    """Return the job as it really is: its recorded outcome once its main process ended and
+    the exit record exists, else LOST once neither supervisor nor target is alive.
 
-    ``locked``: the caller holds a write transaction on ``conn`` (the LOST is written in
-    it). Otherwise - a reader - the common case stays read-only: only a job found gone is
-    written, in a transaction of its own after re-reading the row, and if the database
-    cannot be written the caller still sees the LOST status.
+    ``locked``: the caller holds a write transaction on ``conn`` (the outcome is written in
+    it). Otherwise - a reader - the common case stays read-only: a job whose supervisor still
+    runs is only reported (the supervisor writes it), and a job found gone is written in a
+    transaction of its own after re-reading the row; if the database cannot be written the
+    caller still sees the outcome (or LOST).
     """
     if row["status"] not in ACTIVE:
         return row
     reason = lost_reason(row)
     if reason is None:
-        return row
+        if not main_ended(row):
+            return row
+        outcome = recorded_outcome(conn, row)
+        if outcome is None:
+            return row
+        if not locked:
+            return dict(row, **_outcome_values(outcome))
+    else:
+        # Read only now that the supervisor is known gone: it writes the record before it ends.
+        outcome = recorded_outcome(conn, row)
     if not locked:
         try:
             with store.transaction(conn):
                 return reconcile(conn, store.get_job(conn, row["job_id"]) or row, locked=True)
         except Exception:
+            if outcome is not None:
+                return dict(row, **_outcome_values(outcome))
             lost = dict(row)
             lost.update(status=LOST, lost_reason=reason, finished_at=now_ts())
             return lost
     now = now_ts()
-    store.update_job(conn, row["job_id"], ACTIVE, status=LOST, lost_reason=reason,
-                     finished_at=now, updated_at=now)
+    if outcome is not None:
+        store.update_job(conn, row["job_id"], ACTIVE, updated_at=now, **_outcome_values(outcome))
+    else:
+        store.update_job(conn, row["job_id"], ACTIVE, status=LOST, lost_reason=reason,
+                         finished_at=now, updated_at=now)
     return store.get_job(conn, row["job_id"]) or row

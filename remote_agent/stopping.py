@@ -1,6 +1,7 @@
-"""Stopping an aborted job's processes: SIGTERM to the target's group and the supervisor,
-SIGKILL to whichever is still there after the grace. Identity-checked (procs.is_alive), so a
-recycled pid never receives a signal. The reply flags keep orchesjob's ``*_worker`` names.
+"""Stopping an aborted job's processes: SIGTERM to every process of the job and to its
+supervisor, SIGKILL to whichever is still there after the grace. Identity-checked (pid and
+start time), so a recycled pid never receives a signal. The reply flags keep orchesjob's
+``*_worker`` names.
 """
 
 import os
@@ -10,7 +11,7 @@ from remote_agent import procs
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
-    from typing import Any, Dict, Optional  # noqa: F401
+    from typing import Any, Dict, List, Optional  # noqa: F401
     Row = Dict[str, Any]
 
 
@@ -43,22 +44,39 @@ def live_supervisor(row):
 
 def stop_processes(row, grace):
     # type: (Row, float) -> Dict[str, bool]
-    """TERM now, KILL after ``grace`` seconds; returns orchesjob's sent_* flags."""
+    """TERM now, KILL after ``grace`` seconds; returns orchesjob's sent_* flags.
+
+    The job's processes are all of them (tree.job_processes): the supervisor's descendants,
+    the target's group, and whatever carries the job's id in its environment (escapees of a
+    supervisor that was killed). ``*_target`` flags tell whether any of them got the signal;
+    ``*_worker`` flags the supervisor, which is given until the grace (at least 1 s after the
+    job's processes are gone) to store the exit code and end by itself.
+    """
     import signal
 
-    group, supervisor_pid = target_group(row), live_supervisor(row)
-    flags = {
-        "sent_term_target": group is not None and procs.send_group(group, signal.SIGTERM),
-        "sent_term_worker": supervisor_pid is not None and procs.send(supervisor_pid, signal.SIGTERM),
-        "sent_kill_target": False,
-        "sent_kill_worker": False,
-    }
+    from remote_agent import tree
+
+    job_id = row["job_id"]
+
+    def find():
+        # type: () -> List[tree.Proc]
+        return tree.job_processes(job_id, supervisor_pid=live_supervisor(row), group=target_group(row))
+
     deadline = time.monotonic() + max(0.0, grace)
-    while time.monotonic() < deadline and (target_group(row) or live_supervisor(row)):
+    first = find()
+    sent_term_target = tree.signal_all(first, signal.SIGTERM) > 0
+    supervisor_pid = live_supervisor(row)
+    sent_term_worker = supervisor_pid is not None and procs.send(supervisor_pid, signal.SIGTERM)
+    _, sent_kill_target = tree.end_processes(find, deadline - time.monotonic(), signal.SIGTERM,
+                                             procs.kill_signal(), termed=first)
+    last_call = max(deadline, time.monotonic() + 1.0)
+    while live_supervisor(row) and time.monotonic() < last_call:
         time.sleep(0.02)
-    group, supervisor_pid = target_group(row), live_supervisor(row)
-    if group:
-        flags["sent_kill_target"] = procs.send_group(group, procs.kill_signal())
-    if supervisor_pid:
-        flags["sent_kill_worker"] = procs.send(supervisor_pid, procs.kill_signal())
-    return flags
+    supervisor_pid = live_supervisor(row)
+    sent_kill_worker = supervisor_pid is not None and procs.send(supervisor_pid, procs.kill_signal())
+    return {
+        "sent_term_target": sent_term_target,
+        "sent_term_worker": sent_term_worker,
+        "sent_kill_target": sent_kill_target,
+        "sent_kill_worker": sent_kill_worker,
+    }

@@ -20,18 +20,25 @@ own pid stands in (see lifecycle._new_attempt).
 import os
 import signal
 import sys
+import time
 
-from remote_agent import paths, procs, store
+from remote_agent import exitrec, paths, procs, store, tree
 from remote_agent.timeutil import now_ts
-from remote_agent.vocab import ABORTED, ACTIVE, FAILED, RUNNING, STARTING, STREAMS, SUCCEEDED
+from remote_agent.vocab import ACTIVE, FAILED, RUNNING, STARTING, STREAMS, SUCCEEDED
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     import sqlite3  # noqa: F401
-    from typing import Dict, List, Optional, Tuple  # noqa: F401
+    from typing import Callable, Dict, List, Optional, Tuple  # noqa: F401
 
 
 READY = b"R"
+#: How long the supervisor keeps retrying a database write that fails (the write lock held
+#: past the busy timeout, a full disk, slow storage) before it gives up: 7 days. The exit
+#: record (exitrec.py) carries the outcome meanwhile and afterwards.
+WRITE_CEILING = 7 * 24 * 3600.0
+#: Retries back off from 50 ms, doubling, to at most this many seconds between attempts.
+BACKOFF_MAX = 30.0
 
 
 def launch(state_dir, job_id, argv, cwd, env):
@@ -75,13 +82,106 @@ def _record(conn, job_id, only_if, **values):
         return store.update_job(conn, job_id, only_if, **values)
 
 
+class _Db(object):
+    """The supervisor's database handle, and writes retried until they succeed.
+
+    A write that fails for any reason (locked past the busy timeout, I/O error, full disk)
+    closes the handle and is tried again on a fresh one after a pause that doubles from 50 ms
+    to BACKOFF_MAX, until WRITE_CEILING has passed.
+    """
+
+    def __init__(self, state_dir, conn):
+        # type: (str, Optional[sqlite3.Connection]) -> None
+        self.state_dir = state_dir
+        self.conn = conn
+
+    def run(self, change, before=None):
+        # type: (Callable[[sqlite3.Connection], bool], Optional[Callable[[], object]]) -> Optional[bool]
+        """``change(conn)`` in a write transaction until it commits: its result, or None if
+        the ceiling passed. ``before`` runs ahead of every attempt."""
+        delay = 0.05
+        deadline = time.monotonic() + WRITE_CEILING
+        while True:
+            if before is not None:
+                before()
+            try:
+                if self.conn is None:
+                    self.conn = store.open_db(self.state_dir, write=True)
+                assert self.conn is not None
+                with store.transaction(self.conn):
+                    return change(self.conn)
+            except Exception:
+                self.close()
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    def write(self, job_id, only_if, before=None, **values):
+        # type: (str, Tuple[str, ...], Optional[Callable[[], object]], **object) -> Optional[bool]
+        """Set ``values`` if the job is still in ``only_if`` (True), else False; retried."""
+        values["updated_at"] = now_ts()
+        return self.run(lambda conn: store.update_job(conn, job_id, only_if, **values), before)
+
+    def keep_exit_code(self, job_id, rc):
+        # type: (str, int) -> None
+        """The job ended otherwise (aborted, lost): keep its status, record the exit code."""
+        def change(conn):
+            # type: (sqlite3.Connection) -> bool
+            store.set_exit_code_if_unknown(conn, job_id, rc)
+            return True
+
+        self.run(change)
+
+    def close(self):
+        # type: () -> None
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+
+class _ExitRecord(object):
+    """The job's exit record (exitrec.py), written once; a failed write (ENOSPC) is retried
+    before every database attempt, but never holds the database write back."""
+
+    def __init__(self, state_dir, job_id, rc, finished_at):
+        # type: (str, str, int, int) -> None
+        self.args = (state_dir, job_id, rc, finished_at)
+        self.done = False
+
+    def __call__(self):
+        # type: () -> bool
+        if not self.done:
+            try:
+                exitrec.write(*self.args)
+                self.done = True
+            except OSError:
+                pass
+        return self.done
+
+
 def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int) -> int
     _detach()
+    # The caller's descriptors (an SSH channel's socket, a pipe) are neither kept here nor
+    # inherited by the job.
+    tree.close_inherited_fds(keep=(notify_fd,))
+    # Orphaned descendants (setsid, double fork) are re-parented to us, not to init.
+    subreaper = tree.become_subreaper()
+    me = os.getpid()
     target = []  # type: List[int]
 
+    def job_processes():
+        # type: () -> List[tree.Proc]
+        return tree.job_processes(job_id, supervisor_pid=me, group=target[0] if target else None,
+                                  scan_env=not subreaper)
+
     def forward_term(signum, frame):  # type: ignore[no-untyped-def]
-        # A plain `kill <supervisor>` stops the job rather than orphaning the target.
+        # A plain `kill <supervisor>` stops the job rather than orphaning it: the main
+        # process's group gets SIGTERM, and when the main process ends, its leftovers too.
         if target:
             procs.send_group(target[0], signal.SIGTERM)
 
@@ -97,42 +197,68 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     # A connection of our own, opened after the fork: SQLite handles must never cross one.
     conn = store.open_db(state_dir, write=True)
     assert conn is not None
-    me = os.getpid()
     if not _record(conn, job_id, (STARTING,), worker_pid=me, worker_start=procs.start_time(me)):
         return 0  # aborted or declared lost before we got here: run nothing
+    db = _Db(state_dir, conn)
     out_fd, err_fd = (_open_log(state_dir, job_id, stream) for stream in STREAMS)
-    full_env = None
+    full_env = dict(os.environ)
     if env:
-        full_env = dict(os.environ)
         full_env.update(env)
+    full_env[tree.JOB_ENV] = job_id  # every job process carries it (and can read its own id)
     try:
         pid = spawn(argv, cwd, full_env, out_fd, err_fd)
     except OSError as exc:
         message = "orchesjob: cannot start the job: {}\n".format(exc.strerror or exc)
         os.write(err_fd, message.encode("utf-8", "backslashreplace"))
-        _record(conn, job_id, ACTIVE, status=FAILED, exit_code=-1, finished_at=now_ts())
+        _finish(db, state_dir, job_id, -1, ())
         return 0
     finally:
         os.close(out_fd)
         os.close(err_fd)
     target.append(pid)
-    if not _record(conn, job_id, (STARTING,), status=RUNNING, target_pid=pid,
-                   target_start=procs.start_time(pid)):
-        # Aborted between launch and record: do not leave the target orphaned.
-        procs.send_group(pid, signal.SIGTERM)
-        rc = wait_exit(pid)
-        _record(conn, job_id, (ABORTED,), exit_code=rc)
+    running = db.write(job_id, (STARTING,), status=RUNNING, target_pid=pid,
+                       target_start=procs.start_time(pid))
+    if running is False:
+        # Aborted between launch and record: do not leave the job's processes behind.
+        reaped = {}  # type: Dict[int, int]
+
+        def reap_and_find():
+            # type: () -> List[tree.Proc]
+            _reap_into(reaped)
+            return job_processes()
+
+        tree.end_processes(reap_and_find, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL)
+        db.keep_exit_code(job_id, _exit_code(reaped[pid]) if pid in reaped else wait_exit(pid))
         return 0
     try:
         os.write(notify_fd, READY)
     except OSError:
         pass  # the launcher is gone (SSH dropped): nothing to tell
     rc = wait_exit(pid)
-    status = SUCCEEDED if rc == 0 else FAILED
-    if not _record(conn, job_id, ACTIVE, status=status, exit_code=rc, finished_at=now_ts()):
-        # Aborted (or declared lost) meanwhile: keep that status, but keep the exit code too.
-        store.set_exit_code_if_unknown(conn, job_id, rc)
+    _finish(db, state_dir, job_id, rc, (notify_fd,), job_processes)
     return 0
+
+
+def _finish(db, state_dir, job_id, rc, notify, leftovers=None):
+    # type: (_Db, str, str, int, Tuple[int, ...], Optional[Callable[[], List[tree.Proc]]]) -> None
+    """The main process ended with ``rc``: record it durably, end the job's other processes,
+    wake a sync launcher, then store the final status however long the database takes."""
+    finished_at = now_ts()
+    record = _ExitRecord(state_dir, job_id, rc, finished_at)
+    record()  # first of all: from here on a reader reports this outcome, never LOST
+    if leftovers is not None:
+        # Like systemd for a one-shot service (KillMode=control-group): processes the main
+        # process left behind get SIGTERM, then SIGKILL after the grace.
+        tree.end_processes(leftovers, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL, reap=True)
+    for fd in notify:
+        os.close(fd)
+    status = SUCCEEDED if rc == 0 else FAILED
+    stored = db.write(job_id, ACTIVE, before=record, status=status, exit_code=rc,
+                      finished_at=finished_at)
+    if stored is False:
+        # Aborted (or declared lost) meanwhile: keep that status, but keep the exit code too.
+        db.keep_exit_code(job_id, rc)
+    db.close()
 
 
 def spawn(argv, cwd, env, out_fd, err_fd):
@@ -188,13 +314,38 @@ def spawn(argv, cwd, env, out_fd, err_fd):
     return pid
 
 
-def wait_exit(pid):
+def _exit_code(status):
     # type: (int) -> int
-    """Exit code of a child: its status, or -N if signal N killed it (as Popen reports)."""
-    _, status = os.waitpid(pid, 0)
+    """A wait status as an exit code: the status, or -N if signal N killed it (as Popen)."""
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def wait_exit(pid):
+    # type: (int) -> int
+    """Exit code of a child (see _exit_code), reaping every other child that ends meanwhile:
+    a subreaper's adopted orphans."""
+    while True:
+        try:
+            ended, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return -1  # cannot happen while ``pid`` is our unreaped child
+        if ended == pid:
+            return _exit_code(status)
+
+
+def _reap_into(statuses):
+    # type: (Dict[int, int]) -> None
+    """Collect every exited child without blocking, keeping its wait status by pid."""
+    while True:
+        try:
+            ended, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if ended == 0:
+            return
+        statuses[ended] = status
 
 
 def wait_ready(read_fd, timeout):

@@ -16,15 +16,29 @@ A process is named by (pid, start time) so a pid reused meanwhile is never signa
 """
 
 import os
+import time
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
-    from typing import Dict, Iterable, List, Optional, Set, Tuple  # noqa: F401
+    from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple  # noqa: F401
     Proc = Tuple[int, int]  # (pid, start time in clock ticks)
 
 #: Environment variable every job process inherits; also tells a job its own id.
 JOB_ENV = "ORCHESJOB_JOB_ID"
+#: Seconds between SIGTERM and SIGKILL for a job's leftover processes (systemd's KillMode=
+#: control-group for a one-shot service); ``ORCHESJOB_KILL_GRACE`` in the agent's environment
+#: changes it.
+KILL_GRACE_DEFAULT = 5.0
 _PR_SET_CHILD_SUBREAPER = 36
+
+
+def kill_grace():
+    # type: () -> float
+    raw = os.environ.get("ORCHESJOB_KILL_GRACE")
+    try:
+        return max(0.0, float(raw)) if raw else KILL_GRACE_DEFAULT
+    except ValueError:
+        return KILL_GRACE_DEFAULT
 
 
 def become_subreaper():
@@ -161,3 +175,34 @@ def reap_children():
             return
         if pid == 0:
             return
+
+
+def end_processes(find, grace, term, kill, reap=False, termed=None):
+    # type: (Callable[[], List[Proc]], float, int, int, bool, Optional[List[Proc]]) -> Tuple[bool, bool]
+    """End the processes ``find()`` returns, as systemd stops a unit: SIGTERM to those there now,
+    then wait until none is left, and SIGKILL to all that are (forked meanwhile or not) once
+    ``grace`` seconds passed; returns (TERM sent to any, KILL sent to any).
+
+    ``termed``: the caller already sent SIGTERM to these (sent no second time); ``reap``: this
+    process is a subreaper whose adopted orphans must be collected (a zombie does not count as
+    alive). Gives up 5 s after the KILL (a process stuck in the kernel).
+    """
+    sent_term = sent_kill = False
+    if termed is None:
+        sent_term = signal_all(find(), term) > 0
+    deadline = time.monotonic() + max(0.0, grace)
+    while True:
+        if reap:
+            reap_children()
+        found = find()
+        if not found:
+            break
+        now = time.monotonic()
+        if now >= deadline:
+            sent_kill = signal_all(found, kill) > 0 or sent_kill
+            if now >= deadline + 5.0:
+                break
+        time.sleep(0.05 if now >= deadline else min(0.05, deadline - now))
+    if reap:
+        reap_children()
+    return sent_term, sent_kill

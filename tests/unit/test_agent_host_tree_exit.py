@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from remote_agent import exitrec, host, tree
+from remote_agent import exitrec, host, liveness, procs, store, supervisor, tree, vocab
 
 MOUNTINFO = r"""22 27 0:21 / /proc rw,relatime - proc proc rw
 27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
@@ -174,3 +174,150 @@ def test_close_inherited_fds_keeps_only_what_is_asked():
     os.close(r)
     os.close(extra)
     assert closed == [r, extra]  # w was kept; everything else above 2 is gone
+
+
+IGNORES_TERM = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+               "sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)"
+
+
+def _start_of(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[19])
+
+
+def test_end_processes_terms_once_then_kills_after_the_grace():
+    obeys = subprocess.Popen(["sleep", "30"])
+    stubborn = subprocess.Popen([sys.executable, "-c", IGNORES_TERM], stdout=subprocess.PIPE)
+    try:
+        assert stubborn.stdout.readline() == b"ready\n"
+        procs = [(p.pid, _start_of(p.pid)) for p in (obeys, stubborn)]
+        t0 = time.monotonic()
+
+        def find():
+            for p in (obeys, stubborn):
+                p.poll()  # reap, as the supervisor does with reap=True
+            return tree.alive(procs)
+
+        sent_term, sent_kill = tree.end_processes(find, 0.5, signal.SIGTERM, signal.SIGKILL)
+        took = time.monotonic() - t0
+        assert (sent_term, sent_kill) == (True, True)
+        assert obeys.wait(1) == -signal.SIGTERM and stubborn.wait(1) == -signal.SIGKILL
+        assert 0.5 <= took < 3.0, took
+    finally:
+        for p in (obeys, stubborn):
+            p.kill()
+            p.wait()
+
+
+def test_end_processes_sends_no_second_term_to_what_the_caller_termed():
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        procs = [(sleeper.pid, _start_of(sleeper.pid))]
+
+        def find():
+            sleeper.poll()
+            return tree.alive(procs)
+
+        # termed=[...]: the caller already sent SIGTERM (here it did not), so only the KILL comes.
+        assert tree.end_processes(find, 0.2, signal.SIGTERM, signal.SIGKILL, termed=procs) == (False, True)
+        assert sleeper.wait(1) == -signal.SIGKILL
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_kill_grace_from_the_environment(monkeypatch):
+    monkeypatch.delenv("ORCHESJOB_KILL_GRACE", raising=False)
+    assert tree.kill_grace() == tree.KILL_GRACE_DEFAULT == 5.0
+    monkeypatch.setenv("ORCHESJOB_KILL_GRACE", "1.5")
+    assert tree.kill_grace() == 1.5
+    monkeypatch.setenv("ORCHESJOB_KILL_GRACE", "soon")
+    assert tree.kill_grace() == 5.0
+
+
+# --- reconcile with an exit record, and the supervisor's retried writes ----------------------
+
+NO_SUCH_PID = 4194304 + 17  # above Linux's largest pid_max: never a live process
+
+
+def _row(job_id, supervisor_pid):
+    return {"job_id": job_id, "run_key": "k-" + job_id, "attempt_no": 1, "command": '["true"]',
+            "status": vocab.RUNNING, "started_at": 1, "updated_at": 1, "boot_id": procs.boot_id(),
+            "worker_pid": supervisor_pid, "worker_start": procs.start_time(supervisor_pid),
+            "target_pid": NO_SUCH_PID}
+
+
+@pytest.fixture
+def state(tmp_path):
+    path = str(tmp_path / "state")
+    with store.writing(path) as conn:
+        store.insert_job(conn, _row("orphan", NO_SUCH_PID))  # supervisor and target gone
+        store.insert_job(conn, _row("retrying", os.getpid()))  # supervisor alive, target gone
+    return path
+
+
+def _stored(state, job_id):
+    conn = store.open_db(state, write=False)
+    try:
+        return store.get_job(conn, job_id)
+    finally:
+        conn.close()
+
+
+def test_reconcile_turns_an_exit_record_into_the_outcome_not_lost(state):
+    exitrec.write(state, "orphan", 7, 1700000007)
+    conn = store.open_db(state, write=False)
+    try:
+        seen = liveness.reconcile(conn, store.get_job(conn, "orphan"))
+    finally:
+        conn.close()
+    assert (seen["status"], seen["exit_code"], seen["finished_at"]) == (vocab.FAILED, 7, 1700000007)
+    assert seen["lost_reason"] is None
+    stored = _stored(state, "orphan")  # the supervisor is gone: the reader wrote it
+    assert (stored["status"], stored["exit_code"]) == (vocab.FAILED, 7)
+    # without a record the same job would have been LOST
+    with store.writing(state) as conn:
+        store.insert_job(conn, dict(_row("orphan2", NO_SUCH_PID), run_key="k-x"))
+        assert liveness.reconcile(conn, store.get_job(conn, "orphan2"), locked=True)["status"] == vocab.LOST
+
+
+def test_reconcile_reports_a_live_supervisors_record_and_leaves_the_write_to_writers(state):
+    exitrec.write(state, "retrying", 0, 1700000000)
+    conn = store.open_db(state, write=False)
+    try:
+        seen = liveness.reconcile(conn, store.get_job(conn, "retrying"))
+    finally:
+        conn.close()
+    assert (seen["status"], seen["exit_code"]) == (vocab.SUCCEEDED, 0)
+    assert _stored(state, "retrying")["status"] == vocab.RUNNING  # a reader did not write
+    with store.writing(state) as conn:  # a writer (start, abort, unlock) stores it
+        seen = liveness.reconcile(conn, store.get_job(conn, "retrying"), locked=True)
+    assert _stored(state, "retrying")["status"] == vocab.SUCCEEDED == seen["status"]
+
+
+def test_supervisor_write_is_retried_until_the_lock_is_released(state, monkeypatch):
+    import sqlite3
+    import threading
+
+    monkeypatch.setenv("ORCHESJOB_BUSY_TIMEOUT", "0.2")
+    holder = sqlite3.connect(os.path.join(state, "orchesjob.db"), isolation_level=None,
+                             check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(1.0, lambda: holder.execute("ROLLBACK")).start()
+    calls = []
+    db = supervisor._Db(state, None)
+    t0 = time.monotonic()
+    ok = db.write("retrying", vocab.ACTIVE, before=lambda: calls.append(1), status=vocab.SUCCEEDED,
+                  exit_code=0, finished_at=2)
+    db.close()
+    holder.close()
+    assert ok is True and time.monotonic() - t0 >= 1.0
+    assert len(calls) >= 2  # attempts failed under the lock and were retried
+    assert _stored(state, "retrying")["status"] == vocab.SUCCEEDED
+
+
+def test_exit_record_write_is_retried_after_a_failure(tmp_path):
+    record = supervisor._ExitRecord(str(tmp_path), "j9", 5, 9)
+    assert record() is False  # no logs/ directory yet (as with ENOSPC): nothing recorded
+    (tmp_path / "logs").mkdir()
+    assert record() is True and exitrec.read(str(tmp_path), "j9") == (5, 9)
