@@ -18,26 +18,31 @@ the run key:
 * worker_sigterm: a graceful worker stop without a user action (SIGTERM to the task runner and
   its children, SIGKILL of what is left 10 s later, as a container stop does; the LocalExecutor
   worker process that hosts the task's supervisor is spared: killed while it holds the
-  executor's queue lock it would hang every other worker of the shared stack). The remote job is NOT aborted
-  (still RUNNING after on_kill had its time), the retry reattaches: 1 execution, success.
+  executor's queue lock it would hang every other worker of the shared stack). The remote job is
+  NOT aborted (still RUNNING after on_kill had its time), the retry reattaches: 1 execution,
+  success.
 * clear_running_sync (deferrable=False): the user clears the running task. The job is ABORTED
   and its result acknowledged; the new try starts attempt 2: 2 executions, success.
 * clear_deferred: the same while the task is deferred (the race of issue 8: the new try must
   neither reattach to the old job nor fail with ABORTED): 2 executions, success.
 * mark_failed_deferred: the user marks the deferred task failed: the job is ABORTED within
-  seconds (the trigger's on_kill); the user then clears the task: it runs again, 2 executions,
-  success.
+  30 s of the API's answer (the trigger's on_kill); the user then clears the task: it runs again,
+  2 executions, success.
 * clear_success / clear_success_strict: the user clears a task that succeeded: a new attempt,
   2 executions; with strict=True the result is kept: 1 execution; success both times.
 * sshd_outage_deferred: the sshd the task's connection uses (a second sshd of the test kit, so
   the other cases keep theirs) is stopped, its sessions cut, for 3x poll_interval during the
-  deferred wait, then started again: the same try picks the job up, 1 execution, success.
+  deferred wait, then started again: the same try picks the job up, 1 execution, success; the
+  trigger's log shows it retried (the outage was felt).
 * supervisor_killed: the job's supervisor is killed with -9 on the target, then the command
   ends: its outcome is unknown; the task fails saying so ("unknown") and the retry does not run
   the command again: 1 execution, failed.
 
-The worker SIGKILL case (1 execution) and the triggerer SIGKILL case are in
-test_resume_after_crash.py.
+In both clear cases and after the mark, the try after the user's action must be try 2 and must
+start a new attempt (a try that adopts the aborted job and fails, hidden by a retry that then
+runs, is the bug of issue 8). The worker SIGKILL case (1 execution) and the triggerer SIGKILL
+case run on the same stack; test_resume_after_crash.py checks them. `-k`/one module starts only
+the cases of the selected tests.
 """
 
 from __future__ import annotations

@@ -47,6 +47,13 @@ pytestmark = [
 ]
 
 
+#: the events_runner case each test checks (conftest starts only the cases of collected tests)
+CASE_OF_TEST = {
+    "test_worker_killed_retry_reattaches": "worker_sigkill",
+    "test_triggerer_killed_deferred_task_resumes": "triggerer_sigkill",
+}
+
+
 def test_worker_killed_retry_reattaches(events):
     check_case(events, "worker_sigkill")
 
