@@ -55,6 +55,7 @@ from testkit.procs import wait_until as _wait_until
 DEFAULT_VENV = os.path.join(REPO, ".venvs", "af3")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 STATE_FILE = "stack.json"
+SQLITE_BUSY_TIMEOUT = 60
 
 
 class StackError(RuntimeError):
@@ -151,7 +152,9 @@ class AirflowStack:
             "AIRFLOW_HOME": self.home,
             "AIRFLOW__CORE__DAGS_FOLDER": self.dags_folder,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+            # sqlite3's busy timeout (default 5 s): on a loaded 2-core machine a writer can hold
+            # the lock longer, and a scheduler that hits "database is locked" exits.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}?timeout={SQLITE_BUSY_TIMEOUT}",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
             # LocalExecutor forks `parallelism` workers up front: keep it small on a small box.
@@ -251,6 +254,10 @@ class AirflowStack:
                                  + tail(self.component_log("api-server"), 60))
             return port_open(self.api_port)
         wait_until(ready, timeout, 1.0, f"the API server on 127.0.0.1:{self.api_port}")
+
+    def dead_components(self) -> List[str]:
+        """The components started (and not stopped) through this object that have exited."""
+        return [name for name in list(self.procs) if not self.component_alive(name)]
 
     def component_alive(self, name: str) -> bool:
         pid = self.procs.get(name)

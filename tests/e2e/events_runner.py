@@ -226,6 +226,11 @@ class Case:
         def check() -> Any:
             if self.teardown.is_set():
                 raise RuntimeError(f"[{self.name}] the run is being torn down (while waiting for {what})")
+            dead = self.stack.dead_components()
+            if dead:  # fail now with the reason, not at the deadline
+                raise stack_mod.StackError(
+                    f"[{self.name}] Airflow's {', '.join(dead)} exited (while waiting for {what}):\n"
+                    + "\n".join(stack_mod.tail(self.stack.component_log(n), 30) for n in dead))
             return pred()
         return wait_until(check, timeout, interval, f"[{self.name}] {what}", diag=self.report)
 
