@@ -513,10 +513,15 @@ class AirflowStack:
 
 
 class RestartableSSHD:
-    """A second loopback sshd (testkit.sshd in its own state dir) that a test stops and starts
+    """A loopback sshd of its own (testkit.sshd in its own state dir) that a test stops and starts
     again on the same port with the same host key: "sshd restarted / link cut for a while"
     without disturbing the suite's shared server. ``stop()`` also ends the sessions it serves
-    (sshd's per-connection processes), so a client's open connection really breaks."""
+    (sshd's per-connection processes), so a client's open connection really breaks.
+
+    Its client key is also authorized in a file of its own state dir (AuthorizedKeysFile lists it
+    first): every test sshd of the machine edits the one ~user/.ssh/authorized_keys by
+    read-modify-write without a shared lock, so concurrent test runs can drop each other's keys
+    there. The state dir's parents must be traversable by the target user."""
 
     def __init__(self, state_dir: str) -> None:
         self.state_dir = os.path.abspath(state_dir)
@@ -525,8 +530,31 @@ class RestartableSSHD:
     def start(self) -> Dict[str, Any]:
         from testkit import sshd as sshd_mod
 
-        self.info = sshd_mod.start(self.state_dir, port=self.info.get("port"))
-        return self.info
+        info = sshd_mod.start(self.state_dir, port=self.info.get("port"))
+        self._private_authorized_keys(info)
+        self.info = info
+        return info
+
+    def _private_authorized_keys(self, info: Dict[str, Any]) -> None:
+        from testkit import sshd as sshd_mod
+
+        keys = os.path.join(self.state_dir, "authorized_keys")
+        with open(keys, "w") as f:
+            f.write(info["public_key"].strip() + "\n")
+        os.chmod(keys, 0o644)  # sshd reads it as the target user
+        cfg = info["config_path"]
+        with open(cfg) as f:
+            text = f.read()
+        if keys in text:
+            return
+        text = text.replace("AuthorizedKeysFile .ssh/authorized_keys",
+                            f"AuthorizedKeysFile {keys} .ssh/authorized_keys")
+        with open(cfg, "w") as f:
+            f.write(text)
+        subprocess.run([sshd_mod.SSHD, "-t", "-f", cfg], check=True, stdin=subprocess.DEVNULL)
+        os.kill(info["pid"], signal.SIGHUP)  # sshd re-executes itself with the new config
+        time.sleep(0.2)
+        wait_until(lambda: sshd_mod.port_open(info["port"]), 30, 0.2, "sshd to listen again after SIGHUP")
 
     def target(self) -> Any:
         from testkit.ssh_target import SSHTarget

@@ -13,15 +13,16 @@ def case_of(item) -> "str | None":
 
 
 @pytest.fixture(scope="session")
-def events(sshd, request):
+def events(request):
     """One Airflow 3 stack running, at once (one thread each), the cases of the collected tests
-    (so `-k` or one module starts only what it checks).
+    (so `-k` or one module starts only what it checks). It uses sshds of its own (see
+    events_runner.running_cases), not the suite's ``sshd``.
 
     Yields (stack, {name: Case}); a test calls events_runner.check_case(events, name)."""
     from events_runner import running_cases  # tests/e2e is on sys.path (pytest's rootdir-relative import)
 
     names = sorted({n for n in (case_of(i) for i in request.session.items) if n})
-    with running_cases(sshd, names) as ev:
+    with running_cases(names) as ev:
         yield ev
 
 

@@ -27,7 +27,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from testkit import REPO
 from testkit import airflow_stack as stack_mod
-from testkit import sshd as sshd_mod
 from testkit.procs import pid_alive, proc_cmdline
 
 CONN_ID = "orchesjob_events_ssh"
@@ -76,7 +75,7 @@ ACTION_RE = re.compile(r"orchesjob (\w+): ")
 
 
 class Remote:
-    """The target as an admin sees it: the agent CLI over ssh (the suite's sshd), as the SSH user.
+    """The target as an admin sees it: the agent CLI over ssh (sshd #1 of the runner), as the SSH user.
 
     The agent is this checkout's remote_agent (the code the provider deploys), run from the
     checkout when the target user can read it (the target is this machine): other test runs of
@@ -473,16 +472,25 @@ scenario_clear_success_strict = _scenario_clear_success
 def scenario_sshd_outage_deferred(c: Case) -> None:
     sshd2: stack_mod.RestartableSSHD = c.extra["sshd2"]
     job = c.start_and_wait_running()
+    # The trigger must be polling before the cut (on a loaded machine its first poll can come late).
+    c.wait(lambda: "working" in c.trigger_logs(1), "the trigger to show the job's first output",
+           interval=0.5)
     cut = sshd2.stop()
     t_down = time.monotonic()
     c.note(f"sshd #2 stopped, {len(cut)} session process(es) killed")
-    down_for = 3 * OUTAGE_POLL_INTERVAL
-    # The outage itself lasts a fixed time (the event); meanwhile the job and the task must hold.
-    while time.monotonic() - t_down < down_for:
+    retry = re.compile(r"retry \d+/\d+")
+
+    def outage_over() -> bool:
+        # Meanwhile the task must stay deferred (the trigger must not give up).
         ti = c.ti()
         assert ti and ti["state"] == "deferred", (
-            f"[{c.name}] the task left the deferred state during the outage: {ti}")
-        time.sleep(0.5)
+            f"[{c.name}] the task left the deferred state during the outage: {ti}\n{c.summary()}")
+        return (time.monotonic() - t_down >= 3 * OUTAGE_POLL_INTERVAL
+                and bool(retry.search(c.trigger_logs(1))))
+
+    # At least 3x poll_interval, and until the trigger has failed to reach the agent (and logged
+    # its retry): the outage was felt.
+    c.wait(outage_over, "3x poll_interval and a failed poll of the trigger", timeout=STEP, interval=0.5)
     after = [j for j in c.history() if j["job_id"] == job["job_id"]]
     assert after and after[0]["status"] == "RUNNING", after
     sshd2.start()
@@ -492,9 +500,6 @@ def scenario_sshd_outage_deferred(c: Case) -> None:
     c.wait_finished(1)
     c.assert_outcome("success", 1, try_number=1)
     c.assert_one_job(job["job_id"])
-    # The outage was real for the trigger: it failed to reach the agent and retried.
-    trig = c.trigger_logs(1)
-    assert re.search(r"retry \d+/\d+", trig), f"[{c.name}] the trigger never noticed the outage:\n{trig}"
 
 
 def scenario_supervisor_killed(c: Case) -> None:
@@ -617,52 +622,8 @@ def _run_case(c: Case, fn: Callable[[Case], None], ready: threading.Event, start
         c.done.set()
 
 
-class KeyKeeper:
-    """Keep the SSH client keys of this run in the target user's authorized_keys.
-
-    Every loopback sshd of the machine (other test runs too: ``testkit.sshd`` start/stop) adds
-    and removes its key in the one ~orchtest/.ssh/authorized_keys by read-modify-write, without
-    a lock they share; two runs at once can drop each other's keys. A case must not fail for
-    that, so while the cases run this thread puts our keys back when they are missing (with a
-    single run on the machine it never has to)."""
-
-    def __init__(self, targets: List[Any]) -> None:
-        self.targets = targets
-        self.stop_event = threading.Event()
-        self.restored = 0
-        self.thread = threading.Thread(target=self._loop, name="authorized-keys-keeper", daemon=True)
-
-    def _loop(self) -> None:
-        import pwd
-
-        while not self.stop_event.wait(0.5):
-            for t in self.targets:
-                key = (t.info or {}).get("public_key")
-                if not key:
-                    continue
-                body = " ".join(key.split()[:2])
-                try:
-                    pw = pwd.getpwnam(t.user)
-                    path = os.path.join(pw.pw_dir, ".ssh", "authorized_keys")
-                    present = os.path.exists(path) and any(
-                        " ".join(ln.split()[:2]) == body for ln in stack_mod._read(path).splitlines())
-                    if not present:
-                        sshd_mod.authorize_key(pw, key)
-                        self.restored += 1
-                except (OSError, KeyError):
-                    pass
-
-    def __enter__(self) -> KeyKeeper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop_event.set()
-        self.thread.join(5)
-
-
 @contextmanager
-def running_cases(sshd, names: Optional[List[str]] = None
+def running_cases(names: Optional[List[str]] = None
                   ) -> Iterator[Tuple[stack_mod.AirflowStack, Dict[str, Case]]]:
     """One stack for the cases ``names`` (default: all of CASES); all start at once, each in its
     own thread."""
@@ -672,8 +633,20 @@ def running_cases(sshd, names: Optional[List[str]] = None
     home = tempfile.mkdtemp(prefix=f"orchesjob-e2e-{token}-")
     dags = os.path.join(home, "dags")
     os.makedirs(dags)
-    sshd2 = stack_mod.RestartableSSHD(os.path.join(home, "sshd2"))
-    sshd2.start()
+    # Two sshds of our own (the suite's shared one is not used): #1 for every case, #2 for the
+    # outage case. Their state dirs must be traversable by the target user (the key lists).
+    sshd_dir = tempfile.mkdtemp(prefix=f"orchesjob-e2e-sshd-{token}-")
+    os.chmod(sshd_dir, 0o755)
+    sshd1 = stack_mod.RestartableSSHD(os.path.join(sshd_dir, "sshd1"))
+    sshd2 = stack_mod.RestartableSSHD(os.path.join(sshd_dir, "sshd2"))
+    try:
+        sshd1.start()
+        sshd2.start()
+    except BaseException:
+        sshd1.stop()
+        sshd2.stop()
+        raise
+    sshd = sshd1.target()
     conns = {CONN_ID: sshd.conn_uri(), CONN_ID_OUTAGE: sshd2.target().conn_uri()}
     # Sync cases hold a worker slot for their whole wait: room for all of them at once.
     st = stack_mod.AirflowStack(home, dags, connections=conns, heartbeat_timeout=20,
@@ -683,7 +656,6 @@ def running_cases(sshd, names: Optional[List[str]] = None
     ready = threading.Event()
     started_ok: List[bool] = []
     threads = []
-    keeper = KeyKeeper([sshd, sshd2.target()])
     for name, (_fn, opts) in selected.items():
         c = Case(name, token, sshd, st, t0, **opts)
         c.extra.update(sshd2=sshd2, cases=cases)
@@ -696,13 +668,12 @@ def running_cases(sshd, names: Optional[List[str]] = None
         t.start()
         threads.append(t)
     try:
-        with keeper:
-            st.setup()
-            st.start()
-            started_ok.append(True)
-            print(f"\nt+{time.monotonic() - t0:6.1f}s stack up (AIRFLOW_HOME {home})", flush=True)
-            ready.set()
-            yield st, cases
+        st.setup()
+        st.start()
+        started_ok.append(True)
+        print(f"\nt+{time.monotonic() - t0:6.1f}s stack up (AIRFLOW_HOME {home})", flush=True)
+        ready.set()
+        yield st, cases
     finally:
         for c in cases.values():
             c.teardown.set()
@@ -716,8 +687,8 @@ def running_cases(sshd, names: Optional[List[str]] = None
                 t.join(max(0.1, deadline - time.monotonic()))
             for c in cases.values():
                 c.remote.cleanup(c.side_effect, c.release, c.state_dir)
-            if keeper.restored:
-                print(f"\n(authorized_keys: our keys were put back {keeper.restored} time(s))")
+            sshd1.stop()
+            shutil.rmtree(sshd_dir, ignore_errors=True)
             if all(c.done.is_set() and c.error is None for c in cases.values()):
                 shutil.rmtree(home, ignore_errors=True)
             else:
