@@ -678,6 +678,11 @@ def running_cases(names: Optional[List[str]] = None
         for c in cases.values():
             c.teardown.set()
         ready.set()
+        for c in cases.values():  # a job left waiting by a failed case ends now, not in minutes
+            try:
+                c.remote.touch(c.release)
+            except Exception:
+                pass
         try:
             st.stop()
         finally:
