@@ -7,7 +7,8 @@
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
 #   3 sshd     loopback OpenSSH server + throwaway user (python -m testkit.sshd)
 #   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e (so tests/unit
-#              too), then tests/faults, each on xdist workers; then tests/e2e one test at a time
+#              too), then tests/faults, each on xdist workers; then tests/e2e without xdist: one
+#              real Airflow stack running every e2e case at once (tests/e2e/events_runner.py)
 #              (a real scheduler + triggerer: CPU-heavy and timed, so it gets the machine to itself)
 #   5 af2      the same for tests/unit + tests/provider and tests/faults under .venvs/af2 (MWAA
 #              2.10.3 pins)
@@ -172,7 +173,7 @@ run_pytest af3 "$AF3" 0 "${XDIST[@]}" --ignore=tests/faults --ignore=tests/e2e t
 # pool they share the machine only with each other (measured max event-loop lag 4-7 ms, bound 200).
 step pytest-af3-faults "pytest tests/faults under .venvs/af3, ${PYTEST_WORKERS} workers"
 run_pytest af3-faults "$AF3" 0 "${XDIST[@]}" tests/faults
-step pytest-af3-e2e "pytest tests/e2e under .venvs/af3, one at a time"
+step pytest-af3-e2e "pytest tests/e2e under .venvs/af3: one stack, every case at once"
 run_pytest af3-e2e "$AF3" 0 tests/e2e
 
 # --------------------------------------------------------------------------- 5 af2

@@ -55,6 +55,7 @@ from testkit.procs import wait_until as _wait_until
 DEFAULT_VENV = os.path.join(REPO, ".venvs", "af3")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 STATE_FILE = "stack.json"
+SQLITE_BUSY_TIMEOUT = 60
 
 
 class StackError(RuntimeError):
@@ -151,7 +152,9 @@ class AirflowStack:
             "AIRFLOW_HOME": self.home,
             "AIRFLOW__CORE__DAGS_FOLDER": self.dags_folder,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+            # sqlite3's busy timeout (default 5 s): on a loaded 2-core machine a writer can hold
+            # the lock longer, and a scheduler that hits "database is locked" exits.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}?timeout={SQLITE_BUSY_TIMEOUT}",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
             # LocalExecutor forks `parallelism` workers up front: keep it small on a small box.
@@ -251,6 +254,10 @@ class AirflowStack:
                                  + tail(self.component_log("api-server"), 60))
             return port_open(self.api_port)
         wait_until(ready, timeout, 1.0, f"the API server on 127.0.0.1:{self.api_port}")
+
+    def dead_components(self) -> List[str]:
+        """The components started (and not stopped) through this object that have exited."""
+        return [name for name in list(self.procs) if not self.component_alive(name)]
 
     def component_alive(self, name: str) -> bool:
         pid = self.procs.get(name)
@@ -362,13 +369,18 @@ class AirflowStack:
 
     def api(self, method: str, path: str, body: Optional[Dict[str, Any]] = None, timeout: float = 60) -> Any:
         """Call the REST API (/api/v2/...); the simple auth manager's all-admins mode needs no token."""
+        import urllib.error
         import urllib.request
 
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            raw = r.read()
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:  # say what the API server answered
+            detail = e.read().decode(errors="replace")[:2000]
+            raise StackError(f"{method} {path} -> HTTP {e.code}: {detail}") from None
         return json.loads(raw) if raw else None
 
     def trigger(self, dag_id: str, run_id: str, conf: Optional[Dict[str, Any]] = None) -> None:
@@ -396,6 +408,34 @@ class AirflowStack:
             "FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?",
             (dag_id, run_id, task_id, map_index))
         return rows[0] if rows else None
+
+    # ---- what a user does in the UI (REST API v2)
+    def api_write(self, method: str, path: str, body: Dict[str, Any], attempts: int = 6) -> Any:
+        """A REST call that changes state, retried while the API server answers "Database error"
+        (SQLite busy under a loaded scheduler: the transaction was rolled back, nothing changed)."""
+        for attempt in range(attempts):
+            try:
+                return self.api(method, path, body)
+            except StackError as e:
+                if "Database error" not in str(e) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def clear_task(self, dag_id: str, run_id: str, task_id: str, reset_dag_runs: bool = True) -> Any:
+        """Clear one task instance as a user does (whatever its state: running, deferred, done).
+
+        ``POST /api/v2/dags/{dag_id}/clearTaskInstances`` (dry_run defaults to true there)."""
+        return self.api_write("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", {
+            "dry_run": False, "task_ids": [task_id], "dag_run_id": run_id,
+            "only_failed": False, "only_running": False, "reset_dag_runs": reset_dag_runs,
+            "include_upstream": False, "include_downstream": False,
+            "include_future": False, "include_past": False})
+
+    def mark_task(self, dag_id: str, run_id: str, task_id: str, new_state: str) -> Any:
+        """Mark one task instance ``failed``/``success`` as a user does (PATCH ... new_state)."""
+        return self.api_write("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}",
+                              {"new_state": new_state})
 
     def wait_dag_run_done(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
         return wait_until(lambda: (self.dag_run_state(dag_id, run_id) in ("success", "failed"))
@@ -449,7 +489,8 @@ class AirflowStack:
     def read_task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
         return _read(self.task_log_path(dag_id, run_id, task_id, try_number))
 
-    def diagnostics(self, lines: int = 40) -> str:
+    def diagnostics(self, lines: int = 40, task_logs: bool = True) -> str:
+        """Tails of the component logs, (task_logs=True) of every task log, and the DB's rows."""
         parts = []
         for name in COMPONENTS:
             path = self.component_log(name)
@@ -457,7 +498,7 @@ class AirflowStack:
                 state = "alive" if self.component_alive(name) else "not running"
                 parts.append(f"---- {name} ({state}) {path} (last {lines} lines)\n{tail(path, lines)}")
         logs_root = os.path.join(self.home, "logs")
-        for root, _dirs, files in os.walk(logs_root):
+        for root, _dirs, files in (os.walk(logs_root) if task_logs else ()):
             for fn in sorted(files):
                 if fn.startswith("attempt="):
                     path = os.path.join(root, fn)
@@ -469,6 +510,76 @@ class AirflowStack:
         except Exception as e:
             parts.append(f"---- (cannot query the DB: {e})")
         return "\n".join(parts)
+
+
+class RestartableSSHD:
+    """A loopback sshd of its own (testkit.sshd in its own state dir) that a test stops and starts
+    again on the same port with the same host key: "sshd restarted / link cut for a while"
+    without disturbing the suite's shared server. ``stop()`` also ends the sessions it serves
+    (sshd's per-connection processes), so a client's open connection really breaks.
+
+    Its client key is also authorized in a file of its own state dir (AuthorizedKeysFile lists it
+    first): every test sshd of the machine edits the one ~user/.ssh/authorized_keys by
+    read-modify-write without a shared lock, so concurrent test runs can drop each other's keys
+    there. The state dir's parents must be traversable by the target user."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        self.info: Dict[str, Any] = {}
+
+    def start(self) -> Dict[str, Any]:
+        from testkit import sshd as sshd_mod
+
+        info = sshd_mod.start(self.state_dir, port=self.info.get("port"))
+        self._private_authorized_keys(info)
+        self.info = info
+        return info
+
+    def _private_authorized_keys(self, info: Dict[str, Any]) -> None:
+        from testkit import sshd as sshd_mod
+
+        keys = os.path.join(self.state_dir, "authorized_keys")
+        with open(keys, "w") as f:
+            f.write(info["public_key"].strip() + "\n")
+        os.chmod(keys, 0o644)  # sshd reads it as the target user
+        cfg = info["config_path"]
+        with open(cfg) as f:
+            text = f.read()
+        if keys in text:
+            return
+        text = text.replace("AuthorizedKeysFile .ssh/authorized_keys",
+                            f"AuthorizedKeysFile {keys} .ssh/authorized_keys")
+        with open(cfg, "w") as f:
+            f.write(text)
+        subprocess.run([sshd_mod.SSHD, "-t", "-f", cfg], check=True, stdin=subprocess.DEVNULL)
+        os.kill(info["pid"], signal.SIGHUP)  # sshd re-executes itself with the new config
+        time.sleep(0.2)
+        wait_until(lambda: sshd_mod.port_open(info["port"]), 30, 0.2, "sshd to listen again after SIGHUP")
+
+    def target(self) -> Any:
+        from testkit.ssh_target import SSHTarget
+
+        return SSHTarget.from_info(self.info)
+
+    def stop(self) -> List[int]:
+        """Stop the listener and kill its live sessions; return the session pids killed."""
+        from testkit import sshd as sshd_mod
+
+        pid = self.info.get("pid")
+        sessions = [q for q in (descendants(pid) if pid else [])
+                    if proc_cmdline(q).startswith("sshd")]
+        sshd_mod.stop(self.state_dir)
+        for q in sessions:
+            try:
+                os.kill(q, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return sessions
+
+    def alive(self) -> bool:
+        from testkit import sshd as sshd_mod
+
+        return sshd_mod.load(self.state_dir) is not None
 
 
 def format_task_log(text: str) -> str:
