@@ -90,7 +90,7 @@ def test_cli_start_keeps_orchesjob_behaviour(agent):
     orchesjob 1.1.0 does: a person typing it means to run the command."""
     key = agent.key()
     marker, gate = agent.workdir / "runs", agent.workdir / "gate"
-    argv, job = lost_unknown(agent, key, marker, gate)
+    argv, _job = lost_unknown(agent, key, marker, gate)
     new = agent.start_ok(key, *argv, sync=True)
     assert new["attempt_no"] == 2 and runs(marker) == 2, new
 
