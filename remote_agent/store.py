@@ -124,7 +124,11 @@ def open_db(state_dir, write):
             if version != SCHEMA_VERSION:
                 schema.migrate(conn, version, "DELETE" if fstype else "WAL")
             if fstype:
-                schema.leave_wal(conn, state_dir, fstype)
+                try:
+                    schema.leave_wal(conn, state_dir, fstype)
+                except AgentError:
+                    conn.close()
+                    raise
     except sqlite3.Error as exc:
         raise db_error(exc, state_dir) from None
     finally:
