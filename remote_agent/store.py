@@ -115,6 +115,8 @@ def open_db(state_dir, write):
     try:
         conn = _connect(path, readonly=False)
         version = user_version(conn)
+        from remote_agent.host import network_fs_type  # writers only: reads keep the journal mode
+
         fstype = network_fs_type(state_dir)
         if version != SCHEMA_VERSION or fstype:
             _check_version(version, state_dir, reading=False)
@@ -134,15 +136,6 @@ def open_db(state_dir, write):
     finally:
         os.umask(old_umask)
     return conn
-
-
-def network_fs_type(state_dir):
-    # type: (str) -> Optional[str]
-    """The state dir's filesystem type if it is a network one (no WAL there), else None."""
-    from remote_agent import host  # writers only: reads never change the journal mode
-
-    fstype = host.state_fs_type(state_dir)
-    return fstype if host.is_network_fs(fstype) else None
 
 
 def journal_mode(conn):
