@@ -139,3 +139,10 @@ def is_network_fs(fstype):
     if not fstype:
         return False
     return fstype in NETWORK_FS or fstype.split(".")[0] in ("nfs", "cifs")
+
+
+def network_fs_type(state_dir):
+    # type: (str) -> Optional[str]
+    """The state dir's filesystem type if it is a network one (no WAL there), else None."""
+    fstype = state_fs_type(state_dir)
+    return fstype if is_network_fs(fstype) else None

@@ -9,13 +9,24 @@ key impossible even if this code were wrong.
 import json
 import os
 
-from remote_agent import paths, procs, store
+from remote_agent import host, paths, procs, store
 from remote_agent.errors import not_found, wrong_state
-from remote_agent.liveness import reconcile
+from remote_agent.liveness import REBOOTED, reconcile
 from remote_agent.reader import Reader, resolve, wait_for
 from remote_agent.timeutil import now_ts
 from remote_agent.validate import check_argv, check_job_id, check_run_key, new_job_id, text
-from remote_agent.vocab import ABORTED, ACTIVE, ADOPTED, KEPT, REATTACHED, STARTED, STARTING, STREAMS
+from remote_agent.vocab import (
+    ABORTED,
+    ACTIVE,
+    ADOPTED,
+    KEPT,
+    LOST,
+    REATTACHED,
+    STARTED,
+    STARTING,
+    STREAMS,
+    UNKNOWN,
+)
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -39,29 +50,54 @@ class StartResult(object):
         return self.action != STARTED
 
 
-def decide_start(latest, resume, strict, override, key):
-    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row]) -> Tuple[str, Optional[Row], Optional[Row]]
+def outcome_unknown(row):
+    # type: (Row) -> bool
+    """True for a LOST job that may have completed: its target had started, its exit status
+    is unknown, and neither a host reboot (which killed the target) nor the orchesjob 1.1.0
+    import (whose LOST rows keep their old meaning) explains the loss."""
+    reason = row.get("lost_reason") or ""
+    return (row["status"] == LOST and row.get("target_pid") is not None and row.get("exit_code") is None
+            and bool(reason) and not reason.startswith((REBOOTED, "imported from orchesjob")))
+
+
+def decide_start(latest, resume, strict, override, key, rerun_unknown=False):
+    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row], bool) -> Tuple[str, Optional[Row], Optional[Row]]
     """The start decision table, pure (no I/O): returns (action, job, override).
 
     ``latest`` is the key's latest job, already reconciled (None if it never ran or was
     cleaned); ``override`` the key's valid unlock (or None); ``key`` its run_keys row (None
     if it never ran). ``job`` is the existing job the action returns (None for STARTED);
     ``override`` is the unlock a STARTED attempt consumes (None if it consumes none).
+    A job of another host (shared state dir) is never reconciled, so while it runs it is
+    STARTING/RUNNING here and reattached like a local one.
 
     ============================  ======================  =====================================
     latest job                    flags                   result
     ============================  ======================  =====================================
     STARTING / RUNNING            any                     REATTACHED to it
+    LOST, outcome unknown (1)     resume, an unlock       STARTED, the unlock consumed
+    LOST, outcome unknown (1)     resume, rerun_unknown,  STARTED
+                                  not strict
+    LOST, outcome unknown (1)     resume otherwise        UNKNOWN: not run again (acked or not)
     terminal, not acknowledged    resume                  ADOPTED: its result counts
     terminal                      strict, no unlock       KEPT: its result stands
     none, but the key ran         strict, no unlock       error (exit 4): cleaned, unlock first
     none / terminal otherwise     strict with an unlock   STARTED, the unlock consumed
     none / terminal otherwise     -                       STARTED
     ============================  ======================  =====================================
+
+    (1) ``outcome_unknown``: its target started, then supervisor and target ended with no exit
+    status recorded (not a host reboot, not a supervisor that died before the target started).
     """
     if latest is not None:
         if latest["status"] in ACTIVE:
             return REATTACHED, latest, None
+        if resume and outcome_unknown(latest):
+            if override is not None:
+                return STARTED, None, override
+            if rerun_unknown and not strict:
+                return STARTED, None, None
+            return UNKNOWN, latest, None
         if resume and latest.get("acked_at") is None:
             return ADOPTED, latest, None
     if not strict:
@@ -77,8 +113,8 @@ def decide_start(latest, resume, strict, override, key):
 
 
 def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
-          sync=False, start_timeout=10.0):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float) -> Tuple[StartResult, Row]
+          sync=False, start_timeout=10.0, rerun_unknown=False):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool) -> Tuple[StartResult, Row]
     """Decide, launch if needed, and wait as asked; returns (decision, job as it now is)."""
     check_run_key(run_key)
     check_argv(argv)
@@ -86,14 +122,19 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
         latest = store.latest_job(conn, run_key)
         if latest is not None:
             latest = reconcile(conn, latest, locked=True)
-        override = store.valid_override(conn, run_key, now_ts()) if strict else None
+        unknown = resume and latest is not None and outcome_unknown(latest)
+        override = store.valid_override(conn, run_key, now_ts()) if strict or unknown else None
         key = store.run_key_row(conn, run_key)
-        action, job, used = decide_start(latest, resume, strict, override, key)
+        action, job, used = decide_start(latest, resume, strict, override, key, rerun_unknown)
         if job is not None:
             result = StartResult(action, job)
         else:
+            reason = used["reason"] if used else None
+            if unknown and reason is None:
+                reason = "outcome of {} unknown; run again ({})".format(
+                    latest["job_id"] if latest else "?", "unlock" if used else "rerun_unknown")
             row = _new_attempt(conn, key, run_key, argv, cwd, strict,
-                               latest["job_id"] if latest else None, used["reason"] if used else None)
+                               latest["job_id"] if latest else None, reason)
             if used is not None:
                 store.use_override(conn, run_key, now_ts())
             result = StartResult(STARTED, row, strict_override_used=used is not None)
@@ -117,6 +158,7 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason):
         "rerun_of_job_id": rerun_of if rerun_of is not None else (key or {}).get("last_job_id"),
         "rerun_reason": rerun_reason,
         "boot_id": procs.boot_id(),
+        "host_id": host.host_id(),
         # The launcher stands in as the supervisor until the forked one records itself, so a
         # launcher that dies before forking leaves a job that reads as LOST, not a stuck key.
         "worker_pid": me,
@@ -177,6 +219,9 @@ def abort(state_dir, run_key, job_id, reason, grace):
         row = resolve(conn, run_key, job_id, locked=True)
         if row["status"] not in ACTIVE:
             raise wrong_state("Job is not running: {} status={}".format(row["job_id"], row["status"]))
+        if not host.is_this_host(row.get("host_id")):
+            raise wrong_state("Job {} runs on host {} (this is {}): abort it there".format(
+                row["job_id"], row["host_id"], host.host_id()))
         now = now_ts()
         store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                          aborted_at=now, updated_at=now, abort_reason=text(reason))

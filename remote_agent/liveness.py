@@ -2,7 +2,8 @@
 or into its recorded outcome.
 
 A job is alive while its supervisor (the ``worker_pid`` column) or its target runs, judged by
-process identity (boot id, pid, start time: see procs.py), never by a bare pid.
+process identity (boot id, pid, start time: see procs.py), never by a bare pid. Only the host
+that started a job judges it (host.py): elsewhere its pids and boot id mean nothing.
 
 Its outcome is known once the supervisor wrote the exit record (exitrec.py), which it does
 before anything else when the main process ends. From then on the job reads SUCCEEDED or
@@ -14,6 +15,7 @@ supervisor is gone. Never LOST for lack of a database write.
 import os
 
 from remote_agent import procs, store
+from remote_agent.host import is_this_host
 from remote_agent.timeutil import now_ts
 from remote_agent.vocab import ACTIVE, FAILED, LOST, SUCCEEDED
 
@@ -24,13 +26,17 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
     Row = Dict[str, Any]
 
 
+#: The lost reason of a job whose host rebooted: its target was killed with the host.
+REBOOTED = "host rebooted since the job started"
+
+
 def lost_reason(row):
     # type: (Row) -> Optional[str]
     """Why an active job is gone, or None while its supervisor or its target is alive."""
     boot = row.get("boot_id")
     current = procs.boot_id()
     if boot and current and boot != current:
-        return "host rebooted since the job started"
+        return REBOOTED
     supervisor_pid = row.get("worker_pid")
     if procs.is_alive(supervisor_pid, row.get("worker_start"), boot):
         return None
@@ -81,8 +87,8 @@ def reconcile(conn, row, locked=False):
     transaction of its own after re-reading the row; if the database cannot be written the
     caller still sees the outcome (or LOST).
     """
-    if row["status"] not in ACTIVE:
-        return row
+    if row["status"] not in ACTIVE or not is_this_host(row.get("host_id")):
+        return row  # another host's job (a shared state dir): only that host can judge it
     reason = lost_reason(row)
     if reason is None:
         if not main_ended(row):

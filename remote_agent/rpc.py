@@ -84,8 +84,12 @@ def _logs(state_dir, row, offsets, limit):
 
 def op_ping(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
+    from remote_agent import host  # for support: which host answers, and how it keeps its database
+
+    fstype = host.state_fs_type(state_dir)
     return {"home": state_dir, "python": "{}.{}.{}".format(*sys.version_info[:3]),
-            "sqlite": sqlite3.sqlite_version, "boot_id": procs.boot_id()}
+            "sqlite": sqlite3.sqlite_version, "boot_id": procs.boot_id(), "host_id": host.host_id(),
+            "state_fs": fstype, "journal_mode": "delete" if host.is_network_fs(fstype) else "wal"}
 
 
 def op_start(req, state_dir):
@@ -99,7 +103,8 @@ def op_start(req, state_dir):
     result, row = lifecycle.start(
         state_dir, _get(req, "run_key", str, required=True), argv,
         cwd=_get(req, "cwd", str), env=_env(req), strict=_get(req, "strict", bool, False),
-        resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0))
+        resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0),
+        rerun_unknown=_get(req, "rerun_unknown", bool, False))
     return {"action": result.action, "strict_override_used": result.strict_override_used,
             "job": render.job_object(row, state_dir)}
 

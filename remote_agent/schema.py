@@ -69,16 +69,25 @@ ALTER TABLE jobs ADD COLUMN stdout_shown INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN stderr_shown INTEGER NOT NULL DEFAULT 0
 """
 
+# Version 3: the host that started the job (host.host_id()); only that host judges (LOST) or
+# signals it. NULL on older rows: they count as this host's, as every earlier release judged them.
+_V3 = """
+ALTER TABLE jobs ADD COLUMN host_id TEXT
+"""
+
 #: Index i migrates ``PRAGMA user_version`` i -> i + 1; a release that changes the schema
 #: appends one entry and bumps ``store.SCHEMA_VERSION``.
-_MIGRATIONS = [_V1, _V2]
+_MIGRATIONS = [_V1, _V2, _V3]
 assert len(_MIGRATIONS) == store.SCHEMA_VERSION
 
 
-def migrate(conn, version):
-    # type: (sqlite3.Connection, int) -> None
-    """Apply forward migrations in one transaction; concurrent migrators serialize here."""
-    _switch_to_wal(conn)
+def migrate(conn, version, journal_mode="WAL"):
+    # type: (sqlite3.Connection, int, str) -> None
+    """Apply forward migrations in one transaction; concurrent migrators serialize here.
+
+    ``journal_mode``: WAL, or DELETE for a state dir on a network filesystem (see host.py).
+    """
+    set_journal_mode(conn, journal_mode)
     with store.transaction(conn):
         version = store.user_version(conn)
         legacy = version == 0 and store.has_table(conn, "jobs")
@@ -95,9 +104,10 @@ def migrate(conn, version):
         conn.execute("PRAGMA user_version={:d}".format(store.SCHEMA_VERSION))
 
 
-def _switch_to_wal(conn):
-    # type: (sqlite3.Connection) -> None
-    """Turn a new (or orchesjob 1.1.0, rollback-journal) file into WAL, waiting out other writers.
+def set_journal_mode(conn, mode):
+    # type: (sqlite3.Connection, str) -> str
+    """Set the file's journal mode (WAL for a new or orchesjob 1.1.0 file, or DELETE on a network
+    filesystem), waiting out other writers; returns the mode SQLite reports afterwards.
 
     The switch reads the header and then upgrades to a write lock. SQLite refuses that upgrade
     at once, without calling the busy handler, while another connection holds RESERVED (the
@@ -110,8 +120,9 @@ def _switch_to_wal(conn):
     delay = 0.002
     while True:
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
+            pragma = "PRAGMA journal_mode={}".format("WAL" if mode == "WAL" else "DELETE")
+            row = conn.execute(pragma).fetchone()
+            return str(row["journal_mode"]).lower()
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() + delay > deadline:
                 raise
@@ -189,3 +200,28 @@ def _import_legacy(conn):
         conn.execute(
             "INSERT OR REPLACE INTO strict_overrides (run_key, allowed_at, used_at, reason, expires_at)"
             " SELECT run_key, allowed_at, used_at, reason, expires_at FROM orchesjob_legacy_strict_overrides")
+
+
+def leave_wal(conn, state_dir, fstype):
+    # type: (sqlite3.Connection, str, Optional[str]) -> None
+    """On a network filesystem, switch a WAL database back to the rollback journal.
+
+    WAL's shared-memory index does not work between the hosts of a network filesystem. The
+    switch needs the database to itself: while another process keeps it open in WAL mode (an
+    older agent's supervisor, say), it fails, and so does this write, with the fix in the message.
+    """
+    if store.journal_mode(conn) != "wal":
+        return
+    try:
+        mode = set_journal_mode(conn, "DELETE")
+    except sqlite3.OperationalError:
+        mode = "wal"
+    if mode != "delete":
+        from remote_agent.errors import AgentError
+
+        raise AgentError(
+            "state dir {} is on a network filesystem ({}) and its database {} is in WAL mode, which "
+            "is unsafe there; it could not be switched to journal_mode=DELETE while another process "
+            "holds it open: wait for its jobs to end and retry, or use a local state_dir "
+            "(ORCHESJOB_HOME, e.g. /var/tmp/orchesjob-$USER)".format(
+                state_dir, fstype, store.db_path(state_dir)))

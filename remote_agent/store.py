@@ -26,7 +26,7 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 
 
 #: ``PRAGMA user_version`` of the current schema; schema.py holds one migration per version.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 BUSY_TIMEOUT_DEFAULT = 10.0
 
@@ -115,16 +115,32 @@ def open_db(state_dir, write):
     try:
         conn = _connect(path, readonly=False)
         version = user_version(conn)
-        if version != SCHEMA_VERSION:
-            _check_version(version, state_dir, reading=False)
-            from remote_agent import schema  # only a writer meeting an old (or no) schema
+        from remote_agent.host import network_fs_type  # writers only: reads keep the journal mode
 
-            schema.migrate(conn, version)
+        fstype = network_fs_type(state_dir)
+        if version != SCHEMA_VERSION or fstype:
+            _check_version(version, state_dir, reading=False)
+            # only a writer meeting an old (or no) schema, or a state dir on a network filesystem
+            from remote_agent import schema
+
+            if version != SCHEMA_VERSION:
+                schema.migrate(conn, version, "DELETE" if fstype else "WAL")
+            if fstype:
+                try:
+                    schema.leave_wal(conn, state_dir, fstype)
+                except AgentError:
+                    conn.close()
+                    raise
     except sqlite3.Error as exc:
         raise db_error(exc, state_dir) from None
     finally:
         os.umask(old_umask)
     return conn
+
+
+def journal_mode(conn):
+    # type: (sqlite3.Connection) -> str
+    return str(conn.execute("PRAGMA journal_mode").fetchone()["journal_mode"]).lower()
 
 
 def user_version(conn):

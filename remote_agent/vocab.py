@@ -26,8 +26,11 @@ STARTED = "started"        # a new attempt was launched
 REATTACHED = "reattached"  # the key's job is still active: watch it
 ADOPTED = "adopted"        # the key's job ended and nobody acknowledged it: its result counts
 KEPT = "kept"              # strict key already ran: its recorded result stands
+#: the key's job is LOST after its target started and nobody knows how it ended (it may have
+#: completed): not run again until ``orchesjob unlock`` or a request with ``rerun_unknown``
+UNKNOWN = "unknown"
 
-ACTIONS = (STARTED, REATTACHED, ADOPTED, KEPT)
+ACTIONS = (STARTED, REATTACHED, ADOPTED, KEPT, UNKNOWN)
 
 # --- the two log streams ---------------------------------------------------------------------
 STDOUT = "stdout"

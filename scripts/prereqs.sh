@@ -10,7 +10,7 @@
 # PREREQS_ABSENT="nftables ..." pretends those are missing and PREREQS_DRY_RUN=1 prints the apt
 # commands instead of running them (tests/unit/test_testkit.py checks the logic that way).
 
-PREREQS_ALL=(openssh-server openssh-client nftables iproute2 python3)
+PREREQS_ALL=(openssh-server openssh-client nftables iproute2 python3 sshfs)
 
 prereqs_binary() {  # the binary that proves a package is installed
     case "$1" in
@@ -19,6 +19,7 @@ prereqs_binary() {  # the binary that proves a package is installed
         nftables) echo nft ;;
         iproute2) echo ip ;;
         python3) echo /usr/bin/python3 ;;
+        sshfs) echo sshfs ;;
         *) echo "prereqs: unknown package $1" >&2; return 2 ;;
     esac
 }

@@ -12,6 +12,7 @@ PACKAGES = {
     "nftables": "nft",
     "iproute2": "ip",
     "python3": "/usr/bin/python3",  # for the target user (root's pyenv is not theirs to run)
+    "sshfs": "sshfs",  # a state dir on a real network filesystem (tests/agent/test_field_host_network_fs.py)
 }
 
 

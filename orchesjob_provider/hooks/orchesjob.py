@@ -279,8 +279,14 @@ class OrchesjobHook(BaseHook):
         strict: bool = False,
         mode: str = "resume",
         start_timeout: float = 10,
+        rerun_unknown: bool = False,
     ) -> tuple[str, JobRecord]:
-        """Start (or, in ``resume`` mode, reattach to/adopt) the job for ``run_key``."""
+        """Start (or, in ``resume`` mode, reattach to/adopt) the job for ``run_key``.
+
+        ``rerun_unknown``: in resume mode, run the key again even if its latest job's outcome is
+        unknown (LOST after its target started); otherwise the action is ``unknown``.
+        """
+        extra: dict[str, Any] = {"rerun_unknown": True} if rerun_unknown else {}
         reply = self.call(
             "start",
             run_key=run_key,
@@ -291,6 +297,7 @@ class OrchesjobHook(BaseHook):
             mode=mode,
             start_timeout=start_timeout,
             call_timeout=start_timeout + CALL_SLACK,
+            **extra,
         )
         return str(reply.get("action")), JobRecord.from_dict(reply["job"])
 

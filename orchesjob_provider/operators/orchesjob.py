@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
@@ -38,13 +39,28 @@ from orchesjob_provider.version_compat import (
     conf,
 )
 from orchesjob_provider.watch import Watch, log_chunk_lines
+from remote_agent.lifecycle import outcome_unknown  # the agent's own rule, pure
+from remote_agent.vocab import UNKNOWN
 
 _ACTION_TEXT = {
     STARTED: "started a new remote job",
     REATTACHED: "reattached to the running remote job (an earlier try started it)",
     ADOPTED: "adopted the finished, unacknowledged remote job (no new run)",
     KEPT: "strict run key already ran; kept its recorded result (no new run; `orchesjob unlock` to rerun)",
+    UNKNOWN: "the remote job's outcome is unknown (it may have completed); not run again",
 }
+
+
+def unknown_outcome_message(job: JobRecord, where: str) -> str:
+    """Why a job whose outcome is unknown fails the task, and how a person releases it."""
+    return (
+        f"Remote job {job.job_id} (run key {job.run_key}, attempt {job.attempt_no}) on {where} has an "
+        f"unknown outcome: {job.lost_reason or 'LOST'}. It may have completed, so it is not run again "
+        f"(every retry fails the same way). Check what it did (its stdout/stderr: "
+        f"{job.raw.get('stdout_file')}), then release it: on the host run "
+        f"`orchesjob unlock --run-key {shlex.quote(job.run_key)}`, or set rerun_unknown_outcome=True "
+        f"on the task; then retry or clear the task."
+    )
 
 
 class OrchesjobOperator(AgentTaskMixin, BaseOperator):
@@ -75,6 +91,9 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
     :param wait: False = start (or reattach) and return the job record without waiting.
     :param abort_grace_seconds: SIGTERM → SIGKILL grace when aborting.
     :param start_timeout: seconds the agent waits for the job's process to be up.
+    :param rerun_unknown_outcome: run the key again even when its latest job's outcome is unknown
+        (LOST after it started: the supervisor died, the job may have completed). Default False:
+        the task fails saying so, and ``orchesjob unlock --run-key <key>`` on the host releases it.
     :param max_reconnect_attempts: consecutive SSH failures tolerated while waiting (worker and
         trigger) before this try fails; the job keeps running and the next try reattaches.
     """
@@ -104,9 +123,11 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
         abort_grace_seconds: float = 5,
         start_timeout: float = 10,
         max_reconnect_attempts: int = 5,
+        rerun_unknown_outcome: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.rerun_unknown_outcome = bool(rerun_unknown_outcome)
         self.max_reconnect_attempts = max_reconnect_attempts
         self.ssh_conn_id = ssh_conn_id
         self.command = command
@@ -182,6 +203,7 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
             strict=self.strict,
             mode="resume",
             start_timeout=self.start_timeout,
+            rerun_unknown=self.rerun_unknown_outcome,
         )
         self._job_id = job.job_id
         self.log.info(
@@ -194,6 +216,9 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
             self.hook.where,
         )
         self.log.info("Run key: %s", run_key)
+        if action == UNKNOWN:
+            # Not acknowledged (nothing to consume: the agent returns it until it is released).
+            raise AirflowException(unknown_outcome_message(job, self.hook.where))
         if not self.wait:
             self.log.info("wait=False: returning the job record; the job's result is not acknowledged here")
             return job.to_dict()
@@ -297,6 +322,9 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
             outcome = AirflowSkipException(
                 f"Remote job {job.job_id} exited with code {job.exit_code} (in skip_on_exit_code): skipping"
             )
+        elif outcome_unknown(job.raw):
+            # Died under this try: say so now; the next try's start answers ``unknown``.
+            raise AirflowException(unknown_outcome_message(job, self.hook.where))
         else:
             outcome = AirflowException(failure_message(job))
         job = self._ack(job)
