@@ -111,6 +111,8 @@ def test_supervisor_dead_before_target_is_retried(agent):
                      " WHERE job_id = ?", (job["job_id"],))
     finally:
         conn.close()
+    # ... and with no exit record: a target that never started leaves none (exitrec.py)
+    (agent.home / "logs" / "{}.exit".format(job["job_id"])).unlink()
     st = agent.status(job["job_id"])
     assert st["status"] == "LOST" and "before starting the target" in st["lost_reason"], st
     rep = resume(agent, key, argv)
