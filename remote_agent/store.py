@@ -15,8 +15,9 @@ import json
 import os
 import sqlite3
 
+from remote_agent import __version__
 from remote_agent.errors import EXIT_ERROR, EXIT_LOCK_ERROR, AgentError, wrong_state
-from remote_agent.paths import db_path
+from remote_agent.paths import db_path, ensure_state_dir
 from remote_agent.vocab import ACTIVE, STDERR, STDOUT, TERMINAL
 
 MYPY = False
@@ -25,8 +26,13 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
     Row = Dict[str, Any]
 
 
-#: ``PRAGMA user_version`` of the current schema; schema.py holds one migration per version.
+#: ``PRAGMA user_version`` means "compatible since": the oldest schema an agent must understand
+#: to use the file. Additive migrations (schema.py) leave it alone, so the previous release keeps
+#: working on a file a newer agent migrated; only a breaking migration raises it (to its level).
+#: The actual level and the agent that last migrated live in the ``agent_schema`` table.
 SCHEMA_VERSION = 2
+#: The oldest ``user_version`` reads understand without migrating (later columns read as absent).
+READABLE_SINCE = 1
 
 BUSY_TIMEOUT_DEFAULT = 10.0
 
@@ -65,8 +71,7 @@ def db_error(exc, state_dir):
 def _ensure_dirs(state_dir):
     # type: (str) -> None
     try:
-        os.makedirs(os.path.join(state_dir, "logs"), mode=0o700, exist_ok=True)
-        os.chmod(state_dir, 0o700)
+        ensure_state_dir(state_dir)
     except OSError as exc:
         raise AgentError("cannot use state dir {}: {}".format(state_dir, exc.strerror or exc)) from None
 
@@ -108,18 +113,22 @@ def open_db(state_dir, write):
         if version == 0 and not has_table(conn, "jobs"):
             conn.close()
             return None  # being created by a concurrent writer: nothing stored yet
-        _check_version(version, state_dir, reading=True)
+        if not READABLE_SINCE <= version <= SCHEMA_VERSION:
+            from remote_agent import schema  # only on the error path
+
+            schema.version_error(conn, version, state_dir)
         return conn
     _ensure_dirs(state_dir)
     old_umask = os.umask(0o077)
     try:
         conn = _connect(path, readonly=False)
         version = user_version(conn)
-        if version != SCHEMA_VERSION:
-            _check_version(version, state_dir, reading=False)
-            from remote_agent import schema  # only a writer meeting an old (or no) schema
+        if version != SCHEMA_VERSION or migrated_by(conn) != __version__:
+            from remote_agent import schema  # only a writer meeting another agent's file
 
-            schema.migrate(conn, version)
+            if version > SCHEMA_VERSION:
+                schema.version_error(conn, version, state_dir)
+            schema.migrate(conn, state_dir)
     except sqlite3.Error as exc:
         raise db_error(exc, state_dir) from None
     finally:
@@ -138,16 +147,14 @@ def has_table(conn, name):
                         (name,)).fetchone() is not None
 
 
-def _check_version(version, state_dir, reading):
-    # type: (int, str, bool) -> None
-    if version > SCHEMA_VERSION:
-        raise AgentError(
-            "database {} has schema {} from a newer agent (this one knows {}); upgrade the agent".format(
-                db_path(state_dir), version, SCHEMA_VERSION))
-    if reading and version < SCHEMA_VERSION:
-        raise AgentError(
-            "database {} has an older schema ({}); any write command (e.g. start) migrates it".format(
-                db_path(state_dir), version))
+def migrated_by(conn):
+    # type: (sqlite3.Connection) -> Optional[str]
+    """The agent version that last migrated the file; None before agent 0.2.0 (no table)."""
+    try:
+        row = conn.execute("SELECT agent_version FROM agent_schema WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return row["agent_version"] if row else None
 
 
 # --- transactions ---------------------------------------------------------------------------
