@@ -26,8 +26,8 @@ def previous_agent(tmp_path_factory):
     have = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", PREVIOUS + "^{commit}"],
                           capture_output=True)
     if have.returncode != 0:
-        why = ("revision {} (agent 0.1.0) is not in this clone: the rolling-upgrade test needs a full"
-               " clone (git fetch --unshallow)".format(PREVIOUS))
+        why = (f"revision {PREVIOUS} (agent 0.1.0) is not in this clone: the rolling-upgrade test"
+               " needs a full clone (git fetch --unshallow)")
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)

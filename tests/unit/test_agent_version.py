@@ -37,10 +37,9 @@ def test_the_agent_version_changes_with_its_sources() -> None:
     version, digest = remote_agent.__version__, sources_sha256()
     recorded = RELEASED.get(version)
     assert recorded == digest, (
-        "remote_agent changed (sources sha256 {digest}) but still calls itself {version}"
-        " (recorded for {recorded}). Bump __version__ in remote_agent/__init__.py and add"
-        " '<new version>': '{digest}' to RELEASED in {test}.".format(
-            digest=digest, version=version, recorded=recorded, test=__file__))
+        f"remote_agent changed (sources sha256 {digest}) but still calls itself {version}"
+        f" (recorded for {recorded}). Bump __version__ in remote_agent/__init__.py and add"
+        f" '<new version>': '{digest}' to RELEASED in {__file__}.")
 
 
 def test_each_recorded_version_names_one_source_tree() -> None:
