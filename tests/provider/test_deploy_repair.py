@@ -93,3 +93,15 @@ def _shell_quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
+
+
+@pytest.mark.ssh
+def test_a_tilde_state_dir_is_the_ssh_users_home_on_the_target(orch_conn, remote):
+    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+
+    name = f"oj-state/tilde-{uuid.uuid4().hex[:12]}"
+    hook = OrchesjobHook(orch_conn, state_dir=f"~/{name}")
+    assert hook.ping()["home"] == remote("echo $HOME").strip() + "/" + name
+    hook.start(["true"], f"test/tilde/{uuid.uuid4().hex}")
+    assert remote(f"test -f ~/{name}/orchesjob.db && stat -c %a ~/{name}").strip() == "700"
+    remote(f"rm -rf ~/{name}")
