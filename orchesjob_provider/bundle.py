@@ -74,7 +74,9 @@ def _package_files(root: str) -> list[tuple[str, str]]:
 
 
 def manifest(entries: list[tuple[str, bytes]]) -> bytes:
-    """``<sha256> <size> <path>`` per file, sorted by path: what deploy verifies, bootstrap sizes."""
+    """``<sha256> <size> <path>`` per file, sorted by path: what deploy verifies, bootstrap sizes.
+
+    The MANIFEST lists every file of the bundle but itself."""
     return "".join(
         f"{hashlib.sha256(data).hexdigest()} {len(data)} {name}\n" for name, data in sorted(entries)
     ).encode()
@@ -90,8 +92,8 @@ def build_bundle() -> AgentBundle:
     for arcname, path in _package_files(root):
         with open(path, "rb") as f:
             entries.append((arcname, f.read()))
-    entries.sort(key=lambda e: e[0])
     entries.append(("MANIFEST", manifest(entries)))
+    entries.sort(key=lambda e: e[0])
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for arcname, data in entries:

@@ -215,3 +215,20 @@ def test_two_concurrent_deploys_of_one_bundle_end_verified(home: Path) -> None:
         assert_works(home)
         assert [p.name for p in agent_dir(home).parent.iterdir()] == [BUNDLE.file_name]
         shutil.rmtree(home / ".orchesjob")
+
+
+def test_the_manifest_lists_every_other_file_of_the_bundle_with_its_sha256_and_size() -> None:
+    import hashlib
+    import io
+    import zipfile
+
+    from orchesjob_provider.bundle import build_bundle
+
+    assert build_bundle().data == BUNDLE.data  # deterministic
+    with zipfile.ZipFile(io.BytesIO(BUNDLE.data)) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    lines = files.pop("MANIFEST").decode().splitlines()
+    assert [ln.split(" ", 2)[2] for ln in lines] == sorted(files) and "orchesjob_boot.py" in files
+    for ln in lines:
+        digest, size, name = ln.split(" ", 2)
+        assert (digest, int(size)) == (hashlib.sha256(files[name]).hexdigest(), len(files[name]))
