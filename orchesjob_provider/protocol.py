@@ -216,9 +216,19 @@ def last_line(data: bytes) -> str:
     return lines[-1] if lines else ""
 
 
+#: Exit code and stderr marker of remote/bootstrap.py when the agent directory is missing,
+#: damaged or not safely ours (bundle.REDEPLOY_EXIT; bundle.py stays free of this module).
+REDEPLOY_EXIT = 86
+REDEPLOY_MARK = b"orchesjob-agent-redeploy:"
+
+
 def is_missing_agent(rc: int | None, out: bytes, err: bytes) -> bool:
-    """python could not open the agent's directory (first use on this host, or it was removed)."""
-    return rc == 2 and not out.strip() and b"can't open file" in err
+    """The bootstrap found no usable agent (first use on this host, removed, damaged, unsafe).
+
+    Only the exit code and the bootstrap's stderr line count: whatever a login shell prints on
+    stdout (a banner) cannot hide it or fake it.
+    """
+    return rc == REDEPLOY_EXIT and REDEPLOY_MARK in err
 
 
 def parse_reply(
@@ -253,6 +263,8 @@ def parse_reply(
             op=op,
         )
     detail = last_line(err) or last_line(out) or "no output"
+    if is_missing_agent(rc, out, err):
+        detail = f"the agent directory is still unusable after a deploy: {detail}"
     if b"SyntaxError" in err:
         detail = f"the interpreter {remote_python!r} is too old for the agent (needs Python 3.6+): {detail}"
     raise AgentUnavailable(

@@ -29,7 +29,8 @@ class CallStep:
 class CallRetry:
     """What to do after each exec of one call.
 
-    * the agent is missing on the host (first use, or removed): deploy it once, then resend;
+    * the agent is missing on the host (first use, removed, damaged or unsafe: the launcher's
+      exit 86, whatever a login shell printed): deploy it once (which repairs), then resend;
     * the agent was busy (its transaction was rolled back, so resending is safe): resend after a
       jittered exponential backoff (0.2 s, 0.4 s, ... each plus up to as much again at random);
     * anything else is the answer, or its typed error; and after ``max_execs`` execs the last

@@ -225,7 +225,8 @@ def serve():
         if op not in OPS:
             raise bad_args("unknown op {!r}; known: {}".format(op, ", ".join(sorted(OPS))))
         # "home" is the protocol's historical name for the state dir; "state_dir" also works.
-        state_dir = _get(req, "home", str) or _get(req, "state_dir", str) or paths.default_state_dir()
+        given = _get(req, "home", str) or _get(req, "state_dir", str)
+        state_dir = paths.expand(given) if given else paths.default_state_dir()
         body = OPS[op](req, state_dir)
     except AgentError as exc:
         return _error(op, exc)

@@ -1,18 +1,20 @@
 """The database schema: its DDL, the forward migrations, and the orchesjob 1.1.0 import.
 
-Only writers load this module (``store.open_db(write=True)`` when the file's
-``PRAGMA user_version`` is not ``store.SCHEMA_VERSION``); read commands never do. The
+Only writers load this module (``store.open_db(write=True)`` when the file was last migrated
+by another agent version, or never), and readers only to word an error. The
 partial indexes spell the active statuses from ``vocab``, so the words live in one place.
 """
 
 import sqlite3
 
-from remote_agent import store
+from remote_agent import __version__, store
+from remote_agent.errors import AgentError
+from remote_agent.paths import db_path
 from remote_agent.vocab import ACTIVE, LOST, TERMINAL
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
-    from typing import Any, Dict, List, Optional  # noqa: F401
+    from typing import Any, Dict, List, NoReturn, Optional  # noqa: F401
 
 
 _V1 = """
@@ -69,39 +71,106 @@ ALTER TABLE jobs ADD COLUMN stdout_shown INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN stderr_shown INTEGER NOT NULL DEFAULT 0
 """
 
-# Version 3: the host that started the job (host.host_id()); only that host judges (LOST) or
-# signals it. NULL on older rows: they count as this host's, as every earlier release judged them.
+# Level 3 (additive): which level the file is at and which agent put it there. user_version
+# stays the "compatible since" number (store.SCHEMA_VERSION), so agent 0.1.0 still uses the file.
 _V3 = """
+CREATE TABLE IF NOT EXISTS agent_schema (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    level            INTEGER NOT NULL,
+    compatible_since INTEGER NOT NULL,
+    agent_version    TEXT NOT NULL,
+    migrated_at      INTEGER NOT NULL
+)
+"""
+
+#: The schema's history: entry i takes a file from level i to level i + 1. Entries past
+#: ``store.SCHEMA_VERSION`` are additive and appending one is the whole change: new columns
+#: nullable or with a DEFAULT (the previous release inserts rows without them, and this one's
+#: reads of a file not yet migrated see them absent: use ``row.get``), new tables or indexes
+#: the previous release can ignore. A change older agents cannot live with (a rename, a new
+#: NOT NULL column, a constraint they could violate) is appended the same way and also sets
+#: ``store.SCHEMA_VERSION`` to its level: older agents then refuse the file, naming both.
+# Level 4 (additive): the host that started the job (host.host_id()); only that host judges
+# (LOST) or signals it. NULL on older rows: they count as this host's, as every earlier release
+# judged them.
+_V4 = """
 ALTER TABLE jobs ADD COLUMN host_id TEXT
 """
 
-#: Index i migrates ``PRAGMA user_version`` i -> i + 1; a release that changes the schema
-#: appends one entry and bumps ``store.SCHEMA_VERSION``.
-_MIGRATIONS = [_V1, _V2, _V3]
-assert len(_MIGRATIONS) == store.SCHEMA_VERSION
+_MIGRATIONS = [_V1, _V2, _V3, _V4]
+LEVEL = len(_MIGRATIONS)
+assert 0 < store.SCHEMA_VERSION <= LEVEL
 
 
-def migrate(conn, version, journal_mode="WAL"):
-    # type: (sqlite3.Connection, int, str) -> None
-    """Apply forward migrations in one transaction; concurrent migrators serialize here.
+def migrate(conn, state_dir, journal_mode="WAL"):
+    # type: (sqlite3.Connection, str, str) -> None
+    """Bring the file to this agent's level in one transaction (nothing to do when it is there
+    or past it: a newer agent's additive levels are left alone); concurrent migrators serialize.
 
     ``journal_mode``: WAL, or DELETE for a state dir on a network filesystem (see host.py).
     """
+    if store.user_version(conn) == store.SCHEMA_VERSION and schema_level(conn) > LEVEL:
+        return  # a newer agent's file: its additive levels are not ours to touch
     set_journal_mode(conn, journal_mode)
     with store.transaction(conn):
         version = store.user_version(conn)
+        if version > store.SCHEMA_VERSION:
+            version_error(conn, version, state_dir)
+        level = schema_level(conn)
+        if version == store.SCHEMA_VERSION and level >= LEVEL:
+            if level == LEVEL and store.migrated_by(conn) != __version__:
+                import time  # same schema, another build: stamp it so later writes skip this module
+
+                set_schema_meta(conn, level, int(time.time()))
+            return  # else a concurrent migrator did it
         legacy = version == 0 and store.has_table(conn, "jobs")
         if legacy:
             for table in _LEGACY_TABLES:
                 if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
                     conn.execute("ALTER TABLE {0} RENAME TO orchesjob_legacy_{0}".format(table))
-        for script in _MIGRATIONS[version:]:
+        for script in _MIGRATIONS[level:]:
             for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
         if legacy:
             _import_legacy(conn)
         conn.execute("PRAGMA user_version={:d}".format(store.SCHEMA_VERSION))
+        import time
+
+        set_schema_meta(conn, LEVEL, int(time.time()))
+
+
+def schema_level(conn):
+    # type: (sqlite3.Connection) -> int
+    """How many migrations the file has had; files older than agent_schema: its user_version."""
+    try:
+        row = conn.execute("SELECT level FROM agent_schema WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    return int(row["level"]) if row else store.user_version(conn)
+
+
+def set_schema_meta(conn, level, now):
+    # type: (sqlite3.Connection, int, int) -> None
+    conn.execute(
+        "INSERT OR REPLACE INTO agent_schema (id, level, compatible_since, agent_version, migrated_at)"
+        " VALUES (1, ?, ?, ?, ?)", (level, store.SCHEMA_VERSION, __version__, now))
+
+
+def version_error(conn, version, state_dir):
+    # type: (sqlite3.Connection, int, str) -> NoReturn
+    """Fail on a file this agent cannot use, naming both agents and schemas (closes ``conn``)."""
+    if version > store.SCHEMA_VERSION:
+        by, level = store.migrated_by(conn) or "unknown (newer)", schema_level(conn)
+        conn.close()
+        raise AgentError(
+            "database {} needs an agent that understands schema {} (it is at level {}, last"
+            " migrated by agent {}); this agent {} understands up to schema {}: upgrade the agent"
+            " on this host".format(db_path(state_dir), version, level, by, __version__, store.SCHEMA_VERSION))
+    conn.close()
+    raise AgentError(
+        "database {} has an older schema ({}); any write command (e.g. start) migrates it".format(
+            db_path(state_dir), version))
 
 
 def set_journal_mode(conn, mode):

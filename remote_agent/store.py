@@ -15,8 +15,9 @@ import json
 import os
 import sqlite3
 
+from remote_agent import __version__
 from remote_agent.errors import EXIT_ERROR, EXIT_LOCK_ERROR, AgentError, wrong_state
-from remote_agent.paths import db_path
+from remote_agent.paths import db_path, ensure_state_dir
 from remote_agent.vocab import ACTIVE, STDERR, STDOUT, TERMINAL
 
 MYPY = False
@@ -25,8 +26,13 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
     Row = Dict[str, Any]
 
 
-#: ``PRAGMA user_version`` of the current schema; schema.py holds one migration per version.
-SCHEMA_VERSION = 3
+#: ``PRAGMA user_version`` means "compatible since": the oldest schema an agent must understand
+#: to use the file. Additive migrations (schema.py) leave it alone, so the previous release keeps
+#: working on a file a newer agent migrated; only a breaking migration raises it (to its level).
+#: The actual level and the agent that last migrated live in the ``agent_schema`` table.
+SCHEMA_VERSION = 2
+#: The oldest ``user_version`` reads understand without migrating (later columns read as absent).
+READABLE_SINCE = 1
 
 BUSY_TIMEOUT_DEFAULT = 10.0
 
@@ -65,8 +71,7 @@ def db_error(exc, state_dir):
 def _ensure_dirs(state_dir):
     # type: (str) -> None
     try:
-        os.makedirs(os.path.join(state_dir, "logs"), mode=0o700, exist_ok=True)
-        os.chmod(state_dir, 0o700)
+        ensure_state_dir(state_dir)
     except OSError as exc:
         raise AgentError("cannot use state dir {}: {}".format(state_dir, exc.strerror or exc)) from None
 
@@ -108,7 +113,10 @@ def open_db(state_dir, write):
         if version == 0 and not has_table(conn, "jobs"):
             conn.close()
             return None  # being created by a concurrent writer: nothing stored yet
-        _check_version(version, state_dir, reading=True)
+        if not READABLE_SINCE <= version <= SCHEMA_VERSION:
+            from remote_agent import schema  # only on the error path
+
+            schema.version_error(conn, version, state_dir)
         return conn
     _ensure_dirs(state_dir)
     old_umask = os.umask(0o077)
@@ -118,13 +126,13 @@ def open_db(state_dir, write):
         from remote_agent.host import network_fs_type  # writers only: reads keep the journal mode
 
         fstype = network_fs_type(state_dir)
-        if version != SCHEMA_VERSION or fstype:
-            _check_version(version, state_dir, reading=False)
-            # only a writer meeting an old (or no) schema, or a state dir on a network filesystem
+        if version != SCHEMA_VERSION or fstype or migrated_by(conn) != __version__:
+            # only a writer meeting another agent's file, or a state dir on a network filesystem
             from remote_agent import schema
 
-            if version != SCHEMA_VERSION:
-                schema.migrate(conn, version, "DELETE" if fstype else "WAL")
+            if version > SCHEMA_VERSION:
+                schema.version_error(conn, version, state_dir)
+            schema.migrate(conn, state_dir, "DELETE" if fstype else "WAL")
             if fstype:
                 try:
                     schema.leave_wal(conn, state_dir, fstype)
@@ -154,16 +162,14 @@ def has_table(conn, name):
                         (name,)).fetchone() is not None
 
 
-def _check_version(version, state_dir, reading):
-    # type: (int, str, bool) -> None
-    if version > SCHEMA_VERSION:
-        raise AgentError(
-            "database {} has schema {} from a newer agent (this one knows {}); upgrade the agent".format(
-                db_path(state_dir), version, SCHEMA_VERSION))
-    if reading and version < SCHEMA_VERSION:
-        raise AgentError(
-            "database {} has an older schema ({}); any write command (e.g. start) migrates it".format(
-                db_path(state_dir), version))
+def migrated_by(conn):
+    # type: (sqlite3.Connection) -> Optional[str]
+    """The agent version that last migrated the file; None before agent 0.2.0 (no table)."""
+    try:
+        row = conn.execute("SELECT agent_version FROM agent_schema WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return row["agent_version"] if row else None
 
 
 # --- transactions ---------------------------------------------------------------------------

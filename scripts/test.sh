@@ -141,10 +141,10 @@ if [[ "${SKIP_LINT:-0}" != 1 ]]; then
     .venvs/af3/bin/ruff check .
     step mypy "mypy remote_agent orchesjob_provider"
     .venvs/af3/bin/mypy remote_agent orchesjob_provider
-    step vermin "vermin: remote_agent must need no more than CPython 3.6"
+    step vermin "vermin: remote_agent and orchesjob_provider/remote must need no more than CPython 3.6"
     # -t=3.6- : every file must work on 3.6 (or older); --violations makes vermin exit 1 on any
     # construct/module/function that needs a newer Python.
-    .venvs/af3/bin/vermin -t=3.6- --no-tips --violations --eval-annotations remote_agent
+    .venvs/af3/bin/vermin -t=3.6- --no-tips --violations --eval-annotations remote_agent orchesjob_provider/remote
 fi
 
 # --------------------------------------------------------------------------- 3 sshd

@@ -5,9 +5,11 @@ sensors in the worker; ``AsyncOrchesjobHook`` (asyncssh, hooks/async_orchesjob.p
 trigger. Both speak the JSON protocol of docs/PROTOCOL.md (orchesjob_provider/protocol.py): one
 fixed command line per call, the request on stdin::
 
-    <remote_python> -I -S ~/.orchesjob/agent/agent-<sha256[:16]>/__main__.py rpc
+    <remote_python> -I -S -c <remote/launch.py> ~/.orchesjob/agent/agent-<sha256[:16]> rpc
 
-No user string ever reaches the remote shell; the agent bundle is deployed on first use.
+No user string ever reaches the remote shell. The launcher checks the agent directory first;
+when it is missing, damaged or not safely ours it exits 86 and the hook deploys the bundle
+(remote/deploy.py: verifies, repairs, prunes) once and resends (retry.py).
 """
 
 from __future__ import annotations

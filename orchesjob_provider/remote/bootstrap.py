@@ -1,12 +1,12 @@
-# The first code every agent call runs on the target, sent as `python3 -I -S -c <this> DIR rpc`.
+# The agent bundle's orchesjob_boot.py: loaded by launch.py (the -c text of every call) from the
+# agent directory once that directory is known to be ours, and run as main(agent_dir).
 #
-# Standard library only, valid on CPython 3.6, and cheap (a few stats): it runs on every call.
-# Before anything from the deployed directory is imported it checks that the directory chain
-# ~/.orchesjob, ~/.orchesjob/agent, DIR, DIR/remote_agent is made of real directories owned by
-# this user and writable by nobody else, and that every file the bundle's MANIFEST lists is
-# there with its size (a crash or a full disk during a deploy leaves empty or missing files).
-# Anything wrong ends here, before the agent runs, with exit code 86 and one line on stderr;
-# the hook then deploys again, which verifies every hash and repairs or refuses.
+# Standard library only, valid on CPython 3.6, and cheap (a few stats; it loads as bytecode): it
+# runs on every call. It checks that every file the bundle's MANIFEST lists is there, a regular
+# file of this user that nobody else can write, with its size (a crash or a full disk during a
+# deploy leaves empty or missing files), then imports and runs the agent. Anything wrong ends
+# here, before the agent runs, with exit code 86 and one line on stderr; the hook then deploys
+# again, which verifies every sha256 and repairs or refuses (deploy.py).
 import os
 import sys
 
@@ -20,7 +20,7 @@ REDEPLOY = 86
 def _stop(message):
     # type: (str) -> NoReturn
     sys.stderr.write("orchesjob-agent-redeploy: %s\n" % message)
-    sys.stdout.flush()
+    sys.stderr.flush()  # block-buffered when not a tty before 3.9, and os._exit does not flush
     os._exit(REDEPLOY)
 
 
@@ -39,23 +39,20 @@ def _check(path, want_dir, uid):
     return st
 
 
-def _main():
-    # type: () -> None
-    agent_dir = os.path.expanduser(sys.argv[1])
+def main(agent_dir):
+    # type: (str) -> None
     uid = os.getuid()
-    base = os.path.dirname(agent_dir)
-    for path in (os.path.dirname(base), base, agent_dir):
-        _check(path, True, uid)
+    _check(os.path.join(agent_dir, "MANIFEST"), False, uid)
     try:
         with open(os.path.join(agent_dir, "MANIFEST"), "rb") as f:
             manifest = f.read().decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
-        _stop("missing or unreadable %s/MANIFEST" % agent_dir)
+        _stop("unreadable %s/MANIFEST" % agent_dir)
     checked = {agent_dir}
     for line in manifest:
         try:
-            _digest, size, name = line.split(" ", 2)
-            int(size)
+            _digest, size_text, name = line.split(" ", 2)
+            size = int(size_text)
         except ValueError:
             _stop("damaged %s/MANIFEST" % agent_dir)
         path = os.path.join(agent_dir, name)
@@ -63,15 +60,10 @@ def _main():
         if parent not in checked:
             _check(parent, True, uid)
             checked.add(parent)
-        if _check(path, False, uid).st_size != int(size):
+        if _check(path, False, uid).st_size != size:
             _stop("damaged: %s has the wrong size" % path)
-    sys.path.insert(0, agent_dir)
     try:
-        from remote_agent.cli import main
-    except (ImportError, SyntaxError, ValueError) as exc:
+        from remote_agent.cli import main as agent_main
+    except (ImportError, SyntaxError, ValueError, EOFError) as exc:  # EOFError: a cut .pyc
         _stop("damaged: cannot import the agent (%s: %s)" % (type(exc).__name__, exc))
-    main(sys.argv[2:])
-
-
-if __name__ == "__main__":  # `python3 -c` runs this text as __main__
-    _main()
+    agent_main(sys.argv[2:])

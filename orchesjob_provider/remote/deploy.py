@@ -3,16 +3,19 @@
 #
 # Standard library only, valid on CPython 3.6. What it guarantees:
 # * ~/.orchesjob and ~/.orchesjob/agent are real directories owned by this user; one that is
-#   group/other-writable gets mode 0700 back (everything under it is then re-verified); one owned
-#   by someone else is refused with a message saying what to do.
+#   group/other-writable gets mode 0700 back (everything under it is then re-verified). A foreign
+#   ~/.orchesjob is refused with a message saying what to do; a foreign (or non-directory)
+#   ~/.orchesjob/agent inside our own ~/.orchesjob is moved aside and made again.
 # * agent-<sha16>/ is trusted only if every file of its MANIFEST is there, a regular file owned by
-#   this user, not writable by others, with the right sha256, and no other source file sits beside
-#   them. A damaged or foreign directory is moved aside and installed again.
+#   this user, not writable by others, with the right sha256, and no other file sits beside them
+#   (only bytecode under __pycache__/). A damaged or foreign directory is moved aside (its name
+#   gets .broken.<pid>) and installed again.
 # * A new install is unpacked into a temporary sibling, precompiled by this interpreter, every file
 #   and directory fsynced, then renamed into place (atomic; a concurrent deploy of the same bundle
 #   simply finds the result verified).
-# * Leftovers of failed deploys (*.tmp.*, *.broken.*) older than 10 minutes are removed, and only
-#   the KEEP most recently used agent versions are kept.
+# * Leftovers of failed deploys (*.tmp.*, *.broken.*) older than 10 minutes are removed, and of
+#   the other agent versions only the KEEP - 1 most recently deployed are kept, plus any deployed
+#   within a week (a long job's supervisor may still import from its version's directory).
 # Exit 0 and one line "orchesjob-deploy: <installed|repaired|verified> <dir>" on stdout; else
 # exit 1 and "orchesjob-deploy: <why>" on stderr.
 import compileall
@@ -29,6 +32,7 @@ if MYPY:
     from typing import Dict, List, NoReturn, Optional, Tuple  # noqa: F401
 
 STALE_SECONDS = 600
+KEEP_YOUNGER_THAN = 7 * 24 * 3600
 
 
 def _fail(message):
@@ -37,9 +41,12 @@ def _fail(message):
     sys.exit(1)
 
 
-def _private_dir(path, uid):
-    # type: (str, int) -> bool
-    """Make sure ``path`` is our own directory, mode 0700; True if its mode had to be fixed."""
+def _private_dir(path, uid, replaceable=False):
+    # type: (str, int, bool) -> bool
+    """Make sure ``path`` is our own directory, mode 0700; True if its mode had to be fixed.
+
+    A foreign or non-directory ``path`` is refused, or if ``replaceable`` (its parent is ours and
+    private) moved aside and made again."""
     try:
         os.mkdir(path, 0o700)
         return False
@@ -48,6 +55,13 @@ def _private_dir(path, uid):
     except OSError as exc:
         _fail("cannot create %s: %s" % (path, exc.strerror or exc))
     st = os.lstat(path)
+    if replaceable and ((st.st_mode & 0o170000) != 0o040000 or st.st_uid != uid):
+        sys.stderr.write("orchesjob-deploy: replacing %s (not our own directory)\n" % path)
+        try:
+            os.rename(path, "%s.broken.%d" % (path, os.getpid()))
+        except FileNotFoundError:
+            pass  # a concurrent deploy moved it first
+        return _private_dir(path, uid)
     if (st.st_mode & 0o170000) != 0o040000:
         _fail("%s is not a directory (a symlink or a file); remove it" % path)
     if st.st_uid != uid:
@@ -80,16 +94,21 @@ def _problem(agent_dir, uid):
             files = _manifest(f.read())
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         return "no readable MANIFEST (%s)" % exc
-    for root, dirs, names in os.walk(agent_dir):
-        rel_root = os.path.relpath(root, agent_dir)
-        for name in dirs + names:
-            path = os.path.join(root, name)
-            rel = os.path.normpath(os.path.join(rel_root, name)).replace(os.sep, "/")
-            st = os.lstat(path)
-            if st.st_uid != uid or st.st_mode & 0o022 or (st.st_mode & 0o170000) == 0o120000:
-                return "%s is not owned by this user, is writable by others, or is a symlink" % rel
-            if name.endswith(".py") and rel not in files:
+    try:
+        for root, dirs, names in os.walk(agent_dir):
+            rel_root = os.path.relpath(root, agent_dir)
+            for name in dirs + names:
+                path = os.path.join(root, name)
+                rel = os.path.normpath(os.path.join(rel_root, name)).replace(os.sep, "/")
+                st = os.lstat(path)
+                if st.st_uid != uid or st.st_mode & 0o022 or (st.st_mode & 0o170000) == 0o120000:
+                    return "%s is not owned by this user, is writable by others, or is a symlink" % rel
+                bytecode = os.path.basename(root) == "__pycache__" and name.endswith(".pyc")
+                if name in dirs or rel in files or rel == "MANIFEST" or bytecode:
+                    continue
                 return "unexpected file %s" % rel
+    except OSError as exc:
+        return "unreadable (%s)" % exc
     for rel, (digest, size) in files.items():
         try:
             with open(os.path.join(agent_dir, rel), "rb") as f:
@@ -138,8 +157,9 @@ def _prune(base, current, keep):
         elif name.startswith("agent-") and path != current:
             versions.append((mtime, path))
     versions.sort(reverse=True)
-    for _mtime, path in versions[max(0, keep - 1):]:
-        _remove(path)
+    for mtime, path in versions[max(0, keep - 1):]:
+        if now - mtime > KEEP_YOUNGER_THAN:
+            _remove(path)
 
 
 def _main():
@@ -151,7 +171,7 @@ def _main():
         _fail("agent upload corrupted (%d bytes, sha256 mismatch)" % len(data))
     uid = os.getuid()
     loosened = _private_dir(os.path.dirname(base), uid)
-    loosened = _private_dir(base, uid) or loosened
+    loosened = _private_dir(base, uid, replaceable=True) or loosened
     final = os.path.join(base, "agent-" + sha[:16])
     outcome = "installed"
     if os.path.lexists(final):
@@ -164,7 +184,10 @@ def _main():
         sys.stderr.write("orchesjob-deploy: repairing %s: %s%s\n" % (
             final, why, " (its parent was writable by others)" if loosened else ""))
         aside = "%s.broken.%d" % (final, os.getpid())
-        os.rename(final, aside)
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:
+            pass  # a concurrent deploy moved it first
         _remove(aside)
         outcome = "repaired"
     tmp = "%s.tmp.%d" % (final, os.getpid())

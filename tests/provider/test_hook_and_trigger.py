@@ -65,7 +65,7 @@ def test_reply_parsing_and_error_mapping():
         assert ei.value.code == code and "boom" in str(ei.value)
     with pytest.raises(h.AgentUnavailable, match="remote python 'py3x' was not found on u@h:22"):
         parse_reply("ping", 127, b"", b"sh: 1: py3x: not found\n", where="u@h:22", remote_python="py3x")
-    assert is_missing_agent(2, b"", b"python3: can't open file '/x.pyz': [Errno 2] No such file")
+    assert is_missing_agent(86, b"", b"orchesjob-agent-redeploy: missing /x\n")
     assert not is_missing_agent(2, b'{"ok": false}', b"orchesjob: bad")
     assert parse_host_key(
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8l6Bv8s4a7a8yH5Xq5lKx1u8kTqT3n0fZy4JYyqg0e"
@@ -84,10 +84,13 @@ def test_reply_parsing_and_error_mapping():
 
 
 def test_rpc_command_has_only_constants_and_a_quoted_interpreter():
-    from orchesjob_provider.bundle import get_bundle, rpc_command
+    import shlex
+
+    from orchesjob_provider.bundle import BOOTSTRAP_SCRIPT, get_bundle, rpc_command
 
     b = get_bundle()
-    assert rpc_command("python3", b) == f"python3 -I -S {b.remote_path}/__main__.py rpc"
+    expected = f"python3 -I -S -c {shlex.quote(BOOTSTRAP_SCRIPT)} {b.remote_path} rpc"
+    assert rpc_command("python3", b) == expected
     assert rpc_command("/opt/my python/bin/python3; rm -rf /", b).startswith(
         "'/opt/my python/bin/python3; rm -rf /' -I"
     )

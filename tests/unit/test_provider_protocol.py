@@ -88,14 +88,16 @@ def test_parse_reply_garbage_is_a_failed_call_with_the_last_line(out):
         p.parse_reply("poll", 0, b"", b"", **W)
 
 
-def test_missing_agent_is_recognised_only_from_pythons_own_message():
-    err = b"python3: can't open file '/home/u/.orchesjob/agent/agent-x/__main__.py': [Errno 2] No such file"
-    assert p.is_missing_agent(2, b"", err)
+def test_missing_agent_is_recognised_only_from_the_bootstraps_exit_86_and_its_line():
+    err = b"orchesjob-agent-redeploy: missing /home/u/.orchesjob/agent/agent-x\n"
+    assert p.is_missing_agent(86, b"", err)
+    assert p.is_missing_agent(86, b"Welcome to host!\n", b"motd noise\n" + err)  # a banner cannot hide it
     assert not p.is_missing_agent(1, b"", err)
-    assert not p.is_missing_agent(2, b'{"ok": false}', err)
-    assert not p.is_missing_agent(2, b"", b"orchesjob: bad arguments")
-    with pytest.raises(x.AgentUnavailable, match="exit 2"):  # parsed as it is when not retried
-        p.parse_reply("ping", 2, b"", err, **W)
+    assert not p.is_missing_agent(86, b"", b"orchesjob: bad arguments")
+    old = b"python3: can't open file '/home/u/.orchesjob/agent/agent-x/__main__.py': [Errno 2] No such file"
+    assert not p.is_missing_agent(2, b"", old)
+    with pytest.raises(x.AgentUnavailable, match=r"exit 86\): the agent directory is still unusable"):
+        p.parse_reply("ping", 86, b"", err, **W)  # parsed as it is when not retried
 
 
 def test_check_deploy():

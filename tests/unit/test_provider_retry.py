@@ -22,7 +22,7 @@ from orchesjob_provider.watch import Watch, log_chunk_lines, reconnect_delay
 
 OK = (0, b'{"ok": true, "op": "ping"}\n', b"")
 BUSY = (5, json.dumps({"ok": False, "error": {"code": 5, "kind": "busy", "message": "locked"}}).encode(), b"")
-MISSING = (2, b"", b"python3: can't open file '/h/.orchesjob/agent/agent-1/__main__.py': [Errno 2]")
+MISSING = (86, b"", b"orchesjob-agent-redeploy: missing /h/.orchesjob/agent/agent-1\n")
 
 
 def _retry() -> CallRetry:
@@ -41,7 +41,7 @@ def test_missing_agent_deploys_once_then_resends_and_a_second_miss_is_an_error()
     assert retry.after(*OK, where="w").action == DONE
     retry = _retry()
     assert retry.after(*MISSING, where="w").action == DEPLOY
-    with pytest.raises(x.AgentUnavailable, match="exit 2"):
+    with pytest.raises(x.AgentUnavailable, match="exit 86"):
         retry.after(*MISSING, where="w")
 
 
