@@ -103,15 +103,17 @@ assert 0 < store.SCHEMA_VERSION <= LEVEL
 
 
 def migrate(conn, state_dir, journal_mode="WAL"):
-    # type: (sqlite3.Connection, str, str) -> None
+    # type: (sqlite3.Connection, str, Optional[str]) -> None
     """Bring the file to this agent's level in one transaction (nothing to do when it is there
     or past it: a newer agent's additive levels are left alone); concurrent migrators serialize.
 
-    ``journal_mode``: WAL, or DELETE for a state dir on a network filesystem (see host.py).
+    ``journal_mode``: WAL, or None to leave it (a state dir on a network filesystem keeps the
+    rollback journal, see host.py and store.open_db).
     """
     if store.user_version(conn) == store.SCHEMA_VERSION and schema_level(conn) > LEVEL:
         return  # a newer agent's file: its additive levels are not ours to touch
-    set_journal_mode(conn, journal_mode)
+    if journal_mode:
+        set_journal_mode(conn, journal_mode)
     with store.transaction(conn):
         version = store.user_version(conn)
         if version > store.SCHEMA_VERSION:

@@ -132,7 +132,9 @@ def open_db(state_dir, write):
 
             if version > SCHEMA_VERSION:
                 schema.version_error(conn, version, state_dir)
-            schema.migrate(conn, state_dir, "DELETE" if fstype else "WAL")
+            # a network filesystem keeps SQLite's default rollback journal; leave_wal() below
+            # switches a WAL file back, with a clear error while someone holds it open
+            schema.migrate(conn, state_dir, None if fstype else "WAL")
             if fstype:
                 try:
                     schema.leave_wal(conn, state_dir, fstype)
