@@ -24,6 +24,14 @@ AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
 if AIRFLOW_V_3_0_PLUS:
     from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, PokeReturnValue, conf
     from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
+    from airflow.sdk.log import mask_secret
+
+    try:  # Airflow 3.1+
+        from airflow.sdk._shared.secrets_masker import should_hide_value_for_key
+    except ImportError:  # Airflow 3.0
+        from airflow.sdk.execution_time.secrets_masker import (  # type: ignore[no-redef]
+            should_hide_value_for_key,
+        )
 
     if TYPE_CHECKING:
         from airflow.sdk import Context
@@ -41,6 +49,10 @@ else:  # Airflow 2.10 / 2.11
     from airflow.sensors.base import (  # type: ignore[no-redef,assignment]
         BaseSensorOperator,
         PokeReturnValue,
+    )
+    from airflow.utils.log.secrets_masker import (  # type: ignore[no-redef,assignment]
+        mask_secret,
+        should_hide_value_for_key,
     )
 
     if not TYPE_CHECKING:
@@ -91,4 +103,6 @@ __all__ = [
     "aget_connection",
     "aget_extra_dejson",
     "conf",
+    "mask_secret",
+    "should_hide_value_for_key",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from orchesjob_provider.protocol import STREAMS, JobLogs, JobRecord, normalize_offsets
@@ -106,3 +106,20 @@ class Watch:
     @staticmethod
     def showed_bytes(res: JobLogs) -> bool:
         return any(c.data for c in res.logs.values())
+
+
+class MaskedLog:
+    """A front for a logger that writes ``info`` lines with ``values`` replaced by ``***``.
+
+    For the job's own output lines: Airflow's masker filters the task log too, but not every
+    place a line can go (the console of ``dag.test()``, a logger without the masker's filter)."""
+
+    def __init__(self, log: Any, values: Iterable[str]) -> None:
+        self.log = log
+        self.values = sorted((v for v in values if v), key=len, reverse=True)
+
+    def info(self, msg: str, *args: Any) -> None:
+        line = msg % args if args else msg
+        for value in self.values:
+            line = line.replace(value, "***")
+        self.log.info("%s", line)

@@ -10,16 +10,16 @@ connection, and what to change. Both libraries' exceptions are first sorted into
 from __future__ import annotations
 
 import asyncio
-import base64
 import errno
 import os
 import socket
-import struct
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from orchesjob_provider.exceptions import AgentUnavailable
+from orchesjob_provider.hooks.host_keys import HostKeyCheck, host_key_policy
+from orchesjob_provider.hooks.host_keys import parse_host_key as parse_host_key  # re-exported
 from orchesjob_provider.version_compat import AirflowException, aget_connection, aget_extra_dejson
 
 KEEPALIVE_SECONDS = 5
@@ -178,16 +178,6 @@ def connect_error(
 # ---------------------------------------------------------------------------------------------
 # asyncssh connect options
 # ---------------------------------------------------------------------------------------------
-def parse_host_key(host_key: str) -> tuple[str, bytes]:
-    """(key type, key blob) from ``"ssh-ed25519 AAAA..."`` or just the base64 part."""
-    parts = host_key.strip().split()
-    b64 = parts[1] if len(parts) >= 2 else parts[0]
-    blob = base64.b64decode(b64)
-    (n,) = struct.unpack(">I", blob[:4])
-    key_type = blob[4 : 4 + n].decode("ascii")
-    return key_type, blob
-
-
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes", "on")
 
@@ -198,12 +188,22 @@ class ConnectTarget:
     port: int
     username: str
     options: dict[str, Any]
+    host_key_check: HostKeyCheck | None = None
 
     @property
     def where(self) -> str:
         return f"{self.username}@{self.host}:{self.port}"
 
     def error(self, e: BaseException, conn_id: str) -> str:
+        verdict = self.host_key_check.verdict if self.host_key_check is not None else None
+        asyncssh = sys.modules.get("asyncssh")
+        if asyncssh is not None and isinstance(e, asyncssh.HostKeyNotVerifiable) and verdict:
+            # worded like the worker's error for the same case
+            kind = {"changed": "host_key_changed", "unknown": "host_key_unknown"}.get(verdict)
+            if kind:
+                return CONNECT_ERRORS[kind].format(
+                    hostport=f"{self.host}:{self.port}", conn_id=conn_id, detail=str(e)
+                )
         return connect_error(
             e,
             username=self.username,
@@ -214,7 +214,7 @@ class ConnectTarget:
         )
 
 
-def _client_keys_and_known_hosts(asyncssh: Any, extras: dict[str, Any], opts: dict[str, Any]) -> None:
+def _client_keys(asyncssh: Any, extras: dict[str, Any], opts: dict[str, Any]) -> None:
     if extras.get("private_key"):
         passphrase = extras.get("private_key_passphrase") or extras.get("passphrase") or None
         opts["client_keys"] = [asyncssh.import_private_key(extras["private_key"], passphrase)]
@@ -222,15 +222,6 @@ def _client_keys_and_known_hosts(asyncssh: Any, extras: dict[str, Any], opts: di
         opts["client_keys"] = [extras["key_file"]]
     elif "look_for_keys" in extras and not _truthy(extras["look_for_keys"]):
         opts["client_keys"] = None
-    no_check = _truthy(extras.get("no_host_key_check", False))
-    if extras.get("host_key") and not no_check:
-        key_type, blob = parse_host_key(extras["host_key"])
-        key = asyncssh.import_public_key(f"{key_type} {base64.b64encode(blob).decode()}")
-        opts["known_hosts"] = ([key], [], [])
-    elif no_check:
-        opts["known_hosts"] = None
-    elif extras.get("known_hosts"):
-        opts["known_hosts"] = extras["known_hosts"]
 
 
 async def build_connect_options(ssh_conn_id: str, conn_timeout: float | None = None) -> ConnectTarget:
@@ -252,9 +243,11 @@ async def build_connect_options(ssh_conn_id: str, conn_timeout: float | None = N
     if conn.password:
         opts["password"] = conn.password
     try:
-        _client_keys_and_known_hosts(asyncssh, extras, opts)
+        _client_keys(asyncssh, extras, opts)
     except (ValueError, asyncssh.Error) as e:
         raise AgentUnavailable(f"SSH connection {ssh_conn_id!r} is misconfigured: {e}") from None
+    check = HostKeyCheck(await host_key_policy(extras, host, port, ssh_conn_id))
+    opts.update(check.options())
     timeout = conn_timeout or extras.get("conn_timeout")
     opts["connect_timeout"] = float(timeout) if timeout else 30.0
     opts["keepalive_interval"] = KEEPALIVE_SECONDS
@@ -263,4 +256,4 @@ async def build_connect_options(ssh_conn_id: str, conn_timeout: float | None = N
         opts["encryption_algs"] = list(extras["ciphers"])
     if str(extras.get("compress", "true")).lower() == "false":
         opts["compression_algs"] = None
-    return ConnectTarget(host=host, port=port, username=username, options=opts)
+    return ConnectTarget(host=host, port=port, username=username, options=opts, host_key_check=check)

@@ -38,6 +38,7 @@ from orchesjob_provider.hooks.connect import (
     run_on_channel,
     tune_socket,
 )
+from orchesjob_provider.hooks.host_keys import check_known_hosts_extra
 from orchesjob_provider.protocol import (
     CALL_SLACK,
     DEFAULT_LOG_LIMIT,
@@ -131,6 +132,7 @@ class OrchesjobHook(BaseHook):
                 ) from None
             conn = hook.get_connection(self.ssh_conn_id)
             extras = conn.extra_dejson if conn.extra else {}
+            check_known_hosts_extra(extras, self.ssh_conn_id)  # the triggerer refuses it too
             # Old SSH providers (e.g. 3.14 on MWAA 2.10) skipped host key checks unless the
             # connection asked for them; we verify unless the connection explicitly opts out.
             if "no_host_key_check" not in extras and "no_host_key_check" not in kwargs:

@@ -37,8 +37,10 @@ from orchesjob_provider.version_compat import (
     BaseOperator,
     Context,
     conf,
+    mask_secret,
+    should_hide_value_for_key,
 )
-from orchesjob_provider.watch import Watch, log_chunk_lines
+from orchesjob_provider.watch import MaskedLog, Watch, log_chunk_lines
 from remote_agent.lifecycle import outcome_unknown  # the agent's own rule, pure
 from remote_agent.vocab import UNKNOWN
 
@@ -78,6 +80,10 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
     :param shell: the shell for a string command (default ``/bin/sh``).
     :param env: extra environment variables for the job (templated); sent on stdin, never on a
         command line, never stored on the host, never logged.
+    :param secret_env: names of ``env`` keys whose values are secrets: masked (``***``) in the
+        task log (also in the job's own output) and in the rendered fields. Values of keys that
+        Airflow's masker treats as sensitive by name (``password``, ``secret``, ``token``,
+        ``api_key``... and ``[core] sensitive_var_conn_names``) are masked without being listed.
     :param cwd: working directory on the host (templated).
     :param run_key: idempotency key (templated); default ``af/<dag_id>/<task_id>/<map_index>/<run_id>``.
     :param strict: never run the key again once it ran (unless ``orchesjob unlock``).
@@ -109,6 +115,7 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
         command: list[str] | str,
         shell: str | None = None,
         env: dict[str, str] | None = None,
+        secret_env: Collection[str] | None = None,
         cwd: str | None = None,
         run_key: str | None = None,
         strict: bool = False,
@@ -133,6 +140,9 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
         self.command = command
         self.shell = shell
         self.env = env
+        if isinstance(secret_env, str) or not all(isinstance(k, str) and k for k in secret_env or ()):
+            raise bad("secret_env must be a list of env variable names")
+        self.secret_env = list(secret_env or ())
         self.cwd = cwd
         self.run_key = run_key
         self.strict = strict
@@ -171,9 +181,39 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
             return content
         return super().render_template(content, context, jinja_env, seen_oids)
 
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Register the secret env values with Airflow's masker as soon as they are rendered:
+        before the rendered fields are stored or sent (they are redacted then) and before the job
+        prints anything."""
+        try:
+            super().render_template_fields(context, jinja_env)
+        finally:
+            self._mask_secret_env()
+
+    def _mask_secret_env(self) -> None:
+        if not isinstance(self.env, Mapping):
+            return
+        for key, value in self.env.items():
+            if not isinstance(value, str) or not value:
+                continue
+            if key in self.secret_env:
+                mask_secret(value)  # no name: always masked
+            else:
+                mask_secret(value, key)  # masked if Airflow's masker hides values of this name
+
+    def _secret_values(self) -> list[str]:
+        """The env values masked above, for the trigger (another process: its own masker)."""
+        if not isinstance(self.env, Mapping):
+            return []
+        return [
+            v
+            for k, v in self.env.items()
+            if isinstance(v, str) and v and (k in self.secret_env or should_hide_value_for_key(k))
+        ]
+
     def _print_logs(self, res: JobLogs) -> None:
         """Write the new log lines of one poll/wait answer to the task log."""
-        log_chunk_lines(self.log, res)
+        log_chunk_lines(MaskedLog(self.log, self._secret_values()), res)
 
     @staticmethod
     def default_run_key(context: Context) -> str:
@@ -187,6 +227,7 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         argv = validate_command(self.command, self.shell)
         env = validate_env(self.env)
+        self._mask_secret_env()  # again: execute() may be called without rendering (tests, subclasses)
         if self.cwd is not None and (not isinstance(self.cwd, str) or not self.cwd):
             raise bad("cwd must be a non-empty str")
         run_key = self.run_key or self.default_run_key(context)
@@ -245,6 +286,7 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
                 abort_on_kill=self.abort_on_kill,
                 abort_grace_seconds=self.abort_grace_seconds,
                 max_reconnect_attempts=max(self.max_reconnect_attempts, 20),
+                secret_values=self._secret_values(),
             ),
             method_name="execute_complete",
         )

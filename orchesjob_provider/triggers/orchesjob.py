@@ -22,8 +22,9 @@ from orchesjob_provider.version_compat import (
     TRIGGER_HAS_ON_KILL,
     BaseTrigger,
     TriggerEvent,
+    mask_secret,
 )
-from orchesjob_provider.watch import Watch
+from orchesjob_provider.watch import MaskedLog, Watch, log_chunk_lines
 
 
 class OrchesjobTrigger(BaseTrigger):
@@ -47,6 +48,9 @@ class OrchesjobTrigger(BaseTrigger):
     :param abort_on_kill: abort the remote job when the task is killed while deferred.
     :param stream_logs: write remote log lines to the trigger log (else the operator prints all).
     :param max_reconnect_attempts: consecutive connection failures before an ``error`` event.
+    :param secret_values: the job's secret env values (operator ``secret_env`` and sensitive
+        names): registered with the triggerer's secrets masker and replaced by ``***`` in the
+        job's log lines written here. Airflow stores trigger kwargs encrypted.
     """
 
     def __init__(
@@ -63,8 +67,12 @@ class OrchesjobTrigger(BaseTrigger):
         run_key: str | None = None,
         max_reconnect_attempts: int = 20,
         abort_grace_seconds: float = 5.0,
+        secret_values: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.secret_values = [v for v in secret_values or () if isinstance(v, str) and v]
+        for value in self.secret_values:  # before anything in this process logs this trigger
+            mask_secret(value)
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
         self.ssh_conn_id = ssh_conn_id
@@ -96,8 +104,19 @@ class OrchesjobTrigger(BaseTrigger):
                 "run_key": self.run_key,
                 "max_reconnect_attempts": self.max_reconnect_attempts,
                 "abort_grace_seconds": self.abort_grace_seconds,
+                "secret_values": list(self.secret_values),
             },
         )
+
+    def __repr__(self) -> str:
+        classpath, kwargs = self.serialize()
+        kwargs["secret_values"] = ["***"] * len(self.secret_values)
+        return self.repr(classpath, kwargs) if hasattr(self, "repr") else f"<{classpath} {kwargs}>"
+
+    def _show(self, res: Any) -> None:
+        """The job's new log lines, secrets replaced (also where no masker filters this logger,
+        e.g. the console of ``dag.test()``)."""
+        log_chunk_lines(MaskedLog(self.log, self.secret_values), res)
 
     def _hook(self) -> AsyncOrchesjobHook:
         return AgentAddress(self.ssh_conn_id, self.remote_python, self.state_dir).async_hook()
@@ -116,6 +135,7 @@ class OrchesjobTrigger(BaseTrigger):
             deadline=self.timeout_at,
             max_failures=self.max_reconnect_attempts,
             stream_logs=self.stream_logs,
+            show=self._show,
         )
         try:
             while True:
