@@ -27,11 +27,13 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 class StartResult(object):
     """The outcome of a start decision: what was done and the job it was done to."""
 
-    def __init__(self, action, row, strict_override_used=False):
-        # type: (str, Row, bool) -> None
+    def __init__(self, action, row, strict_override_used=False, superseded=None):
+        # type: (str, Row, bool, Optional[Row]) -> None
         self.action = action
         self.row = row
         self.strict_override_used = strict_override_used
+        #: the key's earlier job this new attempt replaced (epoch rows), as it was before
+        self.superseded = superseded
 
     @property
     def existing(self):
@@ -39,8 +41,15 @@ class StartResult(object):
         return self.action != STARTED
 
 
-def decide_start(latest, resume, strict, override, key):
-    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row]) -> Tuple[str, Optional[Row], Optional[Row]]
+#: decide_start's word for the epoch rows (never a reply action: the reply says STARTED and
+#: names the superseded job)
+SUPERSEDE = "supersede"
+#: the abort reason of a superseded job, and the rerun reason of the attempt that replaced it
+SUPERSEDED_REASON = "superseded: the task was cleared in Airflow"
+
+
+def decide_start(latest, resume, strict, override, key, epoch=None):
+    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row], Optional[str]) -> Tuple[str, Optional[Row], Optional[Row]]
     """The start decision table, pure (no I/O): returns (action, job, override).
 
     ``latest`` is the key's latest job, already reconciled (None if it never ran or was
@@ -51,6 +60,8 @@ def decide_start(latest, resume, strict, override, key):
     ============================  ======================  =====================================
     latest job                    flags                   result
     ============================  ======================  =====================================
+    active or not acknowledged,   resume, not strict,     SUPERSEDE: abort it if active, ack
+    stored epoch != request's     request has an epoch    it, then start a new attempt
     STARTING / RUNNING            any                     REATTACHED to it
     terminal, not acknowledged    resume                  ADOPTED: its result counts
     terminal                      strict, no unlock       KEPT: its result stands
@@ -58,7 +69,13 @@ def decide_start(latest, resume, strict, override, key):
     none / terminal otherwise     strict with an unlock   STARTED, the unlock consumed
     none / terminal otherwise     -                       STARTED
     ============================  ======================  =====================================
+
+    The epoch (``start``'s ``epoch``, stored on the job) changes whenever the task is cleared
+    in Airflow: a job of another epoch belongs to a run the user has replaced. A job or a
+    request without an epoch follows the other rows (older providers, the CLI).
     """
+    if _other_epoch(latest, resume, strict, epoch):
+        return SUPERSEDE, latest, None
     if latest is not None:
         if latest["status"] in ACTIVE:
             return REATTACHED, latest, None
@@ -76,10 +93,22 @@ def decide_start(latest, resume, strict, override, key):
     return STARTED, None, override
 
 
+def _other_epoch(latest, resume, strict, epoch):
+    # type: (Optional[Row], bool, bool, Optional[str]) -> bool
+    """The epoch rows: the key's job was started before the task's latest clear in Airflow."""
+    if latest is None or not resume or strict or epoch is None or latest.get("epoch") is None:
+        return False
+    return latest["epoch"] != epoch and (latest["status"] in ACTIVE or latest.get("acked_at") is None)
+
+
 def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
-          sync=False, start_timeout=10.0):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float) -> Tuple[StartResult, Row]
-    """Decide, launch if needed, and wait as asked; returns (decision, job as it now is)."""
+          sync=False, start_timeout=10.0, epoch=None, grace=5.0):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, Optional[str], float) -> Tuple[StartResult, Row]
+    """Decide, launch if needed, and wait as asked; returns (decision, job as it now is).
+
+    A superseded active job is stopped (as ``abort`` stops it, ``grace`` s) before the new
+    attempt is launched, so the two never run side by side for longer than that.
+    """
     check_run_key(run_key)
     check_argv(argv)
     with store.writing(state_dir) as conn:
@@ -88,21 +117,41 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
             latest = reconcile(conn, latest, locked=True)
         override = store.valid_override(conn, run_key, now_ts()) if strict else None
         key = store.run_key_row(conn, run_key)
-        action, job, used = decide_start(latest, resume, strict, override, key)
+        action, job, used = decide_start(latest, resume, strict, override, key, epoch)
+        superseded = None  # type: Optional[Row]
+        if action == SUPERSEDE and job is not None:
+            superseded, job = _supersede(conn, job), None
         if job is not None:
             result = StartResult(action, job)
         else:
+            reason = SUPERSEDED_REASON if superseded else (used["reason"] if used else None)
             row = _new_attempt(conn, key, run_key, argv, cwd, strict,
-                               latest["job_id"] if latest else None, used["reason"] if used else None)
+                               latest["job_id"] if latest else None, reason, epoch)
             if used is not None:
                 store.use_override(conn, run_key, now_ts())
-            result = StartResult(STARTED, row, strict_override_used=used is not None)
+            result = StartResult(STARTED, row, strict_override_used=used is not None,
+                                 superseded=superseded)
+    if superseded is not None and superseded["status"] in ACTIVE:
+        from remote_agent.stopping import stop_processes
+
+        stop_processes(superseded, grace)
     # The writer connection is closed now, before forking: a SQLite handle must never cross a fork.
     return result, _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout)
 
 
-def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason):
-    # type: (sqlite3.Connection, Optional[Row], str, List[str], Optional[str], bool, Optional[str], Optional[str]) -> Row
+def _supersede(conn, row):
+    # type: (sqlite3.Connection, Row) -> Row
+    """Store an earlier epoch's job as ABORTED (if still active) and acknowledged."""
+    now = now_ts()
+    if row["status"] in ACTIVE:
+        store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
+                         aborted_at=now, updated_at=now, abort_reason=SUPERSEDED_REASON)
+    store.ack_job(conn, row["job_id"], now)
+    return row
+
+
+def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, epoch=None):
+    # type: (sqlite3.Connection, Optional[Row], str, List[str], Optional[str], bool, Optional[str], Optional[str], Optional[str]) -> Row
     now = now_ts()
     me = os.getpid()
     row = {
@@ -116,6 +165,7 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason):
         "strict": int(bool(strict)),
         "rerun_of_job_id": rerun_of if rerun_of is not None else (key or {}).get("last_job_id"),
         "rerun_reason": rerun_reason,
+        "epoch": epoch,
         "boot_id": procs.boot_id(),
         # The launcher stands in as the supervisor until the forked one records itself, so a
         # launcher that dies before forking leaves a job that reads as LOST, not a stuck key.
@@ -170,16 +220,25 @@ def ack(state_dir, job_id):
         return store.get_job(conn, job_id) or row
 
 
-def abort(state_dir, run_key, job_id, reason, grace):
-    # type: (str, Optional[str], Optional[str], Optional[str], float) -> Tuple[Row, Dict[str, bool]]
-    """Store ABORTED first, then SIGTERM, then SIGKILL after the grace; identity-checked."""
+def abort(state_dir, run_key, job_id, reason, grace, ack=False):
+    # type: (str, Optional[str], Optional[str], Optional[str], float, bool) -> Tuple[Row, Dict[str, bool]]
+    """Store ABORTED first, then SIGTERM, then SIGKILL after the grace; identity-checked.
+
+    ``ack``: acknowledge the job in the same transaction (the next resume start runs a new
+    attempt); a job that already ended is then acknowledged too, and the error still says it
+    was not running.
+    """
     with store.writing(state_dir) as conn:
         row = resolve(conn, run_key, job_id, locked=True)
-        if row["status"] not in ACTIVE:
-            raise wrong_state("Job is not running: {} status={}".format(row["job_id"], row["status"]))
         now = now_ts()
-        store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
-                         aborted_at=now, updated_at=now, abort_reason=text(reason))
+        if ack:
+            store.ack_job(conn, row["job_id"], now)
+        if row["status"] in ACTIVE:
+            store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
+                             aborted_at=now, updated_at=now, abort_reason=text(reason))
+    if row["status"] not in ACTIVE:
+        raise wrong_state("Job is not running: {} status={}{}".format(
+            row["job_id"], row["status"], " (its result is now acknowledged)" if ack else ""))
     from remote_agent.stopping import stop_processes  # only abort signals anything
 
     flags = stop_processes(row, grace)

@@ -45,6 +45,7 @@ def job_object(row, state_dir):
     out["lost_reason"] = row.get("lost_reason")
     out["cwd"] = store.cwd_of(row)
     out["log_shown"] = {STDOUT: row.get("stdout_shown", 0), STDERR: row.get("stderr_shown", 0)}
+    out["epoch"] = row.get("epoch")
     return out
 
 

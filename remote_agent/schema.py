@@ -69,9 +69,15 @@ ALTER TABLE jobs ADD COLUMN stdout_shown INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN stderr_shown INTEGER NOT NULL DEFAULT 0
 """
 
+# Version 3: the Airflow clear epoch a job was started under (``start``'s ``epoch``): a resume
+# start with another epoch supersedes the key's job instead of reattaching to it.
+_V3 = """
+ALTER TABLE jobs ADD COLUMN epoch TEXT
+"""
+
 #: Index i migrates ``PRAGMA user_version`` i -> i + 1; a release that changes the schema
 #: appends one entry and bumps ``store.SCHEMA_VERSION``.
-_MIGRATIONS = [_V1, _V2]
+_MIGRATIONS = [_V1, _V2, _V3]
 assert len(_MIGRATIONS) == store.SCHEMA_VERSION
 
 

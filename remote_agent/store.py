@@ -26,7 +26,7 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 
 
 #: ``PRAGMA user_version`` of the current schema; schema.py holds one migration per version.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 BUSY_TIMEOUT_DEFAULT = 10.0
 
