@@ -65,15 +65,10 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
     and only a job whose result this operator already acknowledged (a reported failure, or a
     success the user cleared) is run again. ``strict=True`` never runs a key twice.
 
-    Each start also sends the task's clear epoch (``max_tries`` and the dag run's ``clear_number``,
-    which change on every clear): a job started before the task was cleared is aborted and
-    acknowledged by the agent, and a new attempt runs, so a clear always produces a new run.
-
-    When the task is killed (``on_kill``), the task instance's state says why: cleared, marked
-    failed/success (a user action) or timed out → the remote job is aborted and acknowledged (a
-    later try starts a new attempt); still ``running``/``deferred``/``up_for_retry`` (a worker shut
-    down, e.g. SIGTERM on a deploy or scale-in) → the job keeps running and the next try
-    reattaches to it or adopts its result.
+    Each start sends the task's clear epoch (``max_tries:clear_number``): a job started before the
+    task was cleared is aborted and acknowledged by the agent, and a new attempt runs. On a kill,
+    the task instance's state says why (``task_state``): a user's clear or mark, or a timeout,
+    aborts and acknowledges the job; a worker shutdown leaves it running for the next try.
 
     :param ssh_conn_id: an ``ssh`` connection (templated? no: fixed per task).
     :param command: argv list (templated), or a string run by ``[shell or "/bin/sh", "-c", command]``.
