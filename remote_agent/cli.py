@@ -209,7 +209,8 @@ def cmd_abort(args, state_dir):
     # type: (Any, str) -> None
     from remote_agent import lifecycle  # not needed by the read commands
 
-    row, flags = lifecycle.abort(state_dir, args.run_key, args.job_id, args.reason, args.grace_seconds)
+    row, flags = lifecycle.abort(state_dir, args.run_key, args.job_id, args.reason, args.grace_seconds,
+                                 ack=args.ack)
     out = render.job_object(row, state_dir)
     out["aborted"] = True
     out.update(flags)

@@ -110,6 +110,8 @@ def build_parser():
     p.add_argument("--reason", default=None, help="stored as abort_reason")
     p.add_argument("--grace-seconds", type=float, default=5.0, metavar="S",
                    help="seconds between SIGTERM and SIGKILL (default 5)")
+    p.add_argument("--ack", action="store_true",
+                   help="also acknowledge the job (a finished one too): the next resume start runs anew")
 
     p = sub.add_parser(
         "unlock", help="allow the next start --strict of a finished key", formatter_class=fmt,

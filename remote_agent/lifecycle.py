@@ -38,11 +38,13 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 class StartResult(object):
     """The outcome of a start decision: what was done and the job it was done to."""
 
-    def __init__(self, action, row, strict_override_used=False):
-        # type: (str, Row, bool) -> None
+    def __init__(self, action, row, strict_override_used=False, superseded=None):
+        # type: (str, Row, bool, Optional[Row]) -> None
         self.action = action
         self.row = row
         self.strict_override_used = strict_override_used
+        #: the key's earlier job this new attempt replaced (epoch rows), as it was before
+        self.superseded = superseded
 
     @property
     def existing(self):
@@ -60,8 +62,17 @@ def outcome_unknown(row):
             and bool(reason) and not reason.startswith((REBOOTED, "imported from orchesjob")))
 
 
-def decide_start(latest, resume, strict, override, key, rerun_unknown=False):
-    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row], bool) -> Tuple[str, Optional[Row], Optional[Row]]
+
+
+#: decide_start's word for the epoch rows (never a reply action: the reply says STARTED and
+#: names the superseded job)
+SUPERSEDE = "supersede"
+#: the abort reason of a superseded job, and the rerun reason of the attempt that replaced it
+SUPERSEDED_REASON = "superseded: the task was cleared in Airflow"
+
+
+def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epoch=None):
+    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row], bool, Optional[str]) -> Tuple[str, Optional[Row], Optional[Row]]
     """The start decision table, pure (no I/O): returns (action, job, override).
 
     ``latest`` is the key's latest job, already reconciled (None if it never ran or was
@@ -74,6 +85,9 @@ def decide_start(latest, resume, strict, override, key, rerun_unknown=False):
     ============================  ======================  =====================================
     latest job                    flags                   result
     ============================  ======================  =====================================
+    active or not acknowledged    resume, not strict,     SUPERSEDE: abort it if active, ack
+    (not an unknown outcome),     request has an epoch    it, then start a new attempt
+    stored epoch != request's
     STARTING / RUNNING            any                     REATTACHED to it
     LOST, outcome unknown (1)     resume, an unlock       STARTED, the unlock consumed
     LOST, outcome unknown (1)     resume, rerun_unknown,  STARTED
@@ -88,7 +102,13 @@ def decide_start(latest, resume, strict, override, key, rerun_unknown=False):
 
     (1) ``outcome_unknown``: its target started, then supervisor and target ended with no exit
     status recorded (not a host reboot, not a supervisor that died before the target started).
+
+    The epoch (``start``'s ``epoch``, stored on the job) changes whenever the task is cleared
+    in Airflow: a job of another epoch belongs to a run the user has replaced. A job or a
+    request without an epoch follows the other rows (older providers, the CLI).
     """
+    if _other_epoch(latest, resume, strict, epoch):
+        return SUPERSEDE, latest, None
     if latest is not None:
         if latest["status"] in ACTIVE:
             return REATTACHED, latest, None
@@ -112,10 +132,24 @@ def decide_start(latest, resume, strict, override, key, rerun_unknown=False):
     return STARTED, None, override
 
 
+def _other_epoch(latest, resume, strict, epoch):
+    # type: (Optional[Row], bool, bool, Optional[str]) -> bool
+    """The epoch rows: the key's job was started before the task's latest clear in Airflow."""
+    if latest is None or not resume or strict or epoch is None or latest.get("epoch") is None:
+        return False
+    if outcome_unknown(latest):
+        return False  # a clear does not release an unknown outcome: only an unlock or rerun_unknown
+    return latest["epoch"] != epoch and (latest["status"] in ACTIVE or latest.get("acked_at") is None)
+
+
 def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
-          sync=False, start_timeout=10.0, rerun_unknown=False):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool) -> Tuple[StartResult, Row]
-    """Decide, launch if needed, and wait as asked; returns (decision, job as it now is)."""
+          sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float) -> Tuple[StartResult, Row]
+    """Decide, launch if needed, and wait as asked; returns (decision, job as it now is).
+
+    A superseded active job is stopped (as ``abort`` stops it, ``grace`` s) before the new
+    attempt is launched, so the two never run side by side for longer than that.
+    """
     check_run_key(run_key)
     check_argv(argv)
     with store.writing(state_dir) as conn:
@@ -125,25 +159,49 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
         unknown = resume and latest is not None and outcome_unknown(latest)
         override = store.valid_override(conn, run_key, now_ts()) if strict or unknown else None
         key = store.run_key_row(conn, run_key)
-        action, job, used = decide_start(latest, resume, strict, override, key, rerun_unknown)
+        # Another host's running job (a shared state dir) cannot be stopped from here: a clear
+        # does not supersede it (the new try reattaches, as to any running job of the key).
+        foreign = (latest is not None and latest["status"] in ACTIVE
+                   and not host.is_this_host(latest.get("host_id")))
+        action, job, used = decide_start(latest, resume, strict, override, key, rerun_unknown,
+                                         None if foreign else epoch)
+        superseded = None  # type: Optional[Row]
+        if action == SUPERSEDE and job is not None:
+            superseded, job = _supersede(conn, job), None
         if job is not None:
             result = StartResult(action, job)
         else:
-            reason = used["reason"] if used else None
+            reason = SUPERSEDED_REASON if superseded else (used["reason"] if used else None)
             if unknown and reason is None:
                 reason = "outcome of {} unknown; run again ({})".format(
                     latest["job_id"] if latest else "?", "unlock" if used else "rerun_unknown")
             row = _new_attempt(conn, key, run_key, argv, cwd, strict,
-                               latest["job_id"] if latest else None, reason)
+                               latest["job_id"] if latest else None, reason, epoch)
             if used is not None:
                 store.use_override(conn, run_key, now_ts())
-            result = StartResult(STARTED, row, strict_override_used=used is not None)
+            result = StartResult(STARTED, row, strict_override_used=used is not None,
+                                 superseded=superseded)
+    if superseded is not None and superseded["status"] in ACTIVE:
+        from remote_agent.stopping import stop_processes
+
+        stop_processes(superseded, grace)
     # The writer connection is closed now, before forking: a SQLite handle must never cross a fork.
     return result, _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout)
 
 
-def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason):
-    # type: (sqlite3.Connection, Optional[Row], str, List[str], Optional[str], bool, Optional[str], Optional[str]) -> Row
+def _supersede(conn, row):
+    # type: (sqlite3.Connection, Row) -> Row
+    """Store an earlier epoch's job as ABORTED (if still active) and acknowledged."""
+    now = now_ts()
+    if row["status"] in ACTIVE:
+        store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
+                         aborted_at=now, updated_at=now, abort_reason=SUPERSEDED_REASON)
+    store.ack_job(conn, row["job_id"], now)
+    return row
+
+
+def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, epoch=None):
+    # type: (sqlite3.Connection, Optional[Row], str, List[str], Optional[str], bool, Optional[str], Optional[str], Optional[str]) -> Row
     now = now_ts()
     me = os.getpid()
     row = {
@@ -157,6 +215,7 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason):
         "strict": int(bool(strict)),
         "rerun_of_job_id": rerun_of if rerun_of is not None else (key or {}).get("last_job_id"),
         "rerun_reason": rerun_reason,
+        "epoch": epoch,
         "boot_id": procs.boot_id(),
         "host_id": host.host_id(),
         # The launcher stands in as the supervisor until the forked one records itself, so a
@@ -212,19 +271,28 @@ def ack(state_dir, job_id):
         return store.get_job(conn, job_id) or row
 
 
-def abort(state_dir, run_key, job_id, reason, grace):
-    # type: (str, Optional[str], Optional[str], Optional[str], float) -> Tuple[Row, Dict[str, bool]]
-    """Store ABORTED first, then SIGTERM, then SIGKILL after the grace; identity-checked."""
+def abort(state_dir, run_key, job_id, reason, grace, ack=False):
+    # type: (str, Optional[str], Optional[str], Optional[str], float, bool) -> Tuple[Row, Dict[str, bool]]
+    """Store ABORTED first, then SIGTERM, then SIGKILL after the grace; identity-checked.
+
+    ``ack``: acknowledge the job in the same transaction (the next resume start runs a new
+    attempt); a job that already ended is then acknowledged too, and the error still says it
+    was not running.
+    """
     with store.writing(state_dir) as conn:
         row = resolve(conn, run_key, job_id, locked=True)
-        if row["status"] not in ACTIVE:
-            raise wrong_state("Job is not running: {} status={}".format(row["job_id"], row["status"]))
-        if not host.is_this_host(row.get("host_id")):
+        if row["status"] in ACTIVE and not host.is_this_host(row.get("host_id")):
             raise wrong_state("Job {} runs on host {} (this is {}): abort it there".format(
                 row["job_id"], row["host_id"], host.host_id()))
         now = now_ts()
-        store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
-                         aborted_at=now, updated_at=now, abort_reason=text(reason))
+        if ack:
+            store.ack_job(conn, row["job_id"], now)
+        if row["status"] in ACTIVE:
+            store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
+                             aborted_at=now, updated_at=now, abort_reason=text(reason))
+    if row["status"] not in ACTIVE:
+        raise wrong_state("Job is not running: {} status={}{}".format(
+            row["job_id"], row["status"], " (its result is now acknowledged)" if ack else ""))
     from remote_agent.stopping import stop_processes  # only abort signals anything
 
     flags = stop_processes(row, grace)

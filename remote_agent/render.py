@@ -46,6 +46,7 @@ def job_object(row, state_dir):
     out["cwd"] = store.cwd_of(row)
     out["log_shown"] = {STDOUT: row.get("stdout_shown", 0), STDERR: row.get("stderr_shown", 0)}
     out["host_id"] = row.get("host_id")  # the host that runs it (None: before hosts were recorded)
+    out["epoch"] = row.get("epoch")
     return out
 
 

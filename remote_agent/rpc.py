@@ -104,9 +104,15 @@ def op_start(req, state_dir):
         state_dir, _get(req, "run_key", str, required=True), argv,
         cwd=_get(req, "cwd", str), env=_env(req), strict=_get(req, "strict", bool, False),
         resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0),
-        rerun_unknown=_get(req, "rerun_unknown", bool, False))
-    return {"action": result.action, "strict_override_used": result.strict_override_used,
-            "job": render.job_object(row, state_dir)}
+        rerun_unknown=_get(req, "rerun_unknown", bool, False),
+        epoch=_get(req, "epoch", str), grace=_get(req, "grace_seconds", float, 5.0))
+    out = {"action": result.action, "strict_override_used": result.strict_override_used,
+           "job": render.job_object(row, state_dir)}  # type: Dict[str, Any]
+    if result.superseded is not None:
+        old = result.superseded
+        out["superseded"] = {"job_id": old["job_id"], "status": old["status"],
+                             "aborted": old["status"] not in TERMINAL}
+    return out
 
 
 def op_poll(req, state_dir):
@@ -187,7 +193,8 @@ def op_abort(req, state_dir):
     from remote_agent import lifecycle
 
     row, flags = lifecycle.abort(state_dir, None, check_job_id(_get(req, "job_id", str, required=True)),
-                            _get(req, "reason", str), _get(req, "grace_seconds", float, 5.0))
+                            _get(req, "reason", str), _get(req, "grace_seconds", float, 5.0),
+                            ack=_get(req, "ack", bool, False))
     out = {"job": render.job_object(row, state_dir), "aborted": True}  # type: Dict[str, Any]
     out.update(flags)
     return out

@@ -97,7 +97,13 @@ _V4 = """
 ALTER TABLE jobs ADD COLUMN host_id TEXT
 """
 
-_MIGRATIONS = [_V1, _V2, _V3, _V4]
+# Level 5 (additive): the Airflow clear epoch a job was started under (``start``'s ``epoch``): a
+# resume start with another epoch supersedes the key's job instead of reattaching to it.
+_V5 = """
+ALTER TABLE jobs ADD COLUMN epoch TEXT
+"""
+
+_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5]
 LEVEL = len(_MIGRATIONS)
 assert 0 < store.SCHEMA_VERSION <= LEVEL
 

@@ -166,11 +166,15 @@ class AsyncOrchesjobHook:
         job = reply.get("job")
         return JobRecord.from_dict(job) if job else None
 
-    async def abort(self, job_id: str, reason: str, grace_seconds: float = 5) -> dict[str, Any]:
+    async def abort(
+        self, job_id: str, reason: str, grace_seconds: float = 5, ack: bool = False
+    ) -> dict[str, Any]:
+        """Abort a running job; ``ack=True`` also acknowledges it (see the sync hook's ``abort``)."""
         return await self.call(
             "abort",
             job_id=job_id,
             reason=reason,
             grace_seconds=grace_seconds,
+            ack=True if ack else None,
             call_timeout=abort_timeout(grace_seconds),
         )

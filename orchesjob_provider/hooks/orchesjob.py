@@ -284,11 +284,17 @@ class OrchesjobHook(BaseHook):
         mode: str = "resume",
         start_timeout: float = 10,
         rerun_unknown: bool = False,
+        epoch: str | None = None,
+        grace_seconds: float = 5,
     ) -> tuple[str, JobRecord]:
         """Start (or, in ``resume`` mode, reattach to/adopt) the job for ``run_key``.
 
         ``rerun_unknown``: in resume mode, run the key again even if its latest job's outcome is
         unknown (LOST after its target started); otherwise the action is ``unknown``.
+        ``epoch`` (resume mode): changes whenever the task is cleared in Airflow. When the key's
+        job was started under another epoch, the agent aborts it (SIGTERM, SIGKILL after
+        ``grace_seconds``) if still active, acknowledges it, and starts a new attempt: the
+        returned action is ``started`` and ``job.raw["superseded"]`` names the replaced job.
         """
         extra: dict[str, Any] = {"rerun_unknown": True} if rerun_unknown else {}
         reply = self.call(
@@ -300,10 +306,15 @@ class OrchesjobHook(BaseHook):
             strict=bool(strict),
             mode=mode,
             start_timeout=start_timeout,
-            call_timeout=start_timeout + CALL_SLACK,
+            epoch=epoch,
+            grace_seconds=grace_seconds if epoch is not None else None,
+            call_timeout=start_timeout + (grace_seconds if epoch is not None else 0) + CALL_SLACK,
             **extra,
         )
-        return str(reply.get("action")), JobRecord.from_dict(reply["job"])
+        job = reply["job"]
+        if reply.get("superseded") and isinstance(job, dict):
+            job = {**job, "superseded": reply["superseded"]}
+        return str(reply.get("action")), JobRecord.from_dict(job)
 
     def poll(
         self,
@@ -348,13 +359,16 @@ class OrchesjobHook(BaseHook):
         return JobRecord.from_dict(self.call("ack", job_id=job_id)["job"])
 
     def abort(
-        self, job_id: str, reason: str = "aborted by Airflow", grace_seconds: float = 5
+        self, job_id: str, reason: str = "aborted by Airflow", grace_seconds: float = 5, ack: bool = False
     ) -> dict[str, Any]:
+        """Abort a running job; ``ack=True`` also acknowledges it (a finished one too, which still
+        raises :class:`OrchesjobWrongState`), so the next try of its run key starts a new attempt."""
         return self.call(
             "abort",
             job_id=job_id,
             reason=reason,
             grace_seconds=grace_seconds,
+            ack=True if ack else None,
             call_timeout=abort_timeout(grace_seconds),
         )
 

@@ -31,6 +31,14 @@ from orchesjob_provider.protocol import (
     failure_message,
     normalize_offsets,
 )
+from orchesjob_provider.task_state import (
+    KEEP,
+    TaskIdent,
+    clear_epoch,
+    kill_action,
+    read_task_state,
+    timed_out_now,
+)
 from orchesjob_provider.version_compat import (
     AirflowException,
     AirflowSkipException,
@@ -75,6 +83,11 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
     and only a job whose result this operator already acknowledged (a reported failure, or a
     success the user cleared) is run again. ``strict=True`` never runs a key twice.
 
+    Each start sends the task's clear epoch (``max_tries:clear_number``): a job started before the
+    task was cleared is aborted and acknowledged by the agent, and a new attempt runs. On a kill,
+    the task instance's state says why (``task_state``): a user's clear or mark, or a timeout,
+    aborts and acknowledges the job; a worker shutdown leaves it running for the next try.
+
     :param ssh_conn_id: an ``ssh`` connection (templated? no: fixed per task).
     :param command: argv list (templated), or a string run by ``[shell or "/bin/sh", "-c", command]``.
     :param shell: the shell for a string command (default ``/bin/sh``).
@@ -93,7 +106,9 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
     :param timeout: seconds or timedelta per try; then the remote job is aborted and the task fails.
     :param skip_on_exit_code: exit code(s) that mark the task skipped instead of failed.
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
-    :param abort_on_kill: abort the remote job when the task is killed (worker or deferred).
+    :param abort_on_kill: abort and acknowledge the remote job when a user kills the task (clear,
+        mark failed/success; worker or deferred) or it times out. False: never abort on a kill.
+        A worker shutdown never aborts.
     :param wait: False = start (or reattach) and return the job record without waiting.
     :param abort_grace_seconds: SIGTERM → SIGKILL grace when aborting.
     :param start_timeout: seconds the agent waits for the job's process to be up.
@@ -169,6 +184,7 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
             validate_env(env)
         self._job_id: str | None = None
         self._run_key: str | None = None
+        self._task_ident: TaskIdent | None = None
         self._hook = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -236,6 +252,7 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
 
         self._run_key = run_key  # lets on_kill find the job even while start is in flight
+        self._task_ident = TaskIdent.of(context.get("ti"))
         action, job = self.hook.start(
             argv,
             run_key,
@@ -245,8 +262,19 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
             mode="resume",
             start_timeout=self.start_timeout,
             rerun_unknown=self.rerun_unknown_outcome,
+            epoch=clear_epoch(context),
+            grace_seconds=self.abort_grace_seconds,
         )
         self._job_id = job.job_id
+        superseded = job.raw.get("superseded")
+        if isinstance(superseded, dict):
+            self.log.info(
+                "orchesjob superseded: the task was cleared; %s job %s (%s) of the earlier run and "
+                "started a new attempt",
+                "aborted" if superseded.get("aborted") else "acknowledged",
+                superseded.get("job_id"),
+                superseded.get("status"),
+            )
         self.log.info(
             "orchesjob %s: %s — job %s, attempt %s, status %s, on %s",
             action,
@@ -391,6 +419,7 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
                 job_id,
                 reason=f"Airflow timeout ({self.timeout_seconds:g}s)",
                 grace_seconds=self.abort_grace_seconds,
+                ack=True,
             )
         except OrchesjobWrongState:
             # It finished just now: its real outcome counts.
@@ -405,12 +434,26 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
         )
 
     def on_kill(self) -> None:
+        """Abort and acknowledge the remote job if a user killed the task or it timed out; leave it
+        running on a worker shutdown (see the class docstring and ``task_state``)."""
         job_id = self._job_id
         if not job_id and not self._run_key:
             return
+        what = job_id or f"of run key {self._run_key}"
         if not self.abort_on_kill:
-            self.log.info("abort_on_kill=False: remote job %s keeps running", job_id or self._run_key)
+            self.log.info("abort_on_kill=False: remote job %s keeps running", what)
             return
+        timed_out = timed_out_now()
+        state = None if timed_out else read_task_state(self._task_ident, log=self.log)
+        if kill_action(state, timed_out) == KEEP:
+            self.log.info(
+                "worker shutdown (task state %s): remote job %s keeps running; the next try reattaches "
+                "to it or adopts its result",
+                state,
+                what,
+            )
+            return
+        cause = "Airflow timeout" if timed_out else f"task killed by a user action (task state {state})"
         try:
             hook = self.agent.hook()
             if not job_id:  # killed while start was in flight: find the job by its run key
@@ -418,9 +461,9 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
                 if job is None or not job.is_active:
                     return
                 job_id = job.job_id
-            hook.abort(job_id, reason="task killed", grace_seconds=self.abort_grace_seconds)
-            self.log.info("Aborted remote job %s (task killed)", job_id)
+            hook.abort(job_id, reason=cause, grace_seconds=self.abort_grace_seconds, ack=True)
+            self.log.info("%s: aborted and acknowledged remote job %s", cause, job_id)
         except OrchesjobWrongState:
-            self.log.info("Remote job %s already finished", job_id)
+            self.log.info("%s: remote job %s had already finished; acknowledged its result", cause, job_id)
         except Exception as e:
-            self.log.warning("Could not abort remote job %s: %s", job_id, e)
+            self.log.warning("%s: could not abort remote job %s: %s", cause, job_id, e)

@@ -17,8 +17,8 @@ from orchesjob_provider.protocol import (
     abort_timeout,
     normalize_offsets,
 )
+from orchesjob_provider.task_state import KEEP, TaskIdent, kill_action, read_task_state_async
 from orchesjob_provider.version_compat import (
-    AIRFLOW_V_3_0_PLUS,
     TRIGGER_HAS_ON_KILL,
     BaseTrigger,
     TriggerEvent,
@@ -45,7 +45,8 @@ class OrchesjobTrigger(BaseTrigger):
     :param timeout_at: Unix time after which the trigger yields a ``timeout`` event.
     :param remote_python: the interpreter on the target.
     :param state_dir: the agent's state dir on the target.
-    :param abort_on_kill: abort the remote job when the task is killed while deferred.
+    :param abort_on_kill: abort and acknowledge the remote job when a user kills the deferred task
+        (clear, mark failed/success); a triggerer restart never aborts.
     :param stream_logs: write remote log lines to the trigger log (else the operator prints all).
     :param max_reconnect_attempts: consecutive connection failures before an ``error`` event.
     :param secret_values: the job's secret env values (operator ``secret_env`` and sensitive
@@ -200,75 +201,48 @@ class OrchesjobTrigger(BaseTrigger):
 
     # -- kill while deferred --------------------------------------------------------------------
     async def on_kill(self) -> None:
-        """Airflow 3.3+: the user killed the deferred task (mark failed/success, clear)."""
-        await self._abort("task killed while deferred")
+        """Airflow 3.3+: a user action (mark failed/success, clear) unassigned the deferred task;
+        never called on a triggerer shutdown."""
+        await self._abort("task killed by a user action while deferred")
 
-    async def _abort(self, reason: str) -> None:
+    async def _abort(self, cause: str) -> None:
+        """Abort and acknowledge the job: a later try of the run key starts a new attempt.
+
+        A late call (the task was cleared, and its new try already superseded this job) only meets
+        the old, finished job: the agent answers "not running", nothing else happens.
+        """
         if not self.abort_on_kill or not self.job_id:
             return
         hook = self._hook()
         async with hook:
             try:
                 await asyncio.wait_for(
-                    hook.abort(self.job_id, reason=reason, grace_seconds=self.abort_grace_seconds),
+                    hook.abort(self.job_id, reason=cause, grace_seconds=self.abort_grace_seconds, ack=True),
                     timeout=abort_timeout(self.abort_grace_seconds),
                 )
-                self.log.info("Aborted remote job %s (%s)", self.job_id, reason)
+                self.log.info("%s: aborted and acknowledged remote job %s", cause, self.job_id)
             except OrchesjobWrongState:
-                self.log.info("Remote job %s already finished; nothing to abort", self.job_id)
+                self.log.info("%s: remote job %s had already finished; nothing to abort", cause, self.job_id)
             except Exception as e:
-                self.log.warning("Could not abort remote job %s: %s", self.job_id, e)
+                self.log.warning("%s: could not abort remote job %s: %s", cause, self.job_id, e)
 
     async def _abort_if_task_killed(self) -> None:
         """Before Airflow 3.3: cancellation also happens on triggerer shutdown/redistribution.
 
-        Like the official providers' ``safe_to_cancel()``: abort only if the task instance is no
-        longer DEFERRED (the user killed it); if it still is, the trigger just moves elsewhere.
+        Like the official providers' ``safe_to_cancel()``: abort only if the task instance's state
+        says a user killed it (``task_state.kill_action``); while it is still deferred (or the state
+        cannot be read) the trigger just moves elsewhere. A clear racing with this check (the new
+        try deferred again already) is covered by the clear epoch: the new try superseded the job.
         """
         if not self.abort_on_kill or not self.job_id:
             return
-        try:
-            state = await self._task_state()
-        except Exception as e:
-            self.log.warning("Cannot read the task state (%s); leaving remote job %s running", e, self.job_id)
-            return
-        if state is None or str(state) in ("deferred", "TaskInstanceState.DEFERRED"):
+        state = await self._task_state()
+        if kill_action(state) == KEEP:
             self.log.info(
-                "Trigger cancelled while the task is still deferred; remote job %s keeps running", self.job_id
+                "Trigger cancelled while the task is %s: remote job %s keeps running", state, self.job_id
             )
             return
-        await self._abort(f"task killed while deferred (task state {state})")
+        await self._abort(f"task killed by a user action while deferred (task state {state})")
 
     async def _task_state(self) -> str | None:
-        ti = self.task_instance
-        if ti is None:
-            return None
-        from asgiref.sync import sync_to_async
-
-        if AIRFLOW_V_3_0_PLUS:
-            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
-                dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index
-            )
-            value = states[ti.run_id][ti.task_id]
-            return getattr(value, "value", value)
-
-        def _db_state() -> str | None:
-            from airflow.models.taskinstance import TaskInstance
-            from airflow.utils.session import create_session
-
-            with create_session() as session:
-                value = (
-                    session.query(TaskInstance.state)
-                    .filter(
-                        TaskInstance.dag_id == ti.dag_id,
-                        TaskInstance.task_id == ti.task_id,
-                        TaskInstance.run_id == ti.run_id,
-                        TaskInstance.map_index == ti.map_index,
-                    )
-                    .scalar()
-                )
-            return getattr(value, "value", value)
-
-        return await sync_to_async(_db_state)()
+        return await read_task_state_async(TaskIdent.of(self.task_instance), log=self.log)
