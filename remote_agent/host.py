@@ -4,7 +4,7 @@ A state dir under a home directory is often shared by many hosts (NFS homes on a
 Every job records the host that started it; only that host may judge it (LOST, reconcile) or
 signal it, because only there do its process ids and boot id mean anything. The host id is
 ``<nodename>/<machine-id>``: two machines are the same host only if both match (containers
-from one image often share a machine id; cloned VMs sometimes do; hostnames are unique in a
+built from one image often share a machine id; cloned VMs sometimes do; hostnames are unique in a
 cluster). ``ORCHESJOB_HOST_ID`` overrides it, for a host whose name changes.
 
 SQLite's WAL mode keeps its index in shared memory, which does not work across the hosts of a

@@ -163,5 +163,7 @@ def test_version_2_database_gains_the_epoch_column(agent):
     assert rep["job"]["epoch"] == "1:0"
     conn = sqlite3.connect(str(agent.db_path))
     assert "epoch" in [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(schema._MIGRATIONS)
+    # additive: user_version stays "compatible since" (2); the level is in agent_schema
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("SELECT level FROM agent_schema").fetchone()[0] == len(schema._MIGRATIONS)
     conn.close()
