@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import time
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
@@ -10,6 +9,8 @@ from typing import Any
 
 from orchesjob_provider.address import AgentTaskMixin
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobWrongState
+from orchesjob_provider.operators.messages import ACTION_TEXT, unknown_outcome_message
+from orchesjob_provider.operators.rendering import RenderingMixin
 from orchesjob_provider.operators.validation import (
     bad,
     seconds,
@@ -18,13 +19,9 @@ from orchesjob_provider.operators.validation import (
     validate_skip_codes,
 )
 from orchesjob_provider.protocol import (
-    ADOPTED,
     EVENT_TERMINAL,
     EVENT_TIMEOUT,
     FAILED,
-    KEPT,
-    REATTACHED,
-    STARTED,
     JobLogs,
     JobRecord,
     WatchEvent,
@@ -45,35 +42,13 @@ from orchesjob_provider.version_compat import (
     BaseOperator,
     Context,
     conf,
-    mask_secret,
-    should_hide_value_for_key,
 )
 from orchesjob_provider.watch import MaskedLog, Watch, log_chunk_lines
 from remote_agent.lifecycle import outcome_unknown  # the agent's own rule, pure
 from remote_agent.vocab import UNKNOWN
 
-_ACTION_TEXT = {
-    STARTED: "started a new remote job",
-    REATTACHED: "reattached to the running remote job (an earlier try started it)",
-    ADOPTED: "adopted the finished, unacknowledged remote job (no new run)",
-    KEPT: "strict run key already ran; kept its recorded result (no new run; `orchesjob unlock` to rerun)",
-    UNKNOWN: "the remote job's outcome is unknown (it may have completed); not run again",
-}
 
-
-def unknown_outcome_message(job: JobRecord, where: str) -> str:
-    """Why a job whose outcome is unknown fails the task, and how a person releases it."""
-    return (
-        f"Remote job {job.job_id} (run key {job.run_key}, attempt {job.attempt_no}) on {where} has an "
-        f"unknown outcome: {job.lost_reason or 'LOST'}. It may have completed, so it is not run again "
-        f"(every retry fails the same way). Check what it did (its stdout/stderr: "
-        f"{job.raw.get('stdout_file')}), then release it: on the host run "
-        f"`orchesjob unlock --run-key {shlex.quote(job.run_key)}`, or set rerun_unknown_outcome=True "
-        f"on the task; then retry or clear the task."
-    )
-
-
-class OrchesjobOperator(AgentTaskMixin, BaseOperator):
+class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
     """
     Run a command on a remote host through the orchesjob agent, over SSH, so that an Airflow retry
     never starts a second copy of a job that is still running or already finished.
@@ -188,45 +163,6 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
         self._hook = None
 
     # -- helpers --------------------------------------------------------------------------------
-    def render_template(
-        self, content: Any, context: Any, jinja_env: Any = None, seen_oids: Any = None
-    ) -> Any:
-        """Strings without any Jinja markup are kept as they are, byte for byte (Jinja itself would
-        turn ``\\r\\n`` into ``\\n`` and drop a trailing newline)."""
-        if isinstance(content, str) and not any(m in content for m in ("{{", "{%", "{#")):
-            return content
-        return super().render_template(content, context, jinja_env, seen_oids)
-
-    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
-        """Register the secret env values with Airflow's masker as soon as they are rendered:
-        before the rendered fields are stored or sent (they are redacted then) and before the job
-        prints anything."""
-        try:
-            super().render_template_fields(context, jinja_env)
-        finally:
-            self._mask_secret_env()
-
-    def _mask_secret_env(self) -> None:
-        if not isinstance(self.env, Mapping):
-            return
-        for key, value in self.env.items():
-            if not isinstance(value, str) or not value:
-                continue
-            if key in self.secret_env:
-                mask_secret(value)  # no name: always masked
-            else:
-                mask_secret(value, key)  # masked if Airflow's masker hides values of this name
-
-    def _secret_values(self) -> list[str]:
-        """The env values masked above, for the trigger (another process: its own masker)."""
-        if not isinstance(self.env, Mapping):
-            return []
-        return [
-            v
-            for k, v in self.env.items()
-            if isinstance(v, str) and v and (k in self.secret_env or should_hide_value_for_key(k))
-        ]
-
     def _print_logs(self, res: JobLogs) -> None:
         """Write the new log lines of one poll/wait answer to the task log."""
         log_chunk_lines(MaskedLog(self.log, self._secret_values()), res)
@@ -278,7 +214,7 @@ class OrchesjobOperator(AgentTaskMixin, BaseOperator):
         self.log.info(
             "orchesjob %s: %s — job %s, attempt %s, status %s, on %s",
             action,
-            _ACTION_TEXT.get(action, action),
+            ACTION_TEXT.get(action, action),
             job.job_id,
             job.attempt_no,
             job.status,
