@@ -31,7 +31,7 @@ def boot_id():
     return _boot_id_cache[0]
 
 
-def _stat_fields(pid):
+def stat_fields(pid):
     # type: (int) -> Optional[list]
     """Fields of /proc/<pid>/stat after the command name (which may contain spaces)."""
     try:
@@ -45,7 +45,7 @@ def _stat_fields(pid):
 def start_time(pid):
     # type: (int) -> Optional[int]
     """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     if not fields or len(fields) < 20:
         return None
     return int(fields[19])
@@ -68,7 +68,7 @@ def is_alive(pid, started, boot):
     current_boot = boot_id()
     if boot and current_boot and boot != current_boot:
         return False
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     if fields is None:
         if os.path.isdir("/proc/self"):
             return False  # Linux: no /proc entry means no process

@@ -18,6 +18,8 @@ A process is named by (pid, start time) so a pid reused meanwhile is never signa
 import os
 import time
 
+from remote_agent.procs import stat_fields
+
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple  # noqa: F401
@@ -75,13 +77,8 @@ def close_inherited_fds(keep=()):
 def _stat(pid):
     # type: (int) -> Optional[Tuple[int, int, int]]
     """(ppid, process group, start time) of a live, non-zombie pid; None otherwise."""
-    try:
-        with open("/proc/{}/stat".format(pid), "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+    fields = stat_fields(pid)
+    if not fields or len(fields) < 20 or fields[0] in (b"Z", b"X"):
         return None
     return int(fields[1]), int(fields[2]), int(fields[19])
 
