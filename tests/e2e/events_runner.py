@@ -29,6 +29,33 @@ from testkit import REPO
 from testkit import airflow_stack as stack_mod
 from testkit.procs import pid_alive, proc_cmdline
 
+
+def e2e_marks() -> List[Any]:
+    """The marks of every e2e module: e2e, ssh, airflow, Airflow 3 only, a generous timeout.
+
+    A module without Airflow installed is skipped at import (``pytest.importorskip``-like).
+    """
+    import importlib.metadata
+
+    import pytest
+
+    try:
+        version = importlib.metadata.version("apache-airflow")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("Airflow is not installed in this interpreter", allow_module_level=True)
+    return [
+        pytest.mark.e2e,
+        pytest.mark.ssh,
+        pytest.mark.airflow,
+        pytest.mark.skipif(
+            int(version.split(".")[0]) < 3,
+            reason="the real-stack e2e needs Airflow 3 (SQLite + LocalExecutor is not supported on "
+            f"Airflow 2); this interpreter has Airflow {version}",
+        ),
+        pytest.mark.timeout(900),
+    ]
+
+
 CONN_ID = "orchesjob_events_ssh"
 CONN_ID_OUTAGE = "orchesjob_events_ssh_outage"  # the second, restartable sshd
 TASK_ID = "remote_job"
