@@ -676,7 +676,9 @@ def running_cases(names: Optional[List[str]] = None
     sshd = sshd1.target()
     conns = {CONN_ID: sshd.conn_uri(), CONN_ID_OUTAGE: sshd2.target().conn_uri()}
     # Sync cases hold a worker slot for their whole wait: room for all of them at once.
-    st = stack_mod.AirflowStack(home, dags, connections=conns, heartbeat_timeout=20,
+    # 45 s: a task whose worker was killed is retried soon enough, and a stall of the SQLite-backed
+    # API server (bounded by its 15 s busy timeout) never turns the running tasks into zombies
+    st = stack_mod.AirflowStack(home, dags, connections=conns, heartbeat_timeout=45,
                                 extra_env={"AIRFLOW__CORE__PARALLELISM": "8"})
     t0 = time.monotonic()
     cases: Dict[str, Case] = {}
