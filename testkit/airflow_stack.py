@@ -35,6 +35,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -55,7 +56,14 @@ from testkit.procs import wait_until as _wait_until
 DEFAULT_VENV = os.path.join(REPO, ".venvs", "af3")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 STATE_FILE = "stack.json"
-SQLITE_BUSY_TIMEOUT = 60
+#: sqlite3's busy timeout (its default is 5 s). Long enough for a loaded 2-core machine, short
+#: enough that a lock conflict inside the API server (which then stops answering everything,
+#: task heartbeats included) ends well before the task heartbeat timeout: measured, a 60 s value
+#: froze the API server for 60 s under three concurrent clears and made every running task a zombie.
+SQLITE_BUSY_TIMEOUT = 15
+#: Our own REST writes (clear, mark) go one at a time: concurrent write requests are what made
+#: the SQLite-backed API server hang.
+_API_WRITES = threading.Lock()
 
 
 class StackError(RuntimeError):
@@ -415,7 +423,10 @@ class AirflowStack:
         (SQLite busy under a loaded scheduler: the transaction was rolled back, nothing changed)."""
         for attempt in range(attempts):
             try:
-                return self.api(method, path, body)
+                with _API_WRITES:
+                    # longer than the busy timeout: the server answers "Database error" (retried
+                    # here) before the client gives up on a request it may still apply
+                    return self.api(method, path, body, timeout=SQLITE_BUSY_TIMEOUT * 6)
             except StackError as e:
                 if "Database error" not in str(e) or attempt == attempts - 1:
                     raise

@@ -47,27 +47,10 @@ the cases of the selected tests.
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import pytest
-from events_runner import CASES, check_case
+from events_runner import CASES, check_case, e2e_marks
 
-try:
-    AIRFLOW_VERSION = importlib.metadata.version("apache-airflow")
-except importlib.metadata.PackageNotFoundError:
-    pytest.skip("Airflow is not installed in this interpreter", allow_module_level=True)
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.ssh,
-    pytest.mark.airflow,
-    pytest.mark.skipif(
-        int(AIRFLOW_VERSION.split(".")[0]) < 3,
-        reason="the real-stack e2e needs Airflow 3 (SQLite + LocalExecutor is not supported on Airflow 2); "
-        f"this interpreter has Airflow {AIRFLOW_VERSION}",
-    ),
-    pytest.mark.timeout(900),
-]
+pytestmark = e2e_marks()
 
 #: the cases of this module (test_resume_after_crash.py has worker_sigkill and triggerer_sigkill)
 EVENTS = [name for name in CASES if name not in ("worker_sigkill", "triggerer_sigkill")]

@@ -24,27 +24,9 @@ a slow machine (then try 2 would adopt instead of reattach). Every wait is a pol
 
 from __future__ import annotations
 
-import importlib.metadata
+from events_runner import check_case, e2e_marks
 
-import pytest
-from events_runner import check_case
-
-try:
-    AIRFLOW_VERSION = importlib.metadata.version("apache-airflow")
-except importlib.metadata.PackageNotFoundError:
-    pytest.skip("Airflow is not installed in this interpreter", allow_module_level=True)
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.ssh,
-    pytest.mark.airflow,
-    pytest.mark.skipif(
-        int(AIRFLOW_VERSION.split(".")[0]) < 3,
-        reason="the real-stack e2e needs Airflow 3 (SQLite + LocalExecutor is not supported on Airflow 2); "
-        f"this interpreter has Airflow {AIRFLOW_VERSION}",
-    ),
-    pytest.mark.timeout(900),
-]
+pytestmark = e2e_marks()
 
 
 #: the events_runner case each test checks (conftest starts only the cases of collected tests)
