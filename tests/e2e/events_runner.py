@@ -352,6 +352,15 @@ class Case:
                 f"[{self.name}] the task ended at try {ti['try_number']}, expected {try_number}\n"
                 f"{self.summary()}")
 
+    def assert_rerun_outcome(self) -> None:
+        """After a user's clear or mark + clear: success, two executions. The try that acted after
+        the user's action was already checked to start a new attempt; Airflow may still retry that
+        try on its own (seen once on 3.3: the deferred try 2 failed internally and try 3 adopted
+        attempt 2's result), so the final try number is not pinned: the executions are."""
+        self.assert_outcome("success", 2)
+        ti = self.ti()
+        assert ti is not None and ti["try_number"] >= 2, self.summary()
+
     def assert_one_job(self, job_id: str) -> None:
         jobs = self.history()
         assert len(jobs) == 1, (
@@ -437,7 +446,7 @@ def _scenario_clear_running(c: Case) -> None:
     # the kill path won. Either way a new attempt, never "reattached" or "adopted".
     assert act in ("started", "superseded"), (
         f"[{c.name}] the try after the user's clear did not start a new attempt (it {act})\n{c.summary()}")
-    c.assert_outcome("success", 2, try_number=2)
+    c.assert_rerun_outcome()
     c.assert_rerun_after_abort(job["job_id"])
 
 
@@ -468,7 +477,7 @@ def scenario_mark_failed_deferred(c: Case) -> None:
     # the kill path won. Either way a new attempt, never "reattached" or "adopted".
     assert act in ("started", "superseded"), (
         f"[{c.name}] the try after the user's clear did not start a new attempt (it {act})\n{c.summary()}")
-    c.assert_outcome("success", 2, try_number=2)
+    c.assert_rerun_outcome()
     c.assert_rerun_after_abort(job["job_id"])
 
 
