@@ -68,7 +68,9 @@ class Host:
         self.remote(f"touch {self.release}")
 
 
-def _dag(dag_id: str, orch_conn: str, state_dir: str, run_key: str, host: Host, **extra) -> object:
+def _dag(dag_id: str, orch_conn: str, state_dir: str, run_key: str, host: Host, more: str = "",
+         **extra) -> object:
+    """``more``: operator arguments written as code (e.g. a ``timedelta``), after the keywords."""
     return write_dag(
         dag_id,
         "OrchesjobOperator(task_id='t', "
@@ -81,6 +83,7 @@ def _dag(dag_id: str, orch_conn: str, state_dir: str, run_key: str, host: Host, 
             abort_grace_seconds=1,
             **extra,
         )
+        + more
         + ")",
     )
 
@@ -187,19 +190,7 @@ def test_execution_timeout_aborts_and_acknowledges(orch_conn, state_dir, remote,
     tag = new_dag_id("exectimeout")
     host = Host(remote, sshd, tag)
     run_key = f"test/{tag}"
-    dag = write_dag(
-        tag,
-        "OrchesjobOperator(task_id='t', "
-        + kw(
-            ssh_conn_id=orch_conn,
-            state_dir=state_dir,
-            run_key=run_key,
-            command=host.command(),
-            poll_interval=0.5,
-            abort_grace_seconds=1,
-        )
-        + ", execution_timeout=timedelta(seconds=12))",
-    )
+    dag = _dag(tag, orch_conn, state_dir, run_key, host, more=", execution_timeout=timedelta(seconds=12)")
     assert dag.get_task("t").execution_timeout == datetime.timedelta(seconds=12)
     try:
         dr = dag.test()
