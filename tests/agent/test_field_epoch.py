@@ -111,6 +111,8 @@ def test_abort_with_ack_acknowledges_running_and_finished_jobs(agent):
     key, count = agent.key(), agent.workdir / "count"
     script = agent.script("long.py", LONG)
     first = start(agent, key, script, count)["job"]
+    # the count must include the first run before it is aborted (else 2 is never reached)
+    wait_until(lambda: runs(count) == 1, message="first execution")
     rep = agent.rpc_ok({"op": "abort", "protocol": 1, "job_id": first["job_id"], "ack": True,
                         "reason": "task killed", "grace_seconds": 2})
     assert rep["aborted"] is True and rep["job"]["status"] == "ABORTED"
