@@ -108,6 +108,7 @@ __all__ = [
     "conf",
     "context_merge",
     "determine_kwargs",
+    "get_stats",
     "mask_secret",
     "should_hide_value_for_key",
     "task_decorator_factory",
@@ -133,3 +134,17 @@ else:  # Airflow 2.10 / 2.11
     from airflow.utils.context import context_merge  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
     from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
     from airflow.utils.types import NOTSET as SET_DURING_EXECUTION  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
+
+
+def get_stats() -> Any:
+    """Airflow's ``Stats`` (StatsD / OpenTelemetry / nothing, as the deployment configures it).
+
+    Airflow 3.2+ keeps it in the Task SDK (``airflow.stats`` is a deprecated shim there, which
+    warns on import); Airflow 2.10 - 3.1 in ``airflow.stats``. Imported on first use, not at
+    module import, so a provider import never initialises the metrics backend.
+    """
+    try:
+        from airflow.sdk.observability.stats import Stats
+    except ImportError:
+        from airflow.stats import Stats  # type: ignore[no-redef,attr-defined,unused-ignore]
+    return Stats
