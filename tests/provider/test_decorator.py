@@ -107,8 +107,9 @@ def test_string_command_and_downstream_xcom(orch_conn, state_dir, remote, sshd):
     assert _xcoms(dr, "report")[-1] == _xcoms(dr, "build")[-1]["job_id"]
 
 
-@pytest.mark.parametrize("deferrable", MODES)
-def test_expand_runs_one_job_per_mapped_index(orch_conn, state_dir, remote, sshd, deferrable):
+def test_expand_runs_one_job_per_mapped_index(orch_conn, state_dir, remote, sshd):
+    """Mapped and deferrable at once (the worker path of the decorator is proven above)."""
+    deferrable = True
     dag_id = new_dag_id("decomap")
     side = f"{sshd.home}/{dag_id}.side"
     dag = write_dag(
