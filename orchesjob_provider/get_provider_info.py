@@ -42,5 +42,9 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Orchesjob", "python-modules": ["orchesjob_provider.triggers.orchesjob"]}
         ],
+        # ``@task.orchesjob``: Airflow's ``task`` object looks decorators up by name here.
+        "task-decorators": [
+            {"class-name": "orchesjob_provider.decorators.orchesjob.orchesjob_task", "name": "orchesjob"}
+        ],
         # No "connection-types": the hook reuses the SSH provider's ``ssh`` connection type.
     }

@@ -89,6 +89,7 @@ async def aget_extra_dejson(conn: Any) -> dict[str, Any]:
 
 __all__ = [
     "AIRFLOW_V_3_0_PLUS",
+    "SET_DURING_EXECUTION",
     "TRIGGER_HAS_ON_KILL",
     "AirflowException",
     "AirflowSensorTimeout",
@@ -98,11 +99,52 @@ __all__ = [
     "BaseSensorOperator",
     "BaseTrigger",
     "Context",
+    "DecoratedOperator",
     "PokeReturnValue",
+    "TaskDecorator",
     "TriggerEvent",
     "aget_connection",
     "aget_extra_dejson",
     "conf",
+    "context_merge",
+    "determine_kwargs",
+    "get_stats",
     "mask_secret",
     "should_hide_value_for_key",
+    "task_decorator_factory",
 ]
+
+
+# -- TaskFlow (the ``@task.orchesjob`` decorator) ----------------------------------------------
+if AIRFLOW_V_3_0_PLUS:
+    from airflow.sdk.bases.decorator import (
+        DecoratedOperator,
+        TaskDecorator,
+        determine_kwargs,
+        task_decorator_factory,
+    )
+    from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
+    from airflow.sdk.definitions.context import context_merge
+else:  # Airflow 2.10 / 2.11
+    from airflow.decorators.base import (  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
+        DecoratedOperator,
+        TaskDecorator,
+        task_decorator_factory,
+    )
+    from airflow.utils.context import context_merge  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
+    from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
+    from airflow.utils.types import NOTSET as SET_DURING_EXECUTION  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
+
+
+def get_stats() -> Any:
+    """Airflow's ``Stats`` (StatsD / OpenTelemetry / nothing, as the deployment configures it).
+
+    Airflow 3.2+ keeps it in the Task SDK (``airflow.stats`` is a deprecated shim there, which
+    warns on import); Airflow 2.10 - 3.1 in ``airflow.stats``. Imported on first use, not at
+    module import, so a provider import never initialises the metrics backend.
+    """
+    try:
+        from airflow.sdk.observability.stats import Stats
+    except ImportError:
+        from airflow.stats import Stats  # type: ignore[no-redef,attr-defined,unused-ignore]
+    return Stats

@@ -147,6 +147,8 @@ if [[ "${SKIP_LINT:-0}" != 1 ]]; then
     .venvs/af3/bin/vermin -t=3.6- --no-tips --violations --eval-annotations remote_agent orchesjob_provider/remote
 fi
 
+step package "scripts/check_package.sh: build, twine check, the wheel under the MWAA 2.10.3 and 3.3.1 pins"; bash scripts/check_package.sh
+
 # --------------------------------------------------------------------------- 3 sshd
 step sshd "loopback sshd (python -m testkit.sshd)"
 # A state dir of this run's own (so a concurrent run or a manual start/stop elsewhere cannot

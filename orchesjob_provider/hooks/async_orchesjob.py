@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from orchesjob_provider import metrics
 from orchesjob_provider.bundle import DEPLOY_TIMEOUT, deploy_command, get_bundle, rpc_command
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobNotFound
 from orchesjob_provider.hooks.shared import BatchPoller, SharedConnection, loop_registry
@@ -137,6 +138,7 @@ class AsyncOrchesjobHook:
         command = deploy_command(self.remote_python, bundle)
         rc, out, err = await self._exec(command, bundle.data, DEPLOY_TIMEOUT, "deploy")
         check_deploy(rc, out, err, where=self.where, remote_path=bundle.remote_path)
+        metrics.agent_deploy(self.ssh_conn_id, metrics.TRIGGERER)
 
     async def call(self, op: str, *, call_timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """Run one agent operation and return its reply (``ok`` true), or raise a typed error."""

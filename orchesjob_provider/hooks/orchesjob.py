@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from orchesjob_provider import metrics
 from orchesjob_provider.bundle import DEPLOY_TIMEOUT, AgentBundle, deploy_command, get_bundle, rpc_command
 from orchesjob_provider.exceptions import (
     AgentUnavailable,
@@ -112,6 +113,7 @@ class OrchesjobHook(BaseHook):
         self._connect_attempts = 1  # our retries of network errors (see ssh_hook)
         self._client: Any = None
         self.exec_count = 0  # SSH execs made by this hook (the hot path is one per call)
+        self._lost = False  # the connection was lost: the next one made is a reconnect (metrics)
 
     # -- SSH ----------------------------------------------------------------------------------
     @property
@@ -159,6 +161,7 @@ class OrchesjobHook(BaseHook):
             transport = self._client.get_transport()
             if transport is not None and transport.is_active():
                 return self._client
+            self._lost = True
             self._close_client()
         hook = self.ssh_hook
         attempt = 1
@@ -177,6 +180,9 @@ class OrchesjobHook(BaseHook):
         # kernel's TCP_USER_TIMEOUT notices a dead peer (a cut link) within dead_after().
         transport.set_keepalive(KEEPALIVE_SECONDS)
         self._client = client
+        if self._lost:
+            self._lost = False
+            metrics.ssh_reconnect(self.ssh_conn_id, metrics.WORKER)
         return client
 
     def _conn_timeout(self) -> float:
@@ -229,6 +235,7 @@ class OrchesjobHook(BaseHook):
             except AgentUnavailable:
                 raise
             except (paramiko.SSHException, EOFError, OSError) as e:
+                self._lost = True
                 self._close_client()
                 stale = time.monotonic() - t0 < STALE_SECONDS
                 if attempt == 2 or not stale:
@@ -252,6 +259,7 @@ class OrchesjobHook(BaseHook):
         command = deploy_command(self.remote_python, bundle)
         rc, out, err = self._exec_retrying(command, bundle.data, DEPLOY_TIMEOUT, "deploy")
         check_deploy(rc, out, err, where=self.where, remote_path=bundle.remote_path)
+        metrics.agent_deploy(self.ssh_conn_id, metrics.WORKER)
         return bundle
 
     # -- protocol -----------------------------------------------------------------------------

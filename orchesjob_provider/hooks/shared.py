@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from orchesjob_provider import metrics
 from orchesjob_provider.exceptions import AgentUnavailable
 from orchesjob_provider.hooks.connect import build_connect_options, dead_after, tune_socket
 from orchesjob_provider.protocol import DEFAULT_LOG_LIMIT, JobLogs, normalize_offsets, poll_args
@@ -61,11 +62,14 @@ class SharedConnection:
         self.refs = 0
         self.lock = asyncio.Lock()
         self._idle_handle: asyncio.TimerHandle | None = None
+        self.lost = False  # a connection was lost: the next one made is a reconnect (metrics)
 
     async def get(self) -> Any:
         async with self.lock:
             if self.conn is not None and not self._is_closed(self.conn):
                 return self.conn
+            if self.conn is not None:  # closed under us (not by the idle close): lost
+                self.lost = True
             self.conn = None
             import asyncssh
 
@@ -78,6 +82,9 @@ class SharedConnection:
                 raise AgentUnavailable(target.error(e, self.ssh_conn_id)) from None
             tune_socket(conn.get_extra_info("socket"), dead_after(target.options["connect_timeout"]))
             self.conn = conn
+            if self.lost:
+                self.lost = False
+                metrics.ssh_reconnect(self.ssh_conn_id, metrics.TRIGGERER)
             return conn
 
     @staticmethod
@@ -88,6 +95,8 @@ class SharedConnection:
     def invalidate(self, conn: Any) -> None:
         if conn is not None and self.conn is conn:
             self.conn = None
+        if conn is not None:
+            self.lost = True
         if conn is not None:
             try:
                 conn.abort()

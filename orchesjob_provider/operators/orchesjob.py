@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from orchesjob_provider import metrics
 from orchesjob_provider.address import AgentTaskMixin
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobWrongState
 from orchesjob_provider.operators.messages import ACTION_TEXT, unknown_outcome_message
@@ -202,6 +203,7 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
             grace_seconds=self.abort_grace_seconds,
         )
         self._job_id = job.job_id
+        metrics.start_action(action, metrics.task_tags(self))
         superseded = job.raw.get("superseded")
         if isinstance(superseded, dict):
             self.log.info(
@@ -334,6 +336,7 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
         else:
             outcome = AirflowException(failure_message(job))
         job = self._ack(job)
+        metrics.job_finished(job, metrics.task_tags(self))
         if outcome is not None:
             raise outcome
         return job.to_dict()

@@ -129,7 +129,10 @@ def test_provider_is_registered_in_airflow_cli():
     start = r.stdout.index("[")
     providers = json.loads(r.stdout[start:])
     ours = [p for p in providers if p["package_name"] == "airflow-provider-orchesjob"]
-    assert ours and ours[0]["version"] == "0.1.0"
+    import remote_agent
+
+    # one version source (remote_agent.__version__); the installed metadata is the checkout's
+    assert ours and ours[0]["version"] == remote_agent.__version__
     from orchesjob_provider.get_provider_info import get_provider_info
 
     info = get_provider_info()

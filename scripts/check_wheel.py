@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Check a built wheel holds only the two packages: ``check_wheel.py WHEEL [--version V]``.
+
+Allowed at the top of the wheel: ``remote_agent/``, ``orchesjob_provider/`` and the wheel's own
+``*.dist-info/``. Rejected anywhere: tests, the test kit, scripts, benchmarks, example DAGs,
+bytecode. Also checks the metadata's version (when given) and the provider entry point.
+Exit 0 = fine; 1 = one line per problem on stderr. Stdlib only (runs before any venv exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from email.parser import Parser
+
+PACKAGES = ("remote_agent", "orchesjob_provider")
+FORBIDDEN_PARTS = ("tests", "testkit", "scripts", "benchmarks", "dags_examples", "__pycache__")
+ENTRY_POINT = "provider_info = orchesjob_provider.get_provider_info:get_provider_info"
+
+
+def problems(path: str, version: str | None) -> list[str]:
+    out: list[str] = []
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        dist_infos = sorted({n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")})
+        if len(dist_infos) != 1:
+            return [f"{path}: expected one .dist-info directory, found {dist_infos}"]
+        dist_info = dist_infos[0]
+        for name in names:
+            top, *rest = name.split("/")
+            if top not in PACKAGES and top != dist_info:
+                out.append(f"{path}: {name}: not part of the two packages {PACKAGES}")
+            elif any(p in FORBIDDEN_PARTS for p in rest[:-1]) or name.endswith((".pyc", ".pyo")):
+                out.append(f"{path}: {name}: tests, tooling or bytecode do not belong in the wheel")
+        for pkg in PACKAGES:
+            if f"{pkg}/__init__.py" not in names:
+                out.append(f"{path}: {pkg}/__init__.py is missing")
+        meta = Parser().parsestr(zf.read(f"{dist_info}/METADATA").decode())
+        if version is not None and meta["Version"] != version:
+            out.append(f"{path}: metadata version {meta['Version']} != {version} (remote_agent.__version__)")
+        eps = (
+            zf.read(f"{dist_info}/entry_points.txt").decode()
+            if f"{dist_info}/entry_points.txt" in names
+            else ""
+        )
+        if "[apache_airflow_provider]" not in eps or ENTRY_POINT not in eps:
+            out.append(f"{path}: the apache_airflow_provider entry point is missing")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("wheel")
+    ap.add_argument("--version")
+    args = ap.parse_args(argv)
+    try:
+        found = problems(args.wheel, args.version)
+    except (OSError, zipfile.BadZipFile, KeyError) as e:
+        found = [f"{args.wheel}: unreadable wheel: {e}"]
+    for line in found:
+        print(f"check_wheel: {line}", file=sys.stderr)
+    if not found:
+        print(f"check_wheel: {args.wheel}: only {', '.join(PACKAGES)} and its metadata: ok")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
