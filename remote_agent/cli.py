@@ -120,8 +120,31 @@ def cmd_start(args, state_dir):
     if command and command[0] == "--":
         command = command[1:]
     result, row = lifecycle.start(state_dir, args.run_key, command, cwd=args.cwd, strict=args.strict,
-                             sync=args.sync, start_timeout=args.start_timeout)
+                                  sync=args.sync, start_timeout=args.start_timeout, check=_check_spec(args))
     render.print_json(_start_reply(result, row, state_dir, args.strict, args.sync))
+
+
+def _check_spec(args):
+    # type: (Any) -> Any
+    """start's --check-shell / --check-argv-json / --check-timeout as a check spec, or None."""
+    shell, raw = getattr(args, "check_shell", None), getattr(args, "check_argv_json", None)
+    timeout = getattr(args, "check_timeout", None)
+    if shell is None and raw is None:
+        if timeout is not None:
+            raise bad_args("--check-timeout needs --check-shell or --check-argv-json")
+        return None
+    if raw is not None:
+        import json
+
+        try:
+            argv = json.loads(raw)
+        except ValueError as exc:
+            raise bad_args("--check-argv-json is not valid JSON: {}".format(exc)) from None
+    else:
+        argv = ["/bin/sh", "-c", shell]
+    from remote_agent.checks import parse
+
+    return parse({"argv": argv, "timeout": timeout})
 
 
 def cmd_status(args, state_dir):
@@ -151,6 +174,11 @@ def cmd_status(args, state_dir):
 
 def cmd_logs(args, state_dir):
     # type: (Any, str) -> None
+    if getattr(args, "follow", False):
+        from remote_agent import listing
+
+        listing.follow(state_dir, args.run_key, args.job_id, args.stream, sys.stdout.buffer)
+        return
     reader = Reader(state_dir)
     try:
         row = reader.resolve(args.run_key, args.job_id)
@@ -169,6 +197,30 @@ def cmd_logs(args, state_dir):
                 break
             out.write(block)
         out.flush()
+
+
+def cmd_list(args, state_dir):
+    # type: (Any, str) -> None
+    from remote_agent import listing
+
+    if args.run_key is not None and args.prefix is not None:
+        raise bad_args("list: --run-key and --prefix cannot be combined")
+    if args.limit < 0:
+        raise bad_args("list: --limit must be >= 0 (0: no limit)")
+    glob = args.run_key if args.run_key is not None else (
+        listing.prefix_glob(args.prefix) if args.prefix is not None else None)
+    rows = listing.list_jobs(state_dir, listing.parse_statuses(args.status), glob,
+                             _clean_datetime("--since", args.since), _clean_datetime("--until", args.until),
+                             args.limit or None)
+    jobs = [render.job_object(r, state_dir) for r in rows]
+    if args.format == "table":
+        render.print_table(jobs)
+    elif args.format == "jsonl":
+        import json
+
+        sys.stdout.write("".join(json.dumps(j) + "\n" for j in jobs))
+    else:
+        render.print_json(jobs)
 
 
 def _clean_datetime(flag, value):
@@ -269,6 +321,7 @@ def cmd_wait(args, state_dir):
 COMMANDS = {
     "start": cmd_start, "status": cmd_status, "logs": cmd_logs, "clean": cmd_clean,
     "abort": cmd_abort, "unlock": cmd_unlock, "rerun": cmd_rerun, "ack": cmd_ack, "wait": cmd_wait,
+    "list": cmd_list,
 }
 
 

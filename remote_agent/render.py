@@ -47,6 +47,10 @@ def job_object(row, state_dir):
     out["log_shown"] = {STDOUT: row.get("stdout_shown", 0), STDERR: row.get("stderr_shown", 0)}
     out["host_id"] = row.get("host_id")  # the host that runs it (None: before hosts were recorded)
     out["epoch"] = row.get("epoch")
+    # check / run / recheck (checks.py): null for a job without a check
+    out["phase"] = row.get("phase")
+    out["check"] = ({"argv": json.loads(row["check_argv"]), "timeout": row.get("check_timeout"),
+                     "exit_code": row.get("check_exit_code")} if row.get("check_argv") else None)
     return out
 
 

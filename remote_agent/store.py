@@ -440,3 +440,30 @@ def command_of(row):
 def cwd_of(row):
     # type: (Row) -> Optional[str]
     return json.loads(row["cwd"]) if row.get("cwd") is not None else None
+
+
+def list_jobs(conn, statuses, key_glob=None, since=None, until=None, limit=None):
+    # type: (sqlite3.Connection, Sequence[str], Optional[str], Optional[int], Optional[int], Optional[int]) -> List[Row]
+    """``orchesjob list``: jobs in ``statuses``, newest first (started_at, then insertion order).
+
+    ``key_glob`` is SQLite GLOB (case-sensitive; a literal prefix uses the run-key index);
+    ``since`` inclusive, ``until`` exclusive. Newest-first with a limit walks the index
+    jobs_started_at backwards and stops at ``limit`` rows, whatever the history's size.
+    """
+    clauses = ["status IN " + _marks(statuses)]
+    params = list(statuses)  # type: List[Any]
+    if key_glob is not None:
+        clauses.append("run_key GLOB ?")
+        params.append(key_glob)
+    if since is not None:
+        clauses.append("started_at >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("started_at < ?")
+        params.append(until)
+    sql = "SELECT *, rowid AS seq FROM jobs WHERE {} ORDER BY started_at DESC, rowid DESC".format(
+        " AND ".join(clauses))
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return conn.execute(sql, params).fetchall()
