@@ -450,8 +450,12 @@ def list_jobs(conn, statuses, key_glob=None, since=None, until=None, limit=None)
     ``since`` inclusive, ``until`` exclusive. Newest-first with a limit walks the index
     jobs_started_at backwards and stops at ``limit`` rows, whatever the history's size.
     """
-    clauses = ["status IN " + _marks(statuses)]
-    params = list(statuses)  # type: List[Any]
+    if set(statuses) == set(TERMINAL):  # every finished job: walk started_at, skip active rows
+        clauses = ["status NOT IN " + words(ACTIVE)]
+        params = []  # type: List[Any]
+    else:  # one status: jobs_status_started_at in order; several: their rows sorted
+        clauses = ["status IN " + _marks(statuses)]
+        params = list(statuses)
     if key_glob is not None:
         clauses.append("run_key GLOB ?")
         params.append(key_glob)

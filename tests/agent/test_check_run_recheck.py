@@ -163,8 +163,8 @@ def test_client_killed_during_check_retry_reattaches(agent):
     f = Files(agent)
     key = agent.key()
     check = json.dumps(f.check(wait_gate=True)["argv"])
-    proc = agent.popen_bg(agent.argv + ["start", "--run-key", key, "--sync", "--check-argv-json", check,
-                                        "--"] + f.argv(), env=agent.make_env(), cwd=str(agent.workdir))
+    argv = [*agent.argv, "start", "--run-key", key, "--sync", "--check-argv-json", check, "--", *f.argv()]
+    proc = agent.popen_bg(argv, env=agent.make_env(), cwd=str(agent.workdir))
     wait_until(lambda: f.checks == 1, message="check started")
     proc.kill()  # the caller (an Airflow worker's SSH call) dies while the agent checks
     proc.wait()
