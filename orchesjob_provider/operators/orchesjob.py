@@ -162,6 +162,9 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
             validate_command(command, shell)
         if isinstance(env, Mapping) or (env is not None and not hasattr(env, "resolve")):
             validate_env(env)
+        static_check = isinstance(check_command, str) and "{{" not in check_command
+        if isinstance(check_command, (list, tuple)) or static_check:
+            validate_check(check_command, shell)
         self._job_id: str | None = None
         self._run_key: str | None = None
         self._task_ident: TaskIdent | None = None
