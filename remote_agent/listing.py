@@ -45,6 +45,45 @@ def prefix_glob(prefix):
     return "".join("[{}]".format(c) if c in "*?[" else c for c in prefix) + "*"
 
 
+#: ``list --run-key/--prefix`` looks keys up by their literal prefix when fewer than this many
+#: jobs share it (their rows are then sorted); otherwise it walks the jobs newest first.
+FEW_KEYS = 5000
+
+
+def literal_prefix(glob):
+    # type: (str) -> str
+    """The part of a GLOB before its first wildcard (``[c]`` of one character counts as ``c``)."""
+    out = []
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        if c in "*?":
+            break
+        if c == "[":
+            if i + 2 < len(glob) and glob[i + 2] == "]" and glob[i + 1] not in "^]":
+                out.append(glob[i + 1])
+                i += 3
+                continue
+            break
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def prefix_range(prefix):
+    # type: (str) -> Optional[List[str]]
+    """[low, high): exactly the strings that start with ``prefix`` (BINARY order is code point
+    order for UTF-8), or None when there is no usable bound."""
+    if not prefix:
+        return None
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:
+        last = 0xE000  # surrogates are not characters: the next one is U+E000
+    if last > 0x10FFFF:
+        return None
+    return [prefix, prefix[:-1] + chr(last)]
+
+
 def list_jobs(state_dir, statuses, key_glob=None, since=None, until=None, limit=DEFAULT_LIMIT):
     # type: (str, List[str], Optional[str], Optional[int], Optional[int], Optional[int]) -> List[Row]
     """Jobs matching the filters, newest first, as they really are (active ones reconciled).
@@ -57,12 +96,15 @@ def list_jobs(state_dir, statuses, key_glob=None, since=None, until=None, limit=
     if conn is None:
         return []
     try:
+        bounds = prefix_range(literal_prefix(key_glob)) if key_glob is not None else None
+        if bounds is not None and store.count_key_range(conn, bounds[0], bounds[1], FEW_KEYS) >= FEW_KEYS:
+            bounds = None  # a prefix most keys share: walking newest first finds them sooner
         rows = [dict(reconcile(conn, r), seq=r["seq"])
-                for r in store.list_jobs(conn, ACTIVE, key_glob, since, until)]
+                for r in store.list_jobs(conn, ACTIVE, key_glob, since, until, key_range=bounds)]
         rows = [r for r in rows if r["status"] in statuses]
         wanted = [s for s in statuses if s in TERMINAL]
         if wanted:
-            rows += store.list_jobs(conn, wanted, key_glob, since, until, limit)
+            rows += store.list_jobs(conn, wanted, key_glob, since, until, limit, key_range=bounds)
     finally:
         conn.close()
     rows.sort(key=lambda r: (r["started_at"], r["seq"]), reverse=True)
