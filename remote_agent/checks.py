@@ -77,9 +77,9 @@ def spec_of(row):
     return json.loads(row["check_argv"]), float(row.get("check_timeout") or DEFAULT_TIMEOUT)
 
 
-def load(state_dir, job_id):
-    # type: (str, str) -> Optional[Spec]
-    """The job's check, read from the database (None if it has none or cannot be read)."""
+def _load_row(state_dir, job_id):
+    # type: (str, str) -> Optional[Dict[str, Any]]
+    """The job's row, read on a connection of its own (None if it cannot be read)."""
     from remote_agent import store
 
     try:
@@ -89,9 +89,42 @@ def load(state_dir, job_id):
     if conn is None:
         return None
     try:
-        return spec_of(store.get_job(conn, job_id))
+        return store.get_job(conn, job_id)
+    except Exception:
+        return None
     finally:
         conn.close()
+
+
+def recheck_of(conn, state_dir, job_id):
+    # type: (Any, str, str) -> Optional[Tuple[Spec, Optional[str]]]
+    """(the job's check, its stored cwd), or None without a check: read on the finisher's open
+    connection when it has one (no new connection for the common job without a check)."""
+    from remote_agent import store
+
+    row = None
+    if conn is not None:
+        try:
+            row = store.get_job(conn, job_id)
+        except Exception:
+            row = None
+    if row is None:
+        row = _load_row(state_dir, job_id)
+    spec = spec_of(row)
+    if spec is None or row is None:
+        return None
+    return spec, store.cwd_of(row)
+
+
+def fallback_env(recheck, job_id):
+    # type: (Tuple[Spec, Optional[str]], str) -> Tuple[Optional[str], Dict[str, str]]
+    """The recheck's cwd and environment for a finisher that was not given the job's (its
+    request's env is never stored): the stored cwd and this process's environment."""
+    from remote_agent.tree import JOB_ENV
+
+    env = dict(os.environ)
+    env[JOB_ENV] = job_id
+    return recheck[1], env
 
 
 def _write_line(fd, text):

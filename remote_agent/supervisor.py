@@ -253,9 +253,10 @@ def _finish(db, state_dir, job_id, rc, notify, leftovers=None, check_env=None):
     wake a sync launcher, then store the final status however long the database takes.
 
     A job with a check that exited 0 is rechecked first (``check_env``: the job's cwd and
-    environment): its exit record waits for the verdict, so until then readers see it RUNNING,
-    and a supervisor killed meanwhile leaves an unknown outcome that the next check decides."""
-    recheck = checks.load(state_dir, job_id) if rc == 0 and check_env is not None else None
+    environment; a finisher without them gets the stored cwd and its own environment, so pass
+    them): its exit record waits for the verdict, so until then readers see it RUNNING, and a
+    supervisor killed meanwhile leaves an unknown outcome that the next check decides."""
+    recheck = checks.recheck_of(db.conn, state_dir, job_id) if rc == 0 else None
     finished_at = now_ts()
     record = _ExitRecord(state_dir, job_id, rc, finished_at)
     if recheck is None:
@@ -266,8 +267,9 @@ def _finish(db, state_dir, job_id, rc, notify, leftovers=None, check_env=None):
         tree.end_processes(leftovers, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL, reap=True)
     status = SUCCEEDED if rc == 0 else FAILED
     extra = {}  # type: Dict[str, object]
-    if recheck is not None and check_env is not None:
-        status, extra = checks.after_run(db, state_dir, job_id, recheck, check_env[0], check_env[1])
+    if recheck is not None:
+        cwd, env = check_env or checks.fallback_env(recheck, job_id)
+        status, extra = checks.after_run(db, state_dir, job_id, recheck[0], cwd, env)
         if status == SUCCEEDED:
             record()  # verified: now the exit record may speak for the job
         else:

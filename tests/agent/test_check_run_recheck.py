@@ -248,3 +248,27 @@ def test_check_gets_the_jobs_env_and_cwd(agent):
     assert seen == ["s3", str(agent.workdir), job["job_id"]], seen
     assert f.runs == 0
     assert subprocess.run(["grep", "-q", "s3", str(agent.db_path)]).returncode != 0  # env never stored
+
+
+def test_a_finisher_without_the_jobs_env_still_rechecks(agent):
+    """_finish is the one place the outcome is decided; a finisher that was not handed the job's
+    cwd and env (a short-lived finisher process) rechecks with the stored cwd and its own env."""
+    f = Files(agent)
+    f.done.write_text("")
+    job = agent.start_ok(agent.key(), "true", sync=True)  # a real row to copy: the db exists
+    conn = agent.db()
+    try:
+        conn.execute("UPDATE jobs SET status = 'RUNNING', finished_at = NULL, exit_code = NULL,"
+                     " phase = 'running', check_argv = ?, check_timeout = 10, cwd = ? WHERE job_id = ?",
+                     (json.dumps(["sh", "-c", "echo \"$FALLBACK $(pwd)\" > seen; test -e done"]),
+                      json.dumps(str(agent.workdir)), job["job_id"]))
+    finally:
+        conn.close()
+    code = ("import sys; from remote_agent import supervisor as s; "
+            "s._finish(s._Db(sys.argv[1], None), sys.argv[1], sys.argv[2], 0, ())")
+    env = agent.make_env({"FALLBACK": "from-finisher"})
+    subprocess.run([agent.argv[0], "-c", code, str(agent.home), job["job_id"]], env=env, check=True,
+                   cwd="/", timeout=60)
+    got = agent.status(job["job_id"])
+    assert got["status"] == "SUCCEEDED" and got["phase"] == "verified", got
+    assert (agent.workdir / "seen").read_text().split() == ["from-finisher", str(agent.workdir)]
