@@ -32,5 +32,6 @@ def unknown_outcome_message(job: JobRecord, where: str) -> str:
         f"(every retry fails the same way). Check what it did (its stdout/stderr: "
         f"{job.raw.get('stdout_file')}), then release it: on the host run "
         f"`orchesjob unlock --run-key {shlex.quote(job.run_key)}`, or set rerun_unknown_outcome=True "
-        f"on the task; then retry or clear the task."
+        f"on the task; then retry or clear the task. (With a check_command, the next try's check "
+        f"decides instead.)"
     )
