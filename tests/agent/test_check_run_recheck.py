@@ -221,6 +221,12 @@ def test_cli_check_flags(agent):
     assert job["status"] == "SUCCEEDED" and job["phase"] == "satisfied", job
     assert job["check"]["argv"][:2] == ["/bin/sh", "-c"] and job["check"]["timeout"] == 5.0, job
     assert f.runs == 0
+    table = agent.run("list", "--format", "table").stdout.decode().splitlines()
+    assert table[0].split()[3:5] == ["STATUS", "PHASE"], table
+    assert table[1].split()[3:5] == ["SUCCEEDED", "satisfied"], table
+    plain = agent.start_ok(agent.key(), "true", sync=True)  # no check: tables keep their columns
+    res = agent.run("status", "--job-id", plain["job_id"], "--format", "table")
+    assert res.code == 0 and "PHASE" not in res.stdout.decode(), res
     for extra, words in ((["--check-timeout", "5"], "needs --check-shell"),
                          (["--check-argv-json", "[1]"], "check.argv"),
                          (["--check-argv-json", "{"], "not valid JSON"),
