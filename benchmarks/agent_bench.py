@@ -4,6 +4,8 @@
 Measures, as separate processes exactly as a host would run them:
 
 * ``status --run-key K``, ``status --run-key K --all``, ``status --running``
+* ``list --limit 20`` (the newest 20 jobs) and ``list --status FAILED --limit 20`` (none in
+  the synthetic history: the status index answers at once)
 * ``start --run-key <fresh> -- true`` (async) and ``start --run-key <fresh> --sync -- true``
 
 at several history sizes (rows in the ``jobs`` table), for
@@ -64,10 +66,12 @@ TARGETS = {
     "status": 1.5,
     "status --all": 1.5,
     "status --running": 1.5,
+    "list": 1.5,
+    "list --status FAILED": 1.5,
     "start (async)": 3.0,
     "start --sync true": 4.0,
 }
-READ_OPS = ("status", "status --all", "status --running")
+READ_OPS = ("status", "status --all", "status --running", "list", "list --status FAILED")
 START_OPS = ("start (async)", "start --sync true")
 
 
@@ -522,6 +526,10 @@ def op_args(op: str, tag: str) -> List[str]:
         return ["status", "--run-key", MEASURED_KEY, "--all"]
     if op == "status --running":
         return ["status", "--running"]
+    if op == "list":  # orchesjob 1.1.0 has no list: its cells show the error
+        return ["list", "--limit", "20"]
+    if op == "list --status FAILED":
+        return ["list", "--status", "FAILED", "--limit", "20"]
     key = f"bench-start-{tag}-{uuid.uuid4().hex[:12]}"
     if op == "start (async)":
         return ["start", "--run-key", key, "--", "true"]

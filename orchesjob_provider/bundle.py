@@ -149,8 +149,11 @@ DEPLOY_TIMEOUT = 120.0
 
 
 def deploy_command(remote_python: str, bundle: AgentBundle) -> str:
-    """Upload and install the bundle (bytes on stdin); only constants and quoted values."""
+    """Upload and install the bundle (bytes on stdin); only constants and quoted values.
+
+    The last argument (launch.py's text) makes the deploy leave ~/.orchesjob/bin/orchesjob, the
+    launcher a person on the host types (see remote/deploy.py)."""
     return (
         f"{shlex.quote(remote_python)} -I -S -c {shlex.quote(DEPLOY_SCRIPT)} "
-        f"{bundle.sha256} {shlex.quote(REMOTE_DIR)} {DEPLOY_KEEP:d}"
+        f"{bundle.sha256} {shlex.quote(REMOTE_DIR)} {DEPLOY_KEEP:d} {shlex.quote(BOOTSTRAP_SCRIPT)}"
     )

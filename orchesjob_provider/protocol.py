@@ -287,6 +287,14 @@ def check_deploy(rc: int, out: bytes, err: bytes, *, where: str, remote_path: st
 # ---------------------------------------------------------------------------------------------
 def failure_message(job: JobRecord) -> str:
     """One line saying how a job that did not succeed ended."""
+    phase = job.raw.get("phase") if job.raw else None
+    if job.status == FAILED and phase == vocab.RECHECK_FAILED:
+        return (f"Remote job {job.job_id} {vocab.RECHECK_FAILED_TEXT} (the command exited {job.exit_code},"
+                f" the check then exited {(job.raw.get('check') or {}).get('exit_code')})")
+    if job.status == FAILED and phase == vocab.CHECK_ERROR:
+        ran = job.raw.get("target_pid") is not None
+        return (f"Remote job {job.job_id}: its check could not decide (it could not start, was killed"
+                f" or timed out; see its stderr above){'' if ran else ' and nothing ran'}")
     if job.status == FAILED:
         if job.exit_code is not None and job.exit_code < 0:
             if job.exit_code == -1:

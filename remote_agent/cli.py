@@ -16,7 +16,7 @@ from remote_agent.vocab import STDOUT, STREAMS
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
-    from typing import Any, Dict, List, NoReturn, Optional  # noqa: F401
+    from typing import Any, Dict, List, NoReturn, Optional, Set  # noqa: F401
 
     from remote_agent.lifecycle import StartResult  # noqa: F401
 
@@ -37,9 +37,12 @@ _FAST = {
     "logs": {"--run-key": (str, None), "--job-id": (str, None), "--stream": (STREAMS, STDOUT)},
     "start": {"--run-key": (str, None), "--sync": (bool, False), "--start-timeout": (float, 10.0),
               "--strict": (bool, False), "--cwd": (str, None)},
+    "list": {"--status": (str, None), "--run-key": (str, None), "--prefix": (str, None),
+             "--since": (str, None), "--until": (str, None), "--limit": (int, 100),
+             "--format": (("json", "jsonl", "table"), "json")},
 }  # type: Dict[str, Dict[str, Any]]
 _FAST_ONE_OF = {"status": ("run_key", "job_id", "running"), "logs": ("run_key", "job_id"),
-                "start": ("run_key",)}
+                "start": ("run_key",)}  # type: Dict[str, Any]
 
 
 def fast_parse(argv):
@@ -57,12 +60,14 @@ def fast_parse(argv):
     for flag, (_, default) in spec.items():
         values[flag[2:].replace("-", "_")] = default
     i = 1
+    seen = set()  # type: Set[str]
     while i < len(argv):
         token = argv[i]
         if name == "start" and (token == "--" or not token.startswith("-")):
             break
-        if token not in spec:
-            return None
+        if token not in spec or token in seen:
+            return None  # (a repeated flag: argparse decides, e.g. list --status twice)
+        seen.add(token)
         kind = spec[token][0]
         dest = token[2:].replace("-", "_")
         if kind is bool:
@@ -76,9 +81,9 @@ def fast_parse(argv):
             if raw not in kind:
                 return None
             values[dest] = raw
-        elif kind is float:
+        elif kind is float or kind is int:
             try:
-                values[dest] = float(raw)
+                values[dest] = kind(raw)
             except ValueError:
                 return None
         else:
@@ -86,8 +91,8 @@ def fast_parse(argv):
         i += 2
     if name == "start":
         values["command"] = argv[i:]
-    chosen = [d for d in _FAST_ONE_OF[name] if values[d] not in (None, False)]
-    if len(chosen) != 1:
+    one_of = _FAST_ONE_OF.get(name)
+    if one_of and len([d for d in one_of if values[d] not in (None, False)]) != 1:
         return None
     return Args(**values)
 
@@ -120,8 +125,31 @@ def cmd_start(args, state_dir):
     if command and command[0] == "--":
         command = command[1:]
     result, row = lifecycle.start(state_dir, args.run_key, command, cwd=args.cwd, strict=args.strict,
-                             sync=args.sync, start_timeout=args.start_timeout)
+                                  sync=args.sync, start_timeout=args.start_timeout, check=_check_spec(args))
     render.print_json(_start_reply(result, row, state_dir, args.strict, args.sync))
+
+
+def _check_spec(args):
+    # type: (Any) -> Any
+    """start's --check-shell / --check-argv-json / --check-timeout as a check spec, or None."""
+    shell, raw = getattr(args, "check_shell", None), getattr(args, "check_argv_json", None)
+    timeout = getattr(args, "check_timeout", None)
+    if shell is None and raw is None:
+        if timeout is not None:
+            raise bad_args("--check-timeout needs --check-shell or --check-argv-json")
+        return None
+    if raw is not None:
+        import json
+
+        try:
+            argv = json.loads(raw)
+        except ValueError as exc:
+            raise bad_args("--check-argv-json is not valid JSON: {}".format(exc)) from None
+    else:
+        argv = ["/bin/sh", "-c", shell]
+    from remote_agent.checks import parse
+
+    return parse({"argv": argv, "timeout": timeout})
 
 
 def cmd_status(args, state_dir):
@@ -151,6 +179,11 @@ def cmd_status(args, state_dir):
 
 def cmd_logs(args, state_dir):
     # type: (Any, str) -> None
+    if getattr(args, "follow", False):
+        from remote_agent import listing
+
+        listing.follow(state_dir, args.run_key, args.job_id, args.stream, sys.stdout.buffer)
+        return
     reader = Reader(state_dir)
     try:
         row = reader.resolve(args.run_key, args.job_id)
@@ -169,6 +202,31 @@ def cmd_logs(args, state_dir):
                 break
             out.write(block)
         out.flush()
+
+
+def cmd_list(args, state_dir):
+    # type: (Any, str) -> None
+    from remote_agent import listing
+
+    if args.run_key is not None and args.prefix is not None:
+        raise bad_args("list: --run-key and --prefix cannot be combined")
+    if args.limit < 0:
+        raise bad_args("list: --limit must be >= 0 (0: no limit)")
+    glob = args.run_key if args.run_key is not None else (
+        listing.prefix_glob(args.prefix) if args.prefix is not None else None)
+    statuses = [args.status] if isinstance(args.status, str) else args.status  # fast path: one value
+    rows = listing.list_jobs(state_dir, listing.parse_statuses(statuses), glob,
+                             _clean_datetime("--since", args.since), _clean_datetime("--until", args.until),
+                             args.limit or None)
+    jobs = [render.job_object(r, state_dir) for r in rows]
+    if args.format == "table":
+        render.print_table(jobs)
+    elif args.format == "jsonl":
+        import json
+
+        sys.stdout.write("".join(json.dumps(j) + "\n" for j in jobs))
+    else:
+        render.print_json(jobs)
 
 
 def _clean_datetime(flag, value):
@@ -269,6 +327,7 @@ def cmd_wait(args, state_dir):
 COMMANDS = {
     "start": cmd_start, "status": cmd_status, "logs": cmd_logs, "clean": cmd_clean,
     "abort": cmd_abort, "unlock": cmd_unlock, "rerun": cmd_rerun, "ack": cmd_ack, "wait": cmd_wait,
+    "list": cmd_list,
 }
 
 

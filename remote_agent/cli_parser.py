@@ -56,7 +56,9 @@ def build_parser():
         "start", help="start a job (or return the active one for its run key)", formatter_class=fmt,
         description="Start CMD under RUN_KEY unless a job for that key is already active.",
         epilog=_examples("orchesjob start --run-key backup-42 -- tar czf /backups/42.tgz /data",
-                         "orchesjob start --run-key billing-2026-01 --strict --sync -- ./bill.sh"))
+                         "orchesjob start --run-key billing-2026-01 --strict --sync -- ./bill.sh",
+                         "orchesjob start --run-key load-7 --check-shell 'test -e /data/7.done'"
+                         " -- ./load.sh 7"))
     p.add_argument("--run-key", required=True, dest="run_key", metavar="RUN_KEY", help="idempotency key")
     p.add_argument("--sync", action="store_true", help="wait for the job to finish")
     p.add_argument("--start-timeout", type=float, default=10.0, metavar="S",
@@ -64,6 +66,15 @@ def build_parser():
     p.add_argument("--strict", action="store_true",
                    help="never run a finished key again unless it was unlocked")
     p.add_argument("--cwd", metavar="DIR", help="working directory of the command")
+    check = p.add_mutually_exclusive_group()
+    check.add_argument("--check-shell", metavar="STR", dest="check_shell",
+                       help="check command, run by /bin/sh -c: exit 0 = already done, the command does"
+                            " not run; else it runs and the check must pass afterwards")
+    check.add_argument("--check-argv-json", metavar="JSON", dest="check_argv_json",
+                       help="the check as a JSON list of strings (no shell),"
+                            " e.g. '[\"test\", \"-e\", \"/done\"]'")
+    p.add_argument("--check-timeout", type=float, default=None, metavar="S",
+                   help="seconds the check may run (default 300); a timeout fails the job")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
 
     p = sub.add_parser(
@@ -78,9 +89,29 @@ def build_parser():
     p = sub.add_parser(
         "logs", help="print a job's stdout or stderr", formatter_class=fmt,
         epilog=_examples("orchesjob logs --run-key backup-42",
-                         "orchesjob logs --job-id JOB_ID --stream stderr"))
+                         "orchesjob logs --job-id JOB_ID --stream stderr",
+                         "orchesjob logs --run-key backup-42 --follow"))
     _job_selector(p)
     p.add_argument("--stream", default=STDOUT, choices=STREAMS, help="log stream")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new output until the job has ended (then exit 0)")
+
+    p = sub.add_parser(
+        "list", help="list jobs, newest first, with filters", formatter_class=fmt,
+        description="Jobs newest first (by start time). Filters combine; --status repeats.",
+        epilog=_examples("orchesjob list --status FAILED,LOST --since 2026-01-01 --format table",
+                         "orchesjob list --prefix af/nightly/ --limit 20",
+                         "orchesjob list --run-key 'billing-*' --until 2026-02-01T00:00:00Z"))
+    p.add_argument("--status", action="append", metavar="STATUS",
+                   help="only these statuses (comma-separated or repeated), e.g. RUNNING,FAILED")
+    p.add_argument("--run-key", dest="run_key", metavar="GLOB",
+                   help="run keys matching this glob (* ? [...], case-sensitive); no wildcard: exact")
+    p.add_argument("--prefix", metavar="PREFIX", help="run keys starting with PREFIX (taken literally)")
+    p.add_argument("--since", metavar="DATETIME", help="started at or after (inclusive)")
+    p.add_argument("--until", metavar="DATETIME", help="started before (exclusive)")
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N jobs (default 100; 0: all)")
+    p.add_argument("--format", choices=("json", "jsonl", "table"), default="json",
+                   help="json (one array, like status), jsonl (one job a line) or table")
 
     p = sub.add_parser(
         "clean", help="delete finished jobs and their logs", formatter_class=argparse.RawTextHelpFormatter,

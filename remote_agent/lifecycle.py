@@ -71,8 +71,8 @@ SUPERSEDE = "supersede"
 SUPERSEDED_REASON = "superseded: the task was cleared in Airflow"
 
 
-def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epoch=None):
-    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row], bool, Optional[str]) -> Tuple[str, Optional[Row], Optional[Row]]
+def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epoch=None, check=False):
+    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row], bool, Optional[str], bool) -> Tuple[str, Optional[Row], Optional[Row]]
     """The start decision table, pure (no I/O): returns (action, job, override).
 
     ``latest`` is the key's latest job, already reconciled (None if it never ran or was
@@ -92,6 +92,8 @@ def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epo
     LOST, outcome unknown (1)     resume, an unlock       STARTED, the unlock consumed
     LOST, outcome unknown (1)     resume, rerun_unknown,  STARTED
                                   not strict
+    LOST, outcome unknown (1)     resume, the request     STARTED: the new attempt's check
+                                  has a check, not strict decides (passes: SUCCEEDED, no run)
     LOST, outcome unknown (1)     resume otherwise        UNKNOWN: not run again (acked or not)
     terminal, not acknowledged    resume                  ADOPTED: its result counts
     terminal                      strict, no unlock       KEPT: its result stands
@@ -115,7 +117,7 @@ def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epo
         if resume and outcome_unknown(latest):
             if override is not None:
                 return STARTED, None, override
-            if rerun_unknown and not strict:
+            if (rerun_unknown or check) and not strict:
                 return STARTED, None, None
             return UNKNOWN, latest, None
         if resume and latest.get("acked_at") is None:
@@ -143,8 +145,8 @@ def _other_epoch(latest, resume, strict, epoch):
 
 
 def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
-          sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float) -> Tuple[StartResult, Row]
+          sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0, check=None):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float, Optional[Tuple[List[str], float]]) -> Tuple[StartResult, Row]
     """Decide, launch if needed, and wait as asked; returns (decision, job as it now is).
 
     A superseded active job is stopped (as ``abort`` stops it, ``grace`` s) before the new
@@ -164,7 +166,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
         foreign = (latest is not None and latest["status"] in ACTIVE
                    and not host.is_this_host(latest.get("host_id")))
         action, job, used = decide_start(latest, resume, strict, override, key, rerun_unknown,
-                                         None if foreign else epoch)
+                                         None if foreign else epoch, check is not None)
         superseded = None  # type: Optional[Row]
         if action == SUPERSEDE and job is not None:
             superseded, job = _supersede(conn, job), None
@@ -174,9 +176,10 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
             reason = SUPERSEDED_REASON if superseded else (used["reason"] if used else None)
             if unknown and reason is None:
                 reason = "outcome of {} unknown; run again ({})".format(
-                    latest["job_id"] if latest else "?", "unlock" if used else "rerun_unknown")
+                    latest["job_id"] if latest else "?",
+                    "unlock" if used else ("rerun_unknown" if rerun_unknown else "the check decides"))
             row = _new_attempt(conn, key, run_key, argv, cwd, strict,
-                               latest["job_id"] if latest else None, reason, epoch)
+                               latest["job_id"] if latest else None, reason, epoch, check)
             if used is not None:
                 store.use_override(conn, run_key, now_ts())
             result = StartResult(STARTED, row, strict_override_used=used is not None,
@@ -200,8 +203,8 @@ def _supersede(conn, row):
     return row
 
 
-def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, epoch=None):
-    # type: (sqlite3.Connection, Optional[Row], str, List[str], Optional[str], bool, Optional[str], Optional[str], Optional[str]) -> Row
+def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, epoch=None, check=None):
+    # type: (sqlite3.Connection, Optional[Row], str, List[str], Optional[str], bool, Optional[str], Optional[str], Optional[str], Optional[Tuple[List[str], float]]) -> Row
     now = now_ts()
     me = os.getpid()
     row = {
@@ -225,6 +228,10 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, 
         "started_at": now,
         "updated_at": now,
     }
+    if check is not None:
+        from remote_agent.checks import columns  # only a start with a check
+
+        row.update(columns(check))
     store.insert_job(conn, row)
     return row
 

@@ -69,11 +69,15 @@ def recorded_outcome(conn, row):
     return exitrec.read(os.path.dirname(db_file), row["job_id"])
 
 
-def _outcome_values(outcome):
-    # type: (Tuple[int, int]) -> Dict[str, Any]
+def _outcome_values(outcome, row=None):
+    # type: (Tuple[int, int], Optional[Row]) -> Dict[str, Any]
     exit_code, finished_at = outcome
-    return {"status": SUCCEEDED if exit_code == 0 else FAILED, "exit_code": exit_code,
-            "finished_at": finished_at}
+    values = {"status": SUCCEEDED if exit_code == 0 else FAILED, "exit_code": exit_code,
+              "finished_at": finished_at}  # type: Dict[str, Any]
+    if row is not None and row.get("phase") == "rechecking":
+        # a rechecked job's exit record is written only once its check passed (checks.py)
+        values.update(phase="verified", check_exit_code=0)
+    return values
 
 
 def reconcile(conn, row, locked=False):
@@ -97,7 +101,7 @@ def reconcile(conn, row, locked=False):
         if outcome is None:
             return row
         if not locked:
-            return dict(row, **_outcome_values(outcome))
+            return dict(row, **_outcome_values(outcome, row))
     else:
         # Read only now that the supervisor is known gone: it writes the record before it ends.
         outcome = recorded_outcome(conn, row)
@@ -107,13 +111,13 @@ def reconcile(conn, row, locked=False):
                 return reconcile(conn, store.get_job(conn, row["job_id"]) or row, locked=True)
         except Exception:
             if outcome is not None:
-                return dict(row, **_outcome_values(outcome))
+                return dict(row, **_outcome_values(outcome, row))
             lost = dict(row)
             lost.update(status=LOST, lost_reason=reason, finished_at=now_ts())
             return lost
     now = now_ts()
     if outcome is not None:
-        store.update_job(conn, row["job_id"], ACTIVE, updated_at=now, **_outcome_values(outcome))
+        store.update_job(conn, row["job_id"], ACTIVE, updated_at=now, **_outcome_values(outcome, row))
     else:
         store.update_job(conn, row["job_id"], ACTIVE, status=LOST, lost_reason=reason,
                          finished_at=now, updated_at=now)

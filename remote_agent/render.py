@@ -9,7 +9,7 @@ from remote_agent.vocab import STDERR, STDOUT
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
-    from typing import Any, Dict, List, Optional  # noqa: F401
+    from typing import Any, Dict, List, Optional, Tuple  # noqa: F401
 
 
 _TIMES = ("started_at", "finished_at", "updated_at", "aborted_at")
@@ -47,6 +47,10 @@ def job_object(row, state_dir):
     out["log_shown"] = {STDOUT: row.get("stdout_shown", 0), STDERR: row.get("stderr_shown", 0)}
     out["host_id"] = row.get("host_id")  # the host that runs it (None: before hosts were recorded)
     out["epoch"] = row.get("epoch")
+    # check / run / recheck (checks.py): null for a job without a check
+    out["phase"] = row.get("phase")
+    out["check"] = ({"argv": json.loads(row["check_argv"]), "timeout": row.get("check_timeout"),
+                     "exit_code": row.get("check_exit_code")} if row.get("check_argv") else None)
     return out
 
 
@@ -89,10 +93,15 @@ def _cell(value):
 
 def print_table(jobs):
     # type: (List[Dict[str, Any]]) -> None
-    """A fixed-width listing for people; scripts should keep using the JSON."""
-    rows = [[title for title, _ in _COLUMNS]]
-    rows += [[_cell(job.get(key)) for _, key in _COLUMNS] for job in jobs]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    """A fixed-width listing for people; scripts should keep using the JSON.
+
+    A PHASE column (check / run / recheck) follows STATUS when any listed job has a check."""
+    columns = _COLUMNS  # type: Tuple[Tuple[str, str], ...]
+    if any(job.get("phase") for job in jobs):
+        columns = (*_COLUMNS[:4], ("PHASE", "phase"), *_COLUMNS[4:])
+    rows = [[title for title, _ in columns]]
+    rows += [[_cell(job.get(key)) for _, key in columns] for job in jobs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     out = "\n".join(lines) + "\n"
     sys.stdout.buffer.write(out.encode("utf-8", "replace"))

@@ -105,7 +105,7 @@ def op_start(req, state_dir):
         cwd=_get(req, "cwd", str), env=_env(req), strict=_get(req, "strict", bool, False),
         resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0),
         rerun_unknown=_get(req, "rerun_unknown", bool, False),
-        epoch=_get(req, "epoch", str), grace=_get(req, "grace_seconds", float, 5.0))
+        epoch=_get(req, "epoch", str), grace=_get(req, "grace_seconds", float, 5.0), check=_check(req))
     out = {"action": result.action, "strict_override_used": result.strict_override_used,
            "job": render.job_object(row, state_dir)}  # type: Dict[str, Any]
     if result.superseded is not None:
@@ -113,6 +113,15 @@ def op_start(req, state_dir):
         out["superseded"] = {"job_id": old["job_id"], "status": old["status"],
                              "aborted": old["status"] not in TERMINAL}
     return out
+
+
+def _check(req):
+    # type: (Dict[str, Any]) -> Any
+    if req.get("check") is None:
+        return None
+    from remote_agent.checks import parse  # only a start with a check
+
+    return parse(req["check"])
 
 
 def op_poll(req, state_dir):

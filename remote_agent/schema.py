@@ -103,7 +103,19 @@ _V5 = """
 ALTER TABLE jobs ADD COLUMN epoch TEXT
 """
 
-_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5]
+# Level 6 (additive): check / run / recheck (checks.py) - the job's check command (JSON argv) and
+# timeout, its phase (vocab.PHASES; NULL without a check) and its check's last exit code; and the
+# indexes of ``orchesjob list``: newest first (started_at), and newest first of one status.
+_V6 = """
+ALTER TABLE jobs ADD COLUMN phase TEXT;
+ALTER TABLE jobs ADD COLUMN check_argv TEXT;
+ALTER TABLE jobs ADD COLUMN check_timeout REAL;
+ALTER TABLE jobs ADD COLUMN check_exit_code INTEGER;
+CREATE INDEX IF NOT EXISTS jobs_started_at ON jobs (started_at);
+CREATE INDEX IF NOT EXISTS jobs_status_started_at ON jobs (status, started_at)
+"""
+
+_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6]
 LEVEL = len(_MIGRATIONS)
 assert 0 < store.SCHEMA_VERSION <= LEVEL
 

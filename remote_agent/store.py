@@ -440,3 +440,48 @@ def command_of(row):
 def cwd_of(row):
     # type: (Row) -> Optional[str]
     return json.loads(row["cwd"]) if row.get("cwd") is not None else None
+
+
+def count_key_range(conn, low, high, cap):
+    # type: (sqlite3.Connection, str, str, int) -> int
+    """How many jobs have a run key in [low, high), counting at most ``cap`` (an index walk)."""
+    return int(conn.execute(
+        "SELECT COUNT(*) AS n FROM (SELECT 1 FROM jobs WHERE run_key >= ? AND run_key < ? LIMIT ?)",
+        (low, high, cap)).fetchone()["n"])
+
+
+def list_jobs(conn, statuses, key_glob=None, since=None, until=None, limit=None, key_range=None):
+    # type: (sqlite3.Connection, Sequence[str], Optional[str], Optional[int], Optional[int], Optional[int], Optional[Sequence[str]]) -> List[Row]
+    """``orchesjob list``: jobs in ``statuses``, newest first (started_at, then insertion order).
+
+    ``key_glob`` is SQLite GLOB (case-sensitive); ``since`` inclusive, ``until`` exclusive.
+    Newest-first with a limit walks the index jobs_started_at backwards and stops at ``limit``
+    rows, whatever the history's size. ``key_range`` ([low, high) of the glob's literal prefix)
+    makes the run-key index find few matching keys first (then they are sorted); without it the
+    glob is only a filter on that walk (``+run_key``: SQLite would otherwise pick the run-key
+    index for a prefix that matches most of the history, and sort all of it).
+    """
+    if set(statuses) == set(TERMINAL):  # every finished job: walk started_at, skip active rows
+        clauses = ["status NOT IN " + words(ACTIVE)]
+        params = []  # type: List[Any]
+    else:  # one status: jobs_status_started_at in order; several: their rows sorted
+        clauses = ["status IN " + _marks(statuses)]
+        params = list(statuses)
+    if key_range is not None:
+        clauses.append("run_key >= ? AND run_key < ?")
+        params.extend(key_range)
+    if key_glob is not None:
+        clauses.append("run_key GLOB ?" if key_range is not None else "+run_key GLOB ?")
+        params.append(key_glob)
+    if since is not None:
+        clauses.append("started_at >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("started_at < ?")
+        params.append(until)
+    sql = "SELECT *, rowid AS seq FROM jobs WHERE {} ORDER BY started_at DESC, rowid DESC".format(
+        " AND ".join(clauses))
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return conn.execute(sql, params).fetchall()

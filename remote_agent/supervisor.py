@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 
-from remote_agent import exitrec, paths, procs, store, tree
+from remote_agent import checks, exitrec, paths, procs, store, tree
 from remote_agent.timeutil import now_ts
 from remote_agent.vocab import ACTIVE, FAILED, RUNNING, STARTING, STREAMS, SUCCEEDED
 
@@ -173,6 +173,7 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     subreaper = tree.become_subreaper()
     me = os.getpid()
     target = []  # type: List[int]
+    checking = []  # type: List[int]
 
     def job_processes():
         # type: () -> List[tree.Proc]
@@ -184,6 +185,8 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
         # process's group gets SIGTERM, and when the main process ends, its leftovers too.
         if target:
             procs.send_group(target[0], signal.SIGTERM)
+        for pid in checking:  # a check runs: it is stopped like the target would be
+            procs.send_group(pid, signal.SIGTERM)
 
     def ignore(signum, frame):  # type: ignore[no-untyped-def]
         pass
@@ -200,11 +203,15 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     if not _record(conn, job_id, (STARTING,), worker_pid=me, worker_start=procs.start_time(me)):
         return 0  # aborted or declared lost before we got here: run nothing
     db = _Db(state_dir, conn)
-    out_fd, err_fd = (_open_log(state_dir, job_id, stream) for stream in STREAMS)
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
     full_env[tree.JOB_ENV] = job_id  # every job process carries it (and can read its own id)
+    check = checks.spec_of(store.get_job(conn, job_id))
+    if check is not None and not checks.before_run(db, state_dir, job_id, check, cwd, full_env,
+                                                   checking, notify_fd):
+        return 0  # satisfied, a check error, or aborted meanwhile: nothing runs
+    out_fd, err_fd = (_open_log(state_dir, job_id, stream) for stream in STREAMS)
     try:
         pid = spawn(argv, cwd, full_env, out_fd, err_fd)
     except OSError as exc:
@@ -230,31 +237,47 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
         tree.end_processes(reap_and_find, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL)
         db.keep_exit_code(job_id, _exit_code(reaped[pid]) if pid in reaped else wait_exit(pid))
         return 0
-    try:
-        os.write(notify_fd, READY)
-    except OSError:
-        pass  # the launcher is gone (SSH dropped): nothing to tell
+    if check is None:  # with a check, READY went out when the check started
+        try:
+            os.write(notify_fd, READY)
+        except OSError:
+            pass  # the launcher is gone (SSH dropped): nothing to tell
     rc = wait_exit(pid)
-    _finish(db, state_dir, job_id, rc, (notify_fd,), job_processes)
+    _finish(db, state_dir, job_id, rc, (notify_fd,), job_processes, check_env=(cwd, full_env))
     return 0
 
 
-def _finish(db, state_dir, job_id, rc, notify, leftovers=None):
-    # type: (_Db, str, str, int, Tuple[int, ...], Optional[Callable[[], List[tree.Proc]]]) -> None
+def _finish(db, state_dir, job_id, rc, notify, leftovers=None, check_env=None):
+    # type: (_Db, str, str, int, Tuple[int, ...], Optional[Callable[[], List[tree.Proc]]], Optional[Tuple[Optional[str], Dict[str, str]]]) -> None
     """The main process ended with ``rc``: record it durably, end the job's other processes,
-    wake a sync launcher, then store the final status however long the database takes."""
+    wake a sync launcher, then store the final status however long the database takes.
+
+    A job with a check that exited 0 is rechecked first (``check_env``: the job's cwd and
+    environment; a finisher without them gets the stored cwd and its own environment, so pass
+    them): its exit record waits for the verdict, so until then readers see it RUNNING, and a
+    supervisor killed meanwhile leaves an unknown outcome that the next check decides."""
+    recheck = checks.recheck_of(db.conn, state_dir, job_id) if rc == 0 else None
     finished_at = now_ts()
     record = _ExitRecord(state_dir, job_id, rc, finished_at)
-    record()  # first of all: from here on a reader reports this outcome, never LOST
+    if recheck is None:
+        record()  # first of all: from here on a reader reports this outcome, never LOST
     if leftovers is not None:
         # Like systemd for a one-shot service (KillMode=control-group): processes the main
         # process left behind get SIGTERM, then SIGKILL after the grace.
         tree.end_processes(leftovers, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL, reap=True)
+    status = SUCCEEDED if rc == 0 else FAILED
+    extra = {}  # type: Dict[str, object]
+    if recheck is not None:
+        cwd, env = check_env or checks.fallback_env(recheck, job_id)
+        status, extra = checks.after_run(db, state_dir, job_id, recheck[0], cwd, env)
+        if status == SUCCEEDED:
+            record()  # verified: now the exit record may speak for the job
+        else:
+            record.done = True  # FAILED with exit code 0: no exit record can say that
     for fd in notify:
         os.close(fd)
-    status = SUCCEEDED if rc == 0 else FAILED
     stored = db.write(job_id, ACTIVE, before=record, status=status, exit_code=rc,
-                      finished_at=finished_at)
+                      finished_at=finished_at, **extra)
     if stored is False:
         # Aborted (or declared lost) meanwhile: keep that status, but keep the exit code too.
         db.keep_exit_code(job_id, rc)

@@ -36,3 +36,22 @@ ACTIONS = (STARTED, REATTACHED, ADOPTED, KEPT, UNKNOWN)
 STDOUT = "stdout"
 STDERR = "stderr"
 STREAMS = (STDOUT, STDERR)
+
+# --- a job's check phases (the ``phase`` column; null for a job without a check) -------------
+#: The check runs before the command (status STARTING: a retry reattaches to it).
+CHECKING = "checking"
+#: The check failed (the desired state is not there): the command runs.
+RUNNING_PHASE = "running"
+#: The command exited 0: the check runs again to prove it worked (status still RUNNING).
+RECHECKING = "rechecking"
+#: The check passed before any run: SUCCEEDED without running the command.
+SATISFIED = "satisfied"
+#: The command ran and the check then passed: SUCCEEDED.
+VERIFIED = "verified"
+#: The command exited 0 but the check still fails: FAILED (exit_code stays 0).
+RECHECK_FAILED = "recheck_failed"
+#: The check could not say (not launchable, killed by a signal, timed out): FAILED, nothing ran.
+CHECK_ERROR = "check_error"
+PHASES = (CHECKING, RUNNING_PHASE, RECHECKING, SATISFIED, VERIFIED, RECHECK_FAILED, CHECK_ERROR)
+#: What the provider says (and the agent's log section ends with) when a recheck fails.
+RECHECK_FAILED_TEXT = "ran, but the check still fails"

@@ -294,6 +294,7 @@ class OrchesjobHook(BaseHook):
         rerun_unknown: bool = False,
         epoch: str | None = None,
         grace_seconds: float = 5,
+        check: Mapping[str, Any] | None = None,
     ) -> tuple[str, JobRecord]:
         """Start (or, in ``resume`` mode, reattach to/adopt) the job for ``run_key``.
 
@@ -303,8 +304,13 @@ class OrchesjobHook(BaseHook):
         job was started under another epoch, the agent aborts it (SIGTERM, SIGKILL after
         ``grace_seconds``) if still active, acknowledges it, and starts a new attempt: the
         returned action is ``started`` and ``job.raw["superseded"]`` names the replaced job.
+        ``check`` (``{"argv": [...], "timeout": s}``): the agent runs it before the command
+        (passes: SUCCEEDED, phase ``satisfied``, nothing runs) and after a run that exited 0
+        (still failing: FAILED, phase ``recheck_failed``); it also decides an unknown outcome.
         """
         extra: dict[str, Any] = {"rerun_unknown": True} if rerun_unknown else {}
+        if check is not None:
+            extra["check"] = dict(check)
         reply = self.call(
             "start",
             run_key=run_key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from orchesjob_provider.protocol import ADOPTED, KEPT, REATTACHED, STARTED, JobRecord
-from remote_agent.vocab import UNKNOWN
+from remote_agent.vocab import SATISFIED, UNKNOWN, VERIFIED
 
 ACTION_TEXT = {
     STARTED: "started a new remote job",
@@ -13,6 +13,14 @@ ACTION_TEXT = {
     ADOPTED: "adopted the finished, unacknowledged remote job (no new run)",
     KEPT: "strict run key already ran; kept its recorded result (no new run; `orchesjob unlock` to rerun)",
     UNKNOWN: "the remote job's outcome is unknown (it may have completed); not run again",
+}
+
+
+#: What the success line adds for a job with a check (its ``phase``).
+PHASE_TEXT = {
+    SATISFIED: ": its check passed before any run - the desired state was already there, so the command"
+    " did not run",
+    VERIFIED: ": the command ran and its check passed afterwards",
 }
 
 
@@ -24,5 +32,6 @@ def unknown_outcome_message(job: JobRecord, where: str) -> str:
         f"(every retry fails the same way). Check what it did (its stdout/stderr: "
         f"{job.raw.get('stdout_file')}), then release it: on the host run "
         f"`orchesjob unlock --run-key {shlex.quote(job.run_key)}`, or set rerun_unknown_outcome=True "
-        f"on the task; then retry or clear the task."
+        f"on the task; then retry or clear the task. (With a check_command, the next try's check "
+        f"decides instead.)"
     )

@@ -10,11 +10,12 @@ from typing import Any
 from orchesjob_provider import metrics
 from orchesjob_provider.address import AgentTaskMixin
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobWrongState
-from orchesjob_provider.operators.messages import ACTION_TEXT, unknown_outcome_message
+from orchesjob_provider.operators.messages import ACTION_TEXT, PHASE_TEXT, unknown_outcome_message
 from orchesjob_provider.operators.rendering import RenderingMixin
 from orchesjob_provider.operators.validation import (
     bad,
     seconds,
+    validate_check,
     validate_command,
     validate_env,
     validate_skip_codes,
@@ -95,8 +96,8 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
         trigger) before this try fails; the job keeps running and the next try reattaches.
     """
 
-    template_fields: Sequence[str] = ("command", "env", "cwd", "run_key")
-    template_fields_renderers = {"command": "py", "env": "json"}
+    template_fields: Sequence[str] = ("command", "env", "cwd", "run_key", "check_command")
+    template_fields_renderers = {"command": "py", "env": "json", "check_command": "py"}
     ui_color = "#e8f0fe"
 
     def __init__(
@@ -122,9 +123,13 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
         start_timeout: float = 10,
         max_reconnect_attempts: int = 5,
         rerun_unknown_outcome: bool = False,
+        check_command: list[str] | str | None = None,
+        check_timeout: timedelta | float = 300,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.check_command = check_command
+        self.check_timeout = seconds(check_timeout, "check_timeout")
         self.rerun_unknown_outcome = bool(rerun_unknown_outcome)
         self.max_reconnect_attempts = max_reconnect_attempts
         self.ssh_conn_id = ssh_conn_id
@@ -158,6 +163,9 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
             validate_command(command, shell)
         if isinstance(env, Mapping) or (env is not None and not hasattr(env, "resolve")):
             validate_env(env)
+        static_check = isinstance(check_command, str) and "{{" not in check_command
+        if isinstance(check_command, (list, tuple)) or static_check:
+            validate_check(check_command, shell)
         self._job_id: str | None = None
         self._run_key: str | None = None
         self._task_ident: TaskIdent | None = None
@@ -190,6 +198,9 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
 
         self._run_key = run_key  # lets on_kill find the job even while start is in flight
         self._task_ident = TaskIdent.of(context.get("ti"))
+        check = None
+        if self.check_command is not None:
+            check = {"argv": validate_check(self.check_command, self.shell), "timeout": self.check_timeout}
         action, job = self.hook.start(
             argv,
             run_key,
@@ -201,6 +212,7 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
             rerun_unknown=self.rerun_unknown_outcome,
             epoch=clear_epoch(context),
             grace_seconds=self.abort_grace_seconds,
+            check=check,
         )
         self._job_id = job.job_id
         metrics.start_action(action, metrics.task_tags(self))
@@ -325,7 +337,8 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
         job = fresh if fresh is not None and fresh.is_terminal else job
         outcome: BaseException | None = None
         if job.succeeded:
-            self.log.info("Remote job %s SUCCEEDED (exit code %s)", job.job_id, job.exit_code)
+            self.log.info("Remote job %s SUCCEEDED (exit code %s)%s", job.job_id, job.exit_code,
+                          PHASE_TEXT.get(job.raw.get("phase") or "", ""))
         elif job.status == FAILED and job.exit_code in self.skip_on_exit_code:
             outcome = AirflowSkipException(
                 f"Remote job {job.job_id} exited with code {job.exit_code} (in skip_on_exit_code): skipping"

@@ -74,3 +74,13 @@ def seconds(value: Any, name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise bad(f"{name} must be a positive number of seconds or a timedelta, not {value!r}")
     return float(value)
+
+
+def validate_check(check: Any, shell: str | None) -> list[str]:
+    """``check_command`` as an argv, like ``command`` (a str runs in ``shell`` or /bin/sh)."""
+    try:
+        return validate_command(check, shell if isinstance(check, str) else None)
+    except Exception as e:
+        text = str(e)
+        prefix = "OrchesjobOperator: "
+        raise bad(f"check_command: {text[len(prefix):] if text.startswith(prefix) else text}") from None

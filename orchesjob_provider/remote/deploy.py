@@ -1,5 +1,5 @@
 # Installs the agent bundle on the target, sent as
-#   `python3 -I -S -c <this> SHA256 ~/.orchesjob/agent KEEP` with the bundle (a zip) on stdin.
+#   `python3 -I -S -c <this> SHA256 ~/.orchesjob/agent KEEP [LAUNCH]` with the bundle (a zip) on stdin.
 #
 # Standard library only, valid on CPython 3.6. What it guarantees:
 # * ~/.orchesjob and ~/.orchesjob/agent are real directories owned by this user; one that is
@@ -16,12 +16,17 @@
 # * Leftovers of failed deploys (*.tmp.*, *.broken.*) older than 10 minutes are removed, and of
 #   the other agent versions only the KEEP - 1 most recently deployed are kept, plus any deployed
 #   within a week (a long job's supervisor may still import from its version's directory).
+# * With LAUNCH (launch.py's text, what every call runs first): ~/.orchesjob/bin/orchesjob, a
+#   launcher a person can type, is (re)written to run this agent through LAUNCH's checks, unless it
+#   already runs a newer agent version that is still there. Written to a temporary name (0700) and
+#   renamed over the old one (atomic); ~/.orchesjob/bin is a 0700 directory of this user.
 # Exit 0 and one line "orchesjob-deploy: <installed|repaired|verified> <dir>" on stdout; else
 # exit 1 and "orchesjob-deploy: <why>" on stderr.
 import compileall
 import hashlib
 import io
 import os
+import re
 import shutil
 import sys
 import time
@@ -162,10 +167,60 @@ def _prune(base, current, keep):
             _remove(path)
 
 
+def _version(agent_dir):
+    # type: (str) -> Tuple[int, ...]
+    """The agent version in ``agent_dir`` as numbers ((): unreadable or absent)."""
+    try:
+        with open(os.path.join(agent_dir, "remote_agent", "__init__.py")) as f:
+            found = re.search(r"__version__ = ['\"]([0-9.]+)", f.read())
+    except (OSError, UnicodeDecodeError):
+        return ()
+    return tuple(int(x) for x in found.group(1).split(".") if x) if found else ()
+
+
+def _quote(text):
+    # type: (str) -> str
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _launcher(base, final, uid, launch):
+    # type: (str, str, int, str) -> None
+    """Point ~/.orchesjob/bin/orchesjob at ``final`` unless it runs a newer agent still there."""
+    bin_dir = os.path.join(os.path.dirname(base), "bin")
+    _private_dir(bin_dir, uid, replaceable=True)
+    path = os.path.join(bin_dir, "orchesjob")
+    mine = _version(final)
+    try:
+        with open(path) as f:
+            current = re.search(r"^# agent-dir: (.*)$", f.read(), re.M)
+        other = current.group(1) if current else ""
+    except (OSError, UnicodeDecodeError):
+        other = ""
+    if other and other != final and os.path.isdir(other) and _version(other) > mine:
+        return  # a newer agent deployed by another provider keeps the launcher
+    text = (
+        "#!/bin/sh\n"
+        "# orchesjob launcher, written by the orchesjob provider's deploy: runs the newest agent\n"
+        "# deployed here, after the same ownership and integrity checks as every Airflow call.\n"
+        "# agent-version: %s\n"
+        "# agent-dir: %s\n"
+        "exec %s -I -S -c %s %s \"$@\"\n"
+    ) % (".".join(str(x) for x in mine), final, _quote(sys.executable), _quote(launch), _quote(final))
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
 def _main():
     # type: () -> None
     os.umask(0o077)
     sha, base, keep = sys.argv[1], os.path.expanduser(sys.argv[2]), int(sys.argv[3])
+    launch = sys.argv[4] if len(sys.argv) > 4 else None
     data = sys.stdin.buffer.read()
     if hashlib.sha256(data).hexdigest() != sha:
         _fail("agent upload corrupted (%d bytes, sha256 mismatch)" % len(data))
@@ -179,6 +234,8 @@ def _main():
         if why is None:
             os.utime(final)
             _prune(base, final, keep)
+            if launch:
+                _launcher(base, final, uid, launch)
             print("orchesjob-deploy: verified %s" % final)
             return
         sys.stderr.write("orchesjob-deploy: repairing %s: %s%s\n" % (
@@ -208,6 +265,8 @@ def _main():
     finally:
         os.close(fd)
     _prune(base, final, keep)
+    if launch:
+        _launcher(base, final, uid, launch)
     print("orchesjob-deploy: %s %s" % (outcome, final))
 
 
