@@ -4,9 +4,6 @@ Every case counts the command's real executions in a side-effect file on the tar
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 
 pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
@@ -16,7 +13,6 @@ from dagutil import captured, kw, new_dag_id, ti_states, write_dag
 pytestmark = [pytest.mark.ssh, pytest.mark.airflow]
 
 MODES = [pytest.param(False, id="worker"), pytest.param(True, id="deferrable")]
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _runs(remote, path):
@@ -91,13 +87,4 @@ def test_bad_check_command_is_refused_at_parse_time(orch_conn):
         OrchesjobOperator(task_id="t2", ssh_conn_id=orch_conn, command="true", check_command="true",
                           check_timeout=0)
 
-
-def test_the_check_example_dag_parses():
-    path = os.path.join(REPO, "dags_examples", "orchesjob_check_example.py")
-    spec = importlib.util.spec_from_file_location("orchesjob_check_example", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    task = mod.dag.get_task("load_partition")
-    assert task.check_command.startswith("test -e") and task.check_timeout == 60.0
-    assert "check_command" in task.template_fields
+# The check example (dags_examples/example_orchesjob_check.py) is parsed and run by test_examples.
