@@ -143,12 +143,16 @@ def _other_epoch(latest, resume, strict, epoch):
 
 
 def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
-          sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float) -> Tuple[StartResult, Row]
+          sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0,
+          claims=None, queue_timeout=None):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float, Optional[Dict[str, Any]], Optional[float]) -> Tuple[StartResult, Row]
     """Decide, launch if needed, and wait as asked; returns (decision, job as it now is).
 
     A superseded active job is stopped (as ``abort`` stops it, ``grace`` s) before the new
     attempt is launched, so the two never run side by side for longer than that.
+    ``claims`` (locks.normalize): a new attempt takes its first-come place in the lock queue in
+    the same transaction, and its supervisor waits for its turn (``queue_timeout`` s at most)
+    before it runs anything; an existing job keeps the claims it was started with.
     """
     check_run_key(run_key)
     check_argv(argv)
@@ -177,6 +181,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
                     latest["job_id"] if latest else "?", "unlock" if used else "rerun_unknown")
             row = _new_attempt(conn, key, run_key, argv, cwd, strict,
                                latest["job_id"] if latest else None, reason, epoch)
+            _enqueue(conn, row, claims, queue_timeout)
             if used is not None:
                 store.use_override(conn, run_key, now_ts())
             result = StartResult(STARTED, row, strict_override_used=used is not None,
@@ -186,7 +191,17 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
 
         stop_processes(superseded, grace)
     # The writer connection is closed now, before forking: a SQLite handle must never cross a fork.
-    return result, _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout)
+    return result, _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout,
+                                    claims is not None)
+
+
+def _enqueue(conn, row, claims, queue_timeout):
+    # type: (sqlite3.Connection, Row, Optional[Dict[str, Any]], Optional[float]) -> None
+    """A new attempt that declared locks or slots takes its place in the lock queue."""
+    if claims is not None:
+        import time
+
+        store.enqueue(conn, row["job_id"], claims, time.time(), queue_timeout)
 
 
 def _supersede(conn, row):
@@ -229,13 +244,13 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, 
     return row
 
 
-def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout):
-    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float) -> Row
+def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued=False):
+    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float, bool) -> Row
     job_id = result.row["job_id"]
     if result.action == STARTED:
         from remote_agent import supervisor  # only a start needs it (and its signal import)
 
-        supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env)
+        supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env, queued)
         if sync:
             supervisor.wait_finished(read_fd)
         else:
@@ -338,8 +353,13 @@ def rerun(state_dir, run_key, job_id, reason, sync, start_timeout):
         argv, cwd = store.command_of(source), store.cwd_of(source)
         row = _new_attempt(conn, store.run_key_row(conn, key), key, argv, cwd, False,
                            source["job_id"], text(reason))
+        # the rerun queues for the same locks and slots as the job it repeats
+        queued = store.lock_entry(conn, source["job_id"])
+        if queued is not None:
+            _enqueue(conn, row, json.loads(queued["claims"]), queued["queue_timeout"])
     result = StartResult(STARTED, row)
-    return result, _launch_and_wait(state_dir, result, argv, cwd, None, sync, start_timeout)
+    return result, _launch_and_wait(state_dir, result, argv, cwd, None, sync, start_timeout,
+                                    queued is not None)
 
 
 def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everything=False, dry_run=False):
@@ -376,4 +396,8 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
                 errors += 1
         if not exitrec.remove(state_dir, r["job_id"]):
             errors += 1
+        if os.path.isdir(os.path.join(state_dir, "locks")):
+            from remote_agent.lockwait import remove_channel  # jobs with locks left a wake channel
+
+            remove_channel(state_dir, r["job_id"])
     return rows, errors

@@ -103,7 +103,24 @@ _V5 = """
 ALTER TABLE jobs ADD COLUMN epoch TEXT
 """
 
-_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5]
+# Level 6 (additive): named locks and slots (locks.py, lockwait.py). One row per job that
+# declared claims: ``seq`` is its first-come place, ``claims`` the JSON of locks.normalize,
+# ``granted_at`` set once it may run. Holding is derived from the job's row (STARTING/RUNNING
+# and granted), so nothing here needs releasing when a job ends; ``clean`` deletes the row
+# with its job. An older agent ignores the table (and so does not honour the locks).
+_V6 = """
+CREATE TABLE IF NOT EXISTS lock_queue (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id        TEXT NOT NULL UNIQUE,
+    claims        TEXT NOT NULL,
+    queued_at     REAL NOT NULL,
+    queue_timeout REAL,
+    waiting_since REAL,
+    granted_at    REAL
+)
+"""
+
+_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6]
 LEVEL = len(_MIGRATIONS)
 assert 0 < store.SCHEMA_VERSION <= LEVEL
 

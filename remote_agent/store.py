@@ -425,9 +425,14 @@ def use_override(conn, run_key, now):
 def delete_terminal(conn, job_ids):
     # type: (sqlite3.Connection, Iterable[str]) -> None
     """Delete jobs that are still terminal (a job never leaves ACTIVE by being deleted)."""
+    ids = list(job_ids)
     conn.executemany(
         "DELETE FROM jobs WHERE job_id = ? AND status NOT IN " + _marks(ACTIVE),
-        [(job_id, *ACTIVE) for job_id in job_ids])
+        [(job_id, *ACTIVE) for job_id in ids])
+    # their places in the lock queue (schema level 6) go with them
+    conn.executemany(
+        "DELETE FROM lock_queue WHERE job_id = ? AND NOT EXISTS"
+        " (SELECT 1 FROM jobs WHERE jobs.job_id = lock_queue.job_id)", [(job_id,) for job_id in ids])
 
 
 # --- stored values --------------------------------------------------------------------------
@@ -440,3 +445,45 @@ def command_of(row):
 def cwd_of(row):
     # type: (Row) -> Optional[str]
     return json.loads(row["cwd"]) if row.get("cwd") is not None else None
+
+
+# --- named locks and slots (locks.py, lockwait.py; schema level 6) --------------------------
+
+def enqueue(conn, job_id, claims, queued_at, queue_timeout):
+    # type: (sqlite3.Connection, str, Dict[str, Any], float, Optional[float]) -> None
+    """Give a new job its first-come place in the lock queue (inside its start transaction)."""
+    conn.execute(
+        "INSERT INTO lock_queue (job_id, claims, queued_at, queue_timeout) VALUES (?, ?, ?, ?)",
+        (job_id, json.dumps(claims, sort_keys=True), queued_at, queue_timeout))
+
+
+# Active jobs through the partial index jobs_active, each joined to its queue row by job_id.
+_LOCK_QUEUE_SQL = (
+    "SELECT j.*, q.seq AS lock_seq, q.claims AS lock_claims, q.queued_at AS lock_queued_at,"
+    " q.queue_timeout AS lock_queue_timeout, q.waiting_since AS lock_waiting_since,"
+    " q.granted_at AS lock_granted_at FROM jobs j JOIN lock_queue q ON q.job_id = j.job_id"
+    " WHERE j.status IN {} ORDER BY q.seq").format(words(ACTIVE))
+
+
+def lock_queue(conn):
+    # type: (sqlite3.Connection) -> List[Row]
+    """Every queued job that still holds its run key, first come first, with its queue row."""
+    return conn.execute(_LOCK_QUEUE_SQL).fetchall()
+
+
+def lock_entry(conn, job_id):
+    # type: (sqlite3.Connection, str) -> Optional[Row]
+    return conn.execute("SELECT * FROM lock_queue WHERE job_id = ?", (job_id,)).fetchone()
+
+
+def grant_locks(conn, job_id, now):
+    # type: (sqlite3.Connection, str, float) -> None
+    conn.execute("UPDATE lock_queue SET granted_at = ?, waiting_since = NULL"
+                 " WHERE job_id = ? AND granted_at IS NULL", (now, job_id))
+
+
+def set_waiting(conn, job_id, now):
+    # type: (sqlite3.Connection, str, float) -> None
+    """The job's first verdict was "wait": it reads as WAITING from now on until its grant."""
+    conn.execute("UPDATE lock_queue SET waiting_since = ? WHERE job_id = ? AND waiting_since IS NULL"
+                 " AND granted_at IS NULL", (now, job_id))

@@ -41,9 +41,11 @@ WRITE_CEILING = 7 * 24 * 3600.0
 BACKOFF_MAX = 30.0
 
 
-def launch(state_dir, job_id, argv, cwd, env):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]]) -> Tuple[int, int]
-    """Fork the supervisor for a committed STARTING job; return (its pid, the read end)."""
+def launch(state_dir, job_id, argv, cwd, env, queued=False):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool) -> Tuple[int, int]
+    """Fork the supervisor for a committed STARTING job; return (its pid, the read end).
+
+    ``queued``: the job declared locks or slots and waits for its turn first (lockwait.py)."""
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -52,7 +54,7 @@ def launch(state_dir, job_id, argv, cwd, env):
         code = 1
         try:
             os.close(read_fd)
-            code = _supervise(state_dir, job_id, argv, cwd, env, write_fd)
+            code = _supervise(state_dir, job_id, argv, cwd, env, write_fd, queued)
         finally:
             os._exit(code)
     os.close(write_fd)
@@ -163,8 +165,8 @@ class _ExitRecord(object):
         return self.done
 
 
-def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int) -> int
+def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=False):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int, bool) -> int
     _detach()
     # The caller's descriptors (an SSH channel's socket, a pipe) are neither kept here nor
     # inherited by the job.
@@ -199,6 +201,11 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     assert conn is not None
     if not _record(conn, job_id, (STARTING,), worker_pid=me, worker_start=procs.start_time(me)):
         return 0  # aborted or declared lost before we got here: run nothing
+    if queued:  # STARTING -> (WAITING for its locks and slots) -> spawn; see lockwait.py
+        from remote_agent import lockwait
+
+        if not lockwait.take_turn(state_dir, job_id, notify_fd):
+            return 0  # aborted, cancelled or timed out in the queue: nothing ran
     db = _Db(state_dir, conn)
     out_fd, err_fd = (_open_log(state_dir, job_id, stream) for stream in STREAMS)
     full_env = dict(os.environ)
