@@ -149,12 +149,28 @@ def take_turn(state_dir, job_id, notify_fd):
                     os.write(notify_fd, READY)
                 except OSError:
                     pass  # the launcher is gone: nothing to tell
-            _block(state_dir, [b["job_id"] for b in blockers], deadline)
+            _block(state_dir, watch_list(blockers), deadline)
     except _Stop:
         _cancel(state_dir, job_id, "stopped (SIGTERM) while waiting for its locks; it did not run")
         return False
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def watch_list(blockers):
+    # type: (List[Dict[str, Any]]) -> List[str]
+    """The jobs whose end can let us start (``locks.decide_turn``'s blockers, in queue order).
+
+    For a lock every blocker must be gone, so one wake channel is enough: the latest in the
+    queue's, the one that under first-come order ends last (if another is still there when it
+    ends, the next reading blocks on that one). Only a slot can be freed by any of its users, so
+    a job blocked by slots alone watches them all. This keeps the herd small: when a writer in a
+    chain ends, only the job right behind it wakes.
+    """
+    lock_blockers = [b["job_id"] for b in blockers if b["mode"] != locks.SLOT]
+    if lock_blockers:
+        return lock_blockers[-1:]
+    return [b["job_id"] for b in blockers]
 
 
 def _evaluate(state_dir, job_id):
