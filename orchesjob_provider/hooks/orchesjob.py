@@ -286,6 +286,9 @@ class OrchesjobHook(BaseHook):
         rerun_unknown: bool = False,
         epoch: str | None = None,
         grace_seconds: float = 5,
+        locks: Mapping[str, Sequence[str]] | None = None,
+        slots: Mapping[str, int] | None = None,
+        queue_timeout: float | None = None,
     ) -> tuple[str, JobRecord]:
         """Start (or, in ``resume`` mode, reattach to/adopt) the job for ``run_key``.
 
@@ -295,8 +298,17 @@ class OrchesjobHook(BaseHook):
         job was started under another epoch, the agent aborts it (SIGTERM, SIGKILL after
         ``grace_seconds``) if still active, acknowledges it, and starts a new attempt: the
         returned action is ``started`` and ``job.raw["superseded"]`` names the replaced job.
+        ``locks`` (``{"write": [...], "read": [...]}``), ``slots`` (``{name: capacity}``) and
+        ``queue_timeout``: a new job waits on the host for its turn (status WAITING, with
+        ``waiting_for``); the reply comes at once.
         """
         extra: dict[str, Any] = {"rerun_unknown": True} if rerun_unknown else {}
+        if locks:
+            extra["locks"] = {mode: list(names) for mode, names in locks.items()}
+        if slots:
+            extra["slots"] = dict(slots)
+        if queue_timeout is not None:
+            extra["queue_timeout"] = float(queue_timeout)
         reply = self.call(
             "start",
             run_key=run_key,
