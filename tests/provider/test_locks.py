@@ -189,3 +189,20 @@ def test_queue_timeout_fails_the_task_with_the_reason(orch_conn, state_dir, remo
         f"{holder.job_id}" in text
     assert "w start" not in remote(f"cat {side}")
     hook.abort(holder.job_id, grace_seconds=1)
+
+
+def test_example_dag_parses_with_its_locks():
+    """dags_examples/orchesjob_locks_example.py imports on this Airflow and declares what it says."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "dags_examples", "orchesjob_locks_example.py")
+    spec = importlib.util.spec_from_file_location("orchesjob_locks_example", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    load = mod.load_dag.get_task("load_orders")
+    rebuild = mod.rebuild_dag.get_task("rebuild_orders")
+    assert load.locks == {"write": ["warehouse.orders"], "read": ["raw/orders"]}
+    assert rebuild.locks == {"write": ["warehouse.orders"]}
+    assert load.slots == rebuild.slots == {"heavy-io": 2}
+    assert load.queue_timeout == 1800.0
