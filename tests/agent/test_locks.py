@@ -131,8 +131,9 @@ def test_first_come_order_waiting_status_and_prompt_wake(agent):
     chain = [spans[n] for n in order]
     gaps = [s2 - e1 for (_, e1), (s2, _) in zip(chain, chain[1:])]
     assert min(gaps) >= 0
-    # woken by the holder's exit, not by a poll: each next target starts well within a second
-    assert max(gaps) < 1.0, gaps
+    # woken by the holder's exit, not by a poll: the next target starts within a second (the
+    # bound has slack for a loaded CI machine; typical hand-overs take ~0.1 s)
+    assert sorted(gaps)[len(gaps) // 2] < 0.5 and max(gaps) < 1.5, gaps
 
 
 def test_readers_share_a_writer_waits_and_later_readers_do_not_overtake_it(agent):
@@ -198,7 +199,7 @@ def test_holder_killed_with_sigkill_frees_its_lock(agent):
     assert jobs[waiter_key]["status"] == "SUCCEEDED"
     starts, spans = runs.read()
     assert starts == {"h": 1, "w": 1}
-    assert spans["w"][0] - killed_at < 1.0, spans["w"][0] - killed_at
+    assert spans["w"][0] - killed_at < 1.5, spans["w"][0] - killed_at  # typically ~0.1 s
     assert agent.status(run_key=holder["run_key"])["status"] == "LOST"
 
 

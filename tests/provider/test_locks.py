@@ -127,7 +127,8 @@ def test_two_dags_contending_for_one_write_lock_never_overlap(orch_conn, state_d
 
 DIE_ONCE = """
 class DieOnceOperator(OrchesjobOperator):
-    \"\"\"Try 1 starts the job like a real try, then its worker "dies" before the result.\"\"\"
+    \"\"\"Try 1 starts the job like a real try, then its worker "dies" before the result. Try 2
+    writes what its start answered to MARKER (the test opens the holder's gate only then).\"\"\"
 
     def execute(self, context):
         if context["ti"].try_number == 1:
@@ -135,33 +136,70 @@ class DieOnceOperator(OrchesjobOperator):
             record = super().execute(context)
             self.wait = True
             raise RuntimeError("worker died while job " + record["job_id"] + " was " + record["status"])
+        hook = self.hook
+        real_start = hook.start
+
+        def start(*args, **kwargs):
+            action, job = real_start(*args, **kwargs)
+            with open(MARKER, "w") as f:
+                f.write(action + " " + job.status)
+            return action, job
+
+        hook.start = start
         return super().execute(context)
 """
 
+MODES = [pytest.param(False, id="worker"), pytest.param(True, id="deferrable")]
 
-def test_retry_reattaches_to_the_job_waiting_for_its_lock(orch_conn, state_dir, remote, sshd, capfd):
+
+@pytest.mark.parametrize("deferrable", MODES)
+def test_retry_reattaches_to_the_job_waiting_for_its_lock(orch_conn, state_dir, remote, sshd, capfd, tmp_path,
+                                                          deferrable):
+    import threading
+
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
     dag_id = new_dag_id("lockretry")
     side = f"{sshd.home}/{dag_id}.side"
+    gate = side + ".gate"
+    marker = tmp_path / "try2-start"
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
-    _, holder = hook.start(["sh", "-c", marked("h", side, 4)], f"test/{dag_id}/holder", locks=LOCKS)
+    gated = f'echo "h start $(date +%s.%N)" >> {side}; while [ ! -e {gate} ]; do sleep 0.05; done; ' \
+        f'echo "h end $(date +%s.%N)" >> {side}'
+    _, holder = hook.start(["sh", "-c", gated], f"test/{dag_id}/holder", locks=LOCKS)
     assert holder.status == "RUNNING"
     dag = write_dag(
         dag_id,
         "DieOnceOperator(task_id='t', retries=1, retry_delay=timedelta(seconds=0), "
         + kw(ssh_conn_id=orch_conn, state_dir=state_dir, command=marked("w", side, 0.2), locks=LOCKS,
-             slots={"heavy-io": 2}, poll_interval=0.5)
+             slots={"heavy-io": 2}, poll_interval=0.5, deferrable=deferrable)
         + ")",
-        preamble=DIE_ONCE,
+        preamble=f"MARKER = {str(marker)!r}\n" + DIE_ONCE,
     )
-    dr = dag.test()
+
+    def open_gate_after_try_2_started() -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline and not marker.exists():
+            time.sleep(0.1)
+        time.sleep(1.0)  # try 2 watches the waiting job a little
+        remote(f"touch {gate}")
+
+    opener = threading.Thread(target=open_gate_after_try_2_started, daemon=True)
+    opener.start()
+    try:
+        dr = dag.test()
+    finally:
+        remote(f"touch {gate}")
+        opener.join(timeout=10)
     text = captured(capfd)
     assert ti_states(dr) == {"t": "success"}
     ti = next(t for t in dr.get_task_instances() if t.task_id == "t")
     record = ti.xcom_pull(task_ids="t")
     assert f"worker died while job {record['job_id']} was WAITING" in text
+    assert marker.read_text() == "reattached WAITING"  # try 2 found its job still queued
     assert "orchesjob reattached" in text
+    waiting = f"is WAITING on the host for write lock 'warehouse.orders' held by job {holder.job_id}"
+    assert f"Remote job {record['job_id']} {waiting}" in text
     assert record["attempt_no"] == 1
     s = spans(remote, side)
     assert {k: len(v) for k, v in s.items()} == {"h start": 1, "h end": 1, "w start": 1, "w end": 1}
