@@ -36,7 +36,8 @@ _FAST = {
                "--all": (bool, False), "--format": (("json", "table"), "json")},
     "logs": {"--run-key": (str, None), "--job-id": (str, None), "--stream": (STREAMS, STDOUT)},
     "start": {"--run-key": (str, None), "--sync": (bool, False), "--start-timeout": (float, 10.0),
-              "--strict": (bool, False), "--cwd": (str, None)},
+              "--strict": (bool, False), "--cwd": (str, None), "--lock-write": (list, None),
+              "--lock-read": (list, None), "--slot": (list, None), "--queue-timeout": (float, None)},
 }  # type: Dict[str, Dict[str, Any]]
 _FAST_ONE_OF = {"status": ("run_key", "job_id", "running"), "logs": ("run_key", "job_id"),
                 "start": ("run_key",)}
@@ -76,6 +77,8 @@ def fast_parse(argv):
             if raw not in kind:
                 return None
             values[dest] = raw
+        elif kind is list:  # a repeatable flag (--lock-write NAME ...)
+            values[dest] = (values[dest] or []) + [raw]
         elif kind is float:
             try:
                 values[dest] = float(raw)

@@ -170,6 +170,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
         action, job, used = decide_start(latest, resume, strict, override, key, rerun_unknown,
                                          None if foreign else epoch)
         superseded = None  # type: Optional[Row]
+        queued = None  # type: Optional[str]
         if action == SUPERSEDE and job is not None:
             superseded, job = _supersede(conn, job), None
         if job is not None:
@@ -181,7 +182,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
                     latest["job_id"] if latest else "?", "unlock" if used else "rerun_unknown")
             row = _new_attempt(conn, key, run_key, argv, cwd, strict,
                                latest["job_id"] if latest else None, reason, epoch)
-            _enqueue(conn, row, claims, queue_timeout)
+            queued = _enqueue(conn, row, claims, queue_timeout)
             if used is not None:
                 store.use_override(conn, run_key, now_ts())
             result = StartResult(STARTED, row, strict_override_used=used is not None,
@@ -191,17 +192,22 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
 
         stop_processes(superseded, grace)
     # The writer connection is closed now, before forking: a SQLite handle must never cross a fork.
-    return result, _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout,
-                                    claims is not None)
+    return result, _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued)
 
 
 def _enqueue(conn, row, claims, queue_timeout):
-    # type: (sqlite3.Connection, Row, Optional[Dict[str, Any]], Optional[float]) -> None
-    """A new attempt that declared locks or slots takes its place in the lock queue."""
-    if claims is not None:
-        import time
+    # type: (sqlite3.Connection, Row, Optional[Dict[str, Any]], Optional[float]) -> Optional[str]
+    """A new attempt that declared locks or slots takes its place in the lock queue, and its turn
+    at once when nothing is in its way (the supervisor then spawns without another transaction):
+    "granted", "wait", or None without claims."""
+    if claims is None:
+        return None
+    import time
 
-        store.enqueue(conn, row["job_id"], claims, time.time(), queue_timeout)
+    from remote_agent import lockwait
+
+    store.enqueue(conn, row["job_id"], claims, time.time(), queue_timeout)
+    return "granted" if lockwait.grant_now(conn, row["job_id"]) else "wait"
 
 
 def _supersede(conn, row):
@@ -244,8 +250,8 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, 
     return row
 
 
-def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued=False):
-    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float, bool) -> Row
+def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued=None):
+    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float, Optional[str]) -> Row
     job_id = result.row["job_id"]
     if result.action == STARTED:
         from remote_agent import supervisor  # only a start needs it (and its signal import)
@@ -354,12 +360,11 @@ def rerun(state_dir, run_key, job_id, reason, sync, start_timeout):
         row = _new_attempt(conn, store.run_key_row(conn, key), key, argv, cwd, False,
                            source["job_id"], text(reason))
         # the rerun queues for the same locks and slots as the job it repeats
-        queued = store.lock_entry(conn, source["job_id"])
-        if queued is not None:
-            _enqueue(conn, row, json.loads(queued["claims"]), queued["queue_timeout"])
+        entry = store.lock_entry(conn, source["job_id"])
+        queued = None if entry is None else _enqueue(conn, row, json.loads(entry["claims"]),
+                                                     entry["queue_timeout"])
     result = StartResult(STARTED, row)
-    return result, _launch_and_wait(state_dir, result, argv, cwd, None, sync, start_timeout,
-                                    queued is not None)
+    return result, _launch_and_wait(state_dir, result, argv, cwd, None, sync, start_timeout, queued)
 
 
 def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everything=False, dry_run=False):

@@ -113,15 +113,27 @@ def live_queue(conn, locked):
 
 # --- the supervisor's side --------------------------------------------------------------------
 
-def take_turn(state_dir, job_id, notify_fd):
-    # type: (str, str, int) -> bool
+def grant_now(conn, job_id):
+    # type: (sqlite3.Connection, str) -> bool
+    """In the start transaction: take the new job's turn at once when nothing is in its way."""
+    if not locks.decide_turn(job_id, live_queue(conn, locked=True))[0]:
+        return False
+    store.grant_locks(conn, job_id, time.time())
+    return True
+
+
+def take_turn(state_dir, job_id, notify_fd, granted=False):
+    # type: (str, str, int, bool) -> bool
     """Wait until this queued job may take its claims; True to spawn the target, False when it
     must not run (aborted or cancelled meanwhile, queue timeout, SIGTERM while waiting).
 
+    ``granted``: its turn came in the start transaction; only the wake channel is opened.
     The first time it has to wait it sends the launcher the READY byte, so an async start
     returns at once with the job WAITING instead of waiting out its start timeout.
     """
     channel = open_channel(state_dir, job_id)  # kept open until the process ends  # noqa: F841
+    if granted:
+        return True
 
     def stop(signum, frame):  # type: ignore[no-untyped-def]
         raise _Stop()

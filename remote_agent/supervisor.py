@@ -41,11 +41,12 @@ WRITE_CEILING = 7 * 24 * 3600.0
 BACKOFF_MAX = 30.0
 
 
-def launch(state_dir, job_id, argv, cwd, env, queued=False):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool) -> Tuple[int, int]
+def launch(state_dir, job_id, argv, cwd, env, queued=None):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], Optional[str]) -> Tuple[int, int]
     """Fork the supervisor for a committed STARTING job; return (its pid, the read end).
 
-    ``queued``: the job declared locks or slots and waits for its turn first (lockwait.py)."""
+    ``queued``: the job declared locks or slots: "granted" (its turn came in the start
+    transaction) or "wait" (it waits for its turn first); see lockwait.py."""
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -165,8 +166,8 @@ class _ExitRecord(object):
         return self.done
 
 
-def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=False):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int, bool) -> int
+def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int, Optional[str]) -> int
     _detach()
     # The caller's descriptors (an SSH channel's socket, a pipe) are neither kept here nor
     # inherited by the job.
@@ -204,7 +205,7 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=False):
     if queued:  # STARTING -> (WAITING for its locks and slots) -> spawn; see lockwait.py
         from remote_agent import lockwait
 
-        if not lockwait.take_turn(state_dir, job_id, notify_fd):
+        if not lockwait.take_turn(state_dir, job_id, notify_fd, granted=queued == "granted"):
             return 0  # aborted, cancelled or timed out in the queue: nothing ran
     db = _Db(state_dir, conn)
     out_fd, err_fd = (_open_log(state_dir, job_id, stream) for stream in STREAMS)
