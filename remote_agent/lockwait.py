@@ -115,8 +115,10 @@ def live_queue(conn, locked):
 
 def grant_now(conn, job_id):
     # type: (sqlite3.Connection, str) -> bool
-    """In the start transaction: take the new job's turn at once when nothing is in its way."""
+    """In the start transaction: take the new job's turn at once when nothing is in its way,
+    else mark it waiting (so it reads as WAITING from its first commit, before its supervisor runs)."""
     if not locks.decide_turn(job_id, live_queue(conn, locked=True))[0]:
+        store.set_waiting(conn, job_id, time.time())
         return False
     store.grant_locks(conn, job_id, time.time())
     return True
