@@ -217,6 +217,7 @@ def _supersede(conn, row):
     if row["status"] in ACTIVE:
         store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                          aborted_at=now, updated_at=now, abort_reason=SUPERSEDED_REASON)
+        store.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
     store.ack_job(conn, row["job_id"], now)
     return row
 
@@ -311,6 +312,7 @@ def abort(state_dir, run_key, job_id, reason, grace, ack=False):
         if row["status"] in ACTIVE:
             store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                              aborted_at=now, updated_at=now, abort_reason=text(reason))
+            store.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
     if row["status"] not in ACTIVE:
         raise wrong_state("Job is not running: {} status={}{}".format(
             row["job_id"], row["status"], " (its result is now acknowledged)" if ack else ""))

@@ -26,7 +26,7 @@ import signal
 import time
 
 from remote_agent import locks, paths, store
-from remote_agent.liveness import reconcile
+from remote_agent.liveness import lost_reason, reconcile
 from remote_agent.vocab import ACTIVE, CANCELLED, STARTING, STDERR
 
 MYPY = False
@@ -94,6 +94,7 @@ def entry_of(row):
     # type: (Row) -> Dict[str, Any]
     """A ``store.lock_queue`` row as ``locks.decide_turn`` reads it."""
     return {"job_id": row["job_id"], "run_key": row["run_key"], "claims": json.loads(row["lock_claims"]),
+            "seq": row["lock_seq"],
             "granted": row.get("lock_granted_at") is not None, "status": row["status"],
             "queued_at": row.get("lock_queued_at"), "granted_at": row.get("lock_granted_at"),
             "waiting_since": row.get("lock_waiting_since")}
@@ -102,12 +103,22 @@ def entry_of(row):
 def live_queue(conn, locked):
     # type: (sqlite3.Connection, bool) -> List[Dict[str, Any]]
     """The queue, every job reconciled first (``locked`` as in liveness.reconcile): a job found
-    ended or LOST drops out, and with it whatever it held."""
+    ended or LOST drops out, and with it whatever it held.
+
+    An aborted holder stays in it (holding, status ABORTED) while any of its processes runs:
+    abort stores ABORTED before its TERM-then-KILL, and the next holder must not start beside a
+    target that is still ending. A writer (``locked``) clears the mark once they are gone."""
     out = []
+    for row in store.lock_releasing(conn):
+        if lost_reason(row) is None:  # its supervisor or its target is still alive
+            out.append(entry_of(row))
+        elif locked:
+            store.lock_released(conn, row["job_id"])
     for row in store.lock_queue(conn):
         now = reconcile(conn, row, locked)
         if now["status"] in ACTIVE:
             out.append(entry_of(row))
+    out.sort(key=lambda e: e["seq"])
     return out
 
 

@@ -107,7 +107,9 @@ ALTER TABLE jobs ADD COLUMN epoch TEXT
 # declared claims: ``seq`` is its first-come place, ``claims`` the JSON of locks.normalize,
 # ``granted_at`` set once it may run. Holding is derived from the job's row (STARTING/RUNNING
 # and granted), so nothing here needs releasing when a job ends; ``clean`` deletes the row
-# with its job. An older agent ignores the table (and so does not honour the locks).
+# with its job. One exception: an aborted holder (ABORTED is stored before its processes are
+# signalled) is marked ``releasing`` and keeps its claims while any of its processes still runs.
+# An older agent ignores the table (and so does not honour the locks).
 _V6 = """
 CREATE TABLE IF NOT EXISTS lock_queue (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -116,8 +118,10 @@ CREATE TABLE IF NOT EXISTS lock_queue (
     queued_at     REAL NOT NULL,
     queue_timeout REAL,
     waiting_since REAL,
-    granted_at    REAL
-)
+    granted_at    REAL,
+    releasing     INTEGER
+);
+CREATE INDEX IF NOT EXISTS lock_queue_releasing ON lock_queue (job_id) WHERE releasing = 1
 """
 
 _MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6]

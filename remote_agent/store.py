@@ -471,6 +471,31 @@ def lock_queue(conn):
     return conn.execute(_LOCK_QUEUE_SQL).fetchall()
 
 
+# Aborted holders whose processes may still run, through the partial index lock_queue_releasing.
+_LOCK_RELEASING_SQL = _LOCK_QUEUE_SQL.split(" WHERE ")[0] + " WHERE q.releasing = 1 ORDER BY q.seq"
+
+
+def lock_releasing(conn):
+    # type: (sqlite3.Connection) -> List[Row]
+    return conn.execute(_LOCK_RELEASING_SQL).fetchall()
+
+
+def mark_releasing(conn, job_id):
+    # type: (sqlite3.Connection, str) -> None
+    """An aborted job keeps what it holds until its processes are gone (abort, supersede).
+    A no-op for a job without claims, and on a file without the lock queue."""
+    try:
+        conn.execute("UPDATE lock_queue SET releasing = 1 WHERE job_id = ? AND granted_at IS NOT NULL",
+                     (job_id,))
+    except sqlite3.OperationalError:
+        pass  # no lock queue in this file (a newer agent's level it does not have): nothing held
+
+
+def lock_released(conn, job_id):
+    # type: (sqlite3.Connection, str) -> None
+    conn.execute("UPDATE lock_queue SET releasing = NULL WHERE job_id = ?", (job_id,))
+
+
 def lock_entry(conn, job_id):
     # type: (sqlite3.Connection, str) -> Optional[Row]
     return conn.execute("SELECT * FROM lock_queue WHERE job_id = ?", (job_id,)).fetchone()

@@ -308,3 +308,32 @@ def test_locks_on_an_empty_state_dir(agent):
     res = agent.run("locks", "--format", "table")
     assert res.code == 0 and res.out.startswith("KIND")
     assert json.loads(agent.run("rpc", input=b'{"op": "locks"}').out)["locks"] == []
+
+
+def test_an_aborted_holder_keeps_its_lock_until_its_processes_are_gone(agent):
+    """abort stores ABORTED first, then SIGTERM, then SIGKILL after the grace: a holder whose
+    target ignores SIGTERM still holds its lock during the grace, for waiters and new starts."""
+    import subprocess
+
+    runs = Runs(agent)
+    stubborn = f'trap "" TERM; echo "h start $(date +%s.%N)" >> {runs.log}; sleep 30'
+    holder = agent.start_ok(agent.key("h"), "sh", "-c", stubborn, extra=["--lock-write", "R"])
+    w1 = start(agent, runs, agent.key("w1"), "w1", 0.05, "--lock-write", "R")
+    assert w1["status"] == "WAITING"
+    t0 = time.time()
+    aborter = subprocess.Popen([*agent.argv, "abort", "--job-id", holder["job_id"], "--grace-seconds", "4"],
+                               env=agent.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agent.wait_status(holder["job_id"], statuses={"ABORTED"}, timeout=10)
+    w2 = start(agent, runs, agent.key("w2"), "w2", 0.05, "--lock-write", "R")
+    assert w2["status"] == "WAITING"  # not granted beside the holder's still-running target
+    listing = agent.ok("locks")["locks"]
+    if aborter.poll() is None:  # still within the grace (a loaded machine may take longer)
+        holders = listing[0]["holders"]
+        assert [(h["job_id"], h["status"]) for h in holders] == [(holder["job_id"], "ABORTED")]
+    assert aborter.wait(timeout=30) == 0
+    wait_done(agent, [w1["run_key"], w2["run_key"]])
+    starts, spans = runs.read()
+    assert starts == {"h": 1, "w1": 1, "w2": 1}
+    assert spans["w1"][0] - t0 >= 3.5  # only after the SIGKILL at the end of the 4 s grace
+    assert spans["w2"][0] >= spans["w1"][1]
+    assert agent.ok("locks") == {"locks": []}
