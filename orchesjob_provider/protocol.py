@@ -30,10 +30,12 @@ from remote_agent.vocab import (  # the one spelling of statuses, start actions 
     STATUSES,
     STREAMS,
     SUCCEEDED,
+    WAITING,
 )
 
 PROTOCOL = 1
-ACTIVE_STATUSES = frozenset(vocab.ACTIVE)
+#: WAITING: queued on the host for named locks or slots (the agent stores it as STARTING)
+ACTIVE_STATUSES = frozenset(vocab.REPORTED_ACTIVE)
 TERMINAL_STATUSES = frozenset(vocab.TERMINAL)
 DEFAULT_LOG_LIMIT = 65536
 #: Extra seconds a call may take beyond the agent-side timeout before the client gives up.
@@ -306,8 +308,35 @@ def failure_message(job: JobRecord) -> str:
     if job.status == LOST:
         return f"Remote job {job.job_id} was LOST ({job.lost_reason or 'its processes are gone'})"
     if job.status == CANCELLED:
-        return f"Remote job {job.job_id} was CANCELLED"
+        # the agent's reason, e.g. "queue timeout: waited 600s for write lock 'x': held by job ..."
+        reason = job.abort_reason
+        return f"Remote job {job.job_id} was CANCELLED" + (f" ({reason})" if reason else "")
     return f"Remote job {job.job_id} ended with status {job.status} (exit code {job.exit_code})"
+
+
+def waiting_message(job: JobRecord) -> str | None:
+    """One line for the task log while a job waits on the host for named locks or slots: what it
+    waits for and who holds it (the agent's ``waiting_for``); None when it does not wait."""
+    if job.status != WAITING:
+        return None
+    parts = []
+    for b in job.raw.get("waiting_for") or []:
+        if not isinstance(b, Mapping):
+            continue
+        if b.get("mode") == "slot":
+            what = f"slot {b.get('resource')!r} (capacity {b.get('capacity')})"
+        else:
+            what = f"{b.get('mode')} lock {b.get('resource')!r}"
+        state = "held" if b.get("holding") else "queued ahead"
+        parts.append(f"{what} {state} by job {b.get('job_id')} (run key {b.get('run_key')})")
+    deadline = job.raw.get("queue_deadline")
+    until = ""
+    if isinstance(deadline, (int, float)):
+        import datetime
+
+        stamp = datetime.datetime.fromtimestamp(deadline, datetime.timezone.utc).isoformat(timespec="seconds")
+        until = f"; gives up at {stamp} (queue timeout)"
+    return f"Remote job {job.job_id} is WAITING on the host for " + ("; ".join(parts) or "its turn") + until
 
 
 @dataclass(frozen=True)
@@ -373,6 +402,7 @@ __all__ = [
     "STREAMS",
     "SUCCEEDED",
     "TERMINAL_STATUSES",
+    "WAITING",
     "JobLogs",
     "JobRecord",
     "LogChunk",
@@ -386,4 +416,5 @@ __all__ = [
     "normalize_offsets",
     "parse_reply",
     "poll_args",
+    "waiting_message",
 ]

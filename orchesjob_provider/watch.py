@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from orchesjob_provider.protocol import STREAMS, JobLogs, JobRecord, normalize_offsets
+from orchesjob_provider.protocol import STREAMS, JobLogs, JobRecord, normalize_offsets, waiting_message
 
 
 def reconnect_delay(attempt: int, cap: float = 30.0) -> float:
@@ -67,6 +67,7 @@ class Watch:
         self.clock = clock
         self.failures = 0
         self.job: JobRecord | None = None
+        self.waiting: str | None = None  # the last "WAITING on the host for ..." line logged
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - self.clock()
@@ -99,9 +100,19 @@ class Watch:
         self.failures = 0
         if res.job is not None:
             self.job = res.job
+            self.say_waiting(res.job)
         if self.stream_logs:
             self.show(res)
             self.offsets = res.next_offsets(self.offsets)
+
+    def say_waiting(self, job: JobRecord) -> None:
+        """Log what a job queued for named locks/slots waits for, whenever that changes."""
+        line = waiting_message(job)
+        if line is not None and line != self.waiting:
+            self.log.info("%s", line)
+        if line is None and self.waiting is not None:
+            self.log.info("Remote job %s got its locks and slots: status %s", job.job_id, job.status)
+        self.waiting = line
 
     @staticmethod
     def showed_bytes(res: JobLogs) -> bool:

@@ -36,7 +36,8 @@ _FAST = {
                "--all": (bool, False), "--format": (("json", "table"), "json")},
     "logs": {"--run-key": (str, None), "--job-id": (str, None), "--stream": (STREAMS, STDOUT)},
     "start": {"--run-key": (str, None), "--sync": (bool, False), "--start-timeout": (float, 10.0),
-              "--strict": (bool, False), "--cwd": (str, None)},
+              "--strict": (bool, False), "--cwd": (str, None), "--lock-write": (list, None),
+              "--lock-read": (list, None), "--slot": (list, None), "--queue-timeout": (float, None)},
     "list": {"--status": (str, None), "--run-key": (str, None), "--prefix": (str, None),
              "--since": (str, None), "--until": (str, None), "--limit": (int, 100),
              "--format": (("json", "jsonl", "table"), "json")},
@@ -81,6 +82,8 @@ def fast_parse(argv):
             if raw not in kind:
                 return None
             values[dest] = raw
+        elif kind is list:  # a repeatable flag (--lock-write NAME ...)
+            values[dest] = (values[dest] or []) + [raw]
         elif kind is float or kind is int:
             try:
                 values[dest] = kind(raw)
@@ -124,8 +127,10 @@ def cmd_start(args, state_dir):
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    claims, queue_timeout = _claims(args)
     result, row = lifecycle.start(state_dir, args.run_key, command, cwd=args.cwd, strict=args.strict,
-                                  sync=args.sync, start_timeout=args.start_timeout, check=_check_spec(args))
+                                  sync=args.sync, start_timeout=args.start_timeout, check=_check_spec(args),
+                                  claims=claims, queue_timeout=queue_timeout)
     render.print_json(_start_reply(result, row, state_dir, args.strict, args.sync))
 
 
@@ -150,6 +155,44 @@ def _check_spec(args):
     from remote_agent.checks import parse
 
     return parse({"argv": argv, "timeout": timeout})
+
+
+def _claims(args):
+    # type: (Any) -> Any
+    """--lock-write/--lock-read/--slot/--queue-timeout as (claims or None, timeout); the fast
+    parser never sets them (it hands such command lines to argparse)."""
+    writes, reads = getattr(args, "lock_write", None), getattr(args, "lock_read", None)
+    slot_args = getattr(args, "slot", None)
+    timeout = getattr(args, "queue_timeout", None)
+    if not (writes or reads or slot_args):
+        if timeout is not None:
+            raise bad_args("--queue-timeout needs --lock-write, --lock-read or --slot")
+        return None, None
+    from remote_agent import locks
+
+    slots = {}  # type: Dict[str, Any]
+    for text in slot_args or ():
+        name, capacity = locks.parse_slot(text)
+        slots[name] = capacity
+    if timeout is not None and timeout < 0:
+        raise bad_args("--queue-timeout must be >= 0 seconds")
+    return locks.normalize({"write": list(writes or ()), "read": list(reads or ())}, slots), timeout
+
+
+def cmd_locks(args, state_dir):
+    # type: (Any, str) -> None
+    """Holders and waiters of every named lock and slot (read-only)."""
+    from remote_agent import lockwait
+
+    reader = Reader(state_dir)
+    try:
+        resources = lockwait.listing(reader.conn)
+    finally:
+        reader.close()
+    if args.format == "table":
+        render.print_locks_table(resources)
+    else:
+        render.print_json({"locks": resources})
 
 
 def cmd_status(args, state_dir):
@@ -328,6 +371,7 @@ COMMANDS = {
     "start": cmd_start, "status": cmd_status, "logs": cmd_logs, "clean": cmd_clean,
     "abort": cmd_abort, "unlock": cmd_unlock, "rerun": cmd_rerun, "ack": cmd_ack, "wait": cmd_wait,
     "list": cmd_list,
+    "locks": cmd_locks,
 }
 
 

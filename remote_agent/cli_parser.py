@@ -58,7 +58,9 @@ def build_parser():
         epilog=_examples("orchesjob start --run-key backup-42 -- tar czf /backups/42.tgz /data",
                          "orchesjob start --run-key billing-2026-01 --strict --sync -- ./bill.sh",
                          "orchesjob start --run-key load-7 --check-shell 'test -e /data/7.done'"
-                         " -- ./load.sh 7"))
+                         " -- ./load.sh 7",
+                         "orchesjob start --run-key load-7 --lock-write warehouse.orders \\",
+                         "    --lock-read raw/orders --slot heavy-io=2 --queue-timeout 600 -- ./load.sh"))
     p.add_argument("--run-key", required=True, dest="run_key", metavar="RUN_KEY", help="idempotency key")
     p.add_argument("--sync", action="store_true", help="wait for the job to finish")
     p.add_argument("--start-timeout", type=float, default=10.0, metavar="S",
@@ -75,6 +77,14 @@ def build_parser():
                             " e.g. '[\"test\", \"-e\", \"/done\"]'")
     p.add_argument("--check-timeout", type=float, default=None, metavar="S",
                    help="seconds the check may run (default 300); a timeout fails the job")
+    p.add_argument("--lock-write", action="append", dest="lock_write", metavar="NAME", default=[],
+                   help="a resource the job writes: nobody else reads or writes it meanwhile (repeatable)")
+    p.add_argument("--lock-read", action="append", dest="lock_read", metavar="NAME", default=[],
+                   help="a resource the job reads: shared with other readers, not with a writer (repeatable)")
+    p.add_argument("--slot", action="append", dest="slot", metavar="NAME=N", default=[],
+                   help="at most N jobs of slot NAME at once on this host, this one included (repeatable)")
+    p.add_argument("--queue-timeout", type=float, default=None, dest="queue_timeout", metavar="S",
+                   help="give up (status CANCELLED, nothing run) after waiting S s for locks and slots")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
 
     p = sub.add_parser(
@@ -169,6 +179,11 @@ def build_parser():
         epilog=_examples("orchesjob wait --run-key backup-42 --timeout 60"))
     _job_selector(p)
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="give up after S seconds")
+
+    p = sub.add_parser(
+        "locks", help="named locks and slots: who holds them, who waits (first come first)",
+        formatter_class=fmt, epilog=_examples("orchesjob locks", "orchesjob locks --format table"))
+    p.add_argument("--format", choices=("json", "table"), default="json", help="output format")
 
     sub.add_parser(
         "rpc", help="machine protocol: one JSON request on stdin, one JSON reply (docs/PROTOCOL.md)",

@@ -145,12 +145,16 @@ def _other_epoch(latest, resume, strict, epoch):
 
 
 def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
-          sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0, check=None):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float, Optional[Tuple[List[str], float]]) -> Tuple[StartResult, Row]
+          sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0, check=None,
+          claims=None, queue_timeout=None):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float, Optional[Tuple[List[str], float]], Optional[Dict[str, Any]], Optional[float]) -> Tuple[StartResult, Row]
     """Decide, launch if needed, and wait as asked; returns (decision, job as it now is).
 
     A superseded active job is stopped (as ``abort`` stops it, ``grace`` s) before the new
     attempt is launched, so the two never run side by side for longer than that.
+    ``claims`` (locks.normalize): a new attempt takes its first-come place in the lock queue in
+    the same transaction, and its supervisor waits for its turn (``queue_timeout`` s at most)
+    before it runs anything; an existing job keeps the claims it was started with.
     """
     check_run_key(run_key)
     check_argv(argv)
@@ -168,6 +172,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
         action, job, used = decide_start(latest, resume, strict, override, key, rerun_unknown,
                                          None if foreign else epoch, check is not None)
         superseded = None  # type: Optional[Row]
+        queued = None  # type: Optional[str]
         if action == SUPERSEDE and job is not None:
             superseded, job = _supersede(conn, job), None
         if job is not None:
@@ -180,6 +185,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
                     "unlock" if used else ("rerun_unknown" if rerun_unknown else "the check decides"))
             row = _new_attempt(conn, key, run_key, argv, cwd, strict,
                                latest["job_id"] if latest else None, reason, epoch, check)
+            queued = _enqueue(conn, row, claims, queue_timeout)
             if used is not None:
                 store.use_override(conn, run_key, now_ts())
             result = StartResult(STARTED, row, strict_override_used=used is not None,
@@ -189,7 +195,22 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
 
         stop_processes(superseded, grace)
     # The writer connection is closed now, before forking: a SQLite handle must never cross a fork.
-    return result, _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout)
+    return result, _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued)
+
+
+def _enqueue(conn, row, claims, queue_timeout):
+    # type: (sqlite3.Connection, Row, Optional[Dict[str, Any]], Optional[float]) -> Optional[str]
+    """A new attempt that declared locks or slots takes its place in the lock queue, and its turn
+    at once when nothing is in its way (the supervisor then spawns without another transaction):
+    "granted", "wait", or None without claims."""
+    if claims is None:
+        return None
+    import time
+
+    from remote_agent import lockwait
+
+    store.enqueue(conn, row["job_id"], claims, time.time(), queue_timeout)
+    return "granted" if lockwait.grant_now(conn, row["job_id"]) else "wait"
 
 
 def _supersede(conn, row):
@@ -199,6 +220,7 @@ def _supersede(conn, row):
     if row["status"] in ACTIVE:
         store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                          aborted_at=now, updated_at=now, abort_reason=SUPERSEDED_REASON)
+        store.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
     store.ack_job(conn, row["job_id"], now)
     return row
 
@@ -236,13 +258,13 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, 
     return row
 
 
-def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout):
-    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float) -> Row
+def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued=None):
+    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float, Optional[str]) -> Row
     job_id = result.row["job_id"]
     if result.action == STARTED:
         from remote_agent import supervisor  # only a start needs it (and its signal import)
 
-        supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env)
+        supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env, queued)
         if sync:
             supervisor.wait_finished(read_fd)
         else:
@@ -297,6 +319,7 @@ def abort(state_dir, run_key, job_id, reason, grace, ack=False):
         if row["status"] in ACTIVE:
             store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                              aborted_at=now, updated_at=now, abort_reason=text(reason))
+            store.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
     if row["status"] not in ACTIVE:
         raise wrong_state("Job is not running: {} status={}{}".format(
             row["job_id"], row["status"], " (its result is now acknowledged)" if ack else ""))
@@ -345,8 +368,12 @@ def rerun(state_dir, run_key, job_id, reason, sync, start_timeout):
         argv, cwd = store.command_of(source), store.cwd_of(source)
         row = _new_attempt(conn, store.run_key_row(conn, key), key, argv, cwd, False,
                            source["job_id"], text(reason))
+        # the rerun queues for the same locks and slots as the job it repeats
+        entry = store.lock_entry(conn, source["job_id"])
+        queued = None if entry is None else _enqueue(conn, row, json.loads(entry["claims"]),
+                                                     entry["queue_timeout"])
     result = StartResult(STARTED, row)
-    return result, _launch_and_wait(state_dir, result, argv, cwd, None, sync, start_timeout)
+    return result, _launch_and_wait(state_dir, result, argv, cwd, None, sync, start_timeout, queued)
 
 
 def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everything=False, dry_run=False):
@@ -383,4 +410,8 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
                 errors += 1
         if not exitrec.remove(state_dir, r["job_id"]):
             errors += 1
+        if os.path.isdir(os.path.join(state_dir, "locks")):
+            from remote_agent.lockwait import remove_channel  # jobs with locks left a wake channel
+
+            remove_channel(state_dir, r["job_id"])
     return rows, errors

@@ -7,7 +7,7 @@ from remote_agent.errors import bad_args, not_found
 from remote_agent.liveness import reconcile
 from remote_agent.timeutil import now_ts
 from remote_agent.validate import check_job_id, check_run_key
-from remote_agent.vocab import ACTIVE, TERMINAL
+from remote_agent.vocab import ACTIVE, STARTING, TERMINAL
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -34,7 +34,18 @@ def resolve(conn, run_key, job_id, locked=False):
     else:
         raise bad_args("Either --run-key or --job-id is required")
     assert conn is not None
-    return reconcile(conn, row, locked)
+    return queued(conn, reconcile(conn, row, locked))
+
+
+def queued(conn, row):
+    # type: (sqlite3.Connection, Row) -> Row
+    """A STARTING job may be waiting for named locks: add what it waits for (lockwait.py).
+    Only STARTING rows pay the lookup; everything else is returned as is."""
+    if row["status"] != STARTING:
+        return row
+    from remote_agent.lockwait import with_wait_info
+
+    return with_wait_info(conn, row)
 
 
 class Reader(object):
@@ -55,7 +66,7 @@ class Reader(object):
         if self.conn is None:
             return None
         row = store.get_job(self.conn, job_id)
-        return reconcile(self.conn, row) if row else None
+        return queued(self.conn, reconcile(self.conn, row)) if row else None
 
     def require_job(self, job_id):
         # type: (str) -> Row
@@ -75,13 +86,13 @@ class Reader(object):
         if not rows:
             raise not_found("No jobs found for run_key: {}".format(run_key))
         assert self.conn is not None
-        return [reconcile(self.conn, r) for r in rows]
+        return [queued(self.conn, reconcile(self.conn, r)) for r in rows]
 
     def running(self):
         # type: () -> List[Row]
         if self.conn is None:
             return []
-        rows = [reconcile(self.conn, r) for r in store.active_jobs(self.conn)]
+        rows = [queued(self.conn, reconcile(self.conn, r)) for r in store.active_jobs(self.conn)]
         return [r for r in rows if r["status"] in ACTIVE]
 
     def override(self, run_key):

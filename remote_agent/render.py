@@ -5,7 +5,7 @@ import sys
 
 from remote_agent import paths, store
 from remote_agent.timeutil import to_iso
-from remote_agent.vocab import STDERR, STDOUT
+from remote_agent.vocab import STDERR, STDOUT, WAITING
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -29,7 +29,7 @@ def job_object(row, state_dir):
         "pid_kind": "target" if target_pid is not None else ("worker" if worker_pid is not None else None),
         "worker_pid": worker_pid,
         "target_pid": target_pid,
-        "status": row["status"],
+        "status": WAITING if row.get("lock_waiting") else row["status"],
         "exit_code": row["exit_code"],
         "stdout_file": paths.log_path(state_dir, job_id, STDOUT),
         "stderr_file": paths.log_path(state_dir, job_id, STDERR),
@@ -51,6 +51,10 @@ def job_object(row, state_dir):
     out["phase"] = row.get("phase")
     out["check"] = ({"argv": json.loads(row["check_argv"]), "timeout": row.get("check_timeout"),
                      "exit_code": row.get("check_exit_code")} if row.get("check_argv") else None)
+    if row.get("lock_waiting"):  # lockwait.with_wait_info: what it waits for and who is in the way
+        out["waiting_for"] = row.get("waiting_for") or []
+        out["queued_at"] = row.get("queued_at")
+        out["queue_deadline"] = row.get("queue_deadline")
     return out
 
 
@@ -105,3 +109,21 @@ def print_table(jobs):
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     out = "\n".join(lines) + "\n"
     sys.stdout.buffer.write(out.encode("utf-8", "replace"))
+
+
+def print_locks_table(resources):
+    # type: (List[Dict[str, Any]]) -> None
+    """``orchesjob locks --format table``: one line per holder and per waiter."""
+    titles = ["KIND", "NAME", "MODE", "STATE", "POS", "JOB_ID", "RUN_KEY", "SINCE"]
+    rows = [titles]
+    for res in resources:
+        for state, people in (("holds", res["holders"]), ("waits", res["waiters"])):
+            for p in people:
+                mode = p["mode"] if p.get("capacity") is None else "{}/{}".format(p["mode"], p["capacity"])
+                since = p.get("granted_at") if state == "holds" else p.get("queued_at")
+                rows.append([_cell(res["kind"]), _cell(res["name"]), _cell(mode), state,
+                             _cell(p.get("position")), _cell(p["job_id"]), _cell(p.get("run_key")),
+                             _cell(to_iso(int(since)) if since is not None else None)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(titles))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    sys.stdout.buffer.write(("\n".join(lines) + "\n").encode("utf-8", "replace"))

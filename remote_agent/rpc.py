@@ -98,6 +98,7 @@ def op_start(req, state_dir):
     if mode not in ("resume", "new"):
         raise bad_args("mode must be 'resume' or 'new'")
     argv = check_argv(_get(req, "argv", list, required=True))
+    claims, queue_timeout = _claims(req)
     from remote_agent import lifecycle  # only start and the write ops need it
 
     result, row = lifecycle.start(
@@ -105,7 +106,8 @@ def op_start(req, state_dir):
         cwd=_get(req, "cwd", str), env=_env(req), strict=_get(req, "strict", bool, False),
         resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0),
         rerun_unknown=_get(req, "rerun_unknown", bool, False),
-        epoch=_get(req, "epoch", str), grace=_get(req, "grace_seconds", float, 5.0), check=_check(req))
+        epoch=_get(req, "epoch", str), grace=_get(req, "grace_seconds", float, 5.0), check=_check(req),
+        claims=claims, queue_timeout=queue_timeout)
     out = {"action": result.action, "strict_override_used": result.strict_override_used,
            "job": render.job_object(row, state_dir)}  # type: Dict[str, Any]
     if result.superseded is not None:
@@ -122,6 +124,34 @@ def _check(req):
     from remote_agent.checks import parse  # only a start with a check
 
     return parse(req["check"])
+
+
+def _claims(req):
+    # type: (Dict[str, Any]) -> Any
+    """start's ``locks``, ``slots`` and ``queue_timeout`` as (claims or None, timeout)."""
+    locks_arg, slots_arg = req.get("locks"), req.get("slots")
+    timeout = _get(req, "queue_timeout", float)
+    if not locks_arg and not slots_arg:
+        if timeout is not None:
+            raise bad_args("queue_timeout needs locks or slots")
+        return None, None
+    from remote_agent import locks
+
+    if timeout is not None and timeout < 0:
+        raise bad_args("queue_timeout must be >= 0 seconds")
+    return locks.normalize(locks_arg, slots_arg), timeout
+
+
+def op_locks(req, state_dir):
+    # type: (Dict[str, Any], str) -> Dict[str, Any]
+    """Holders and waiters of every named lock and slot (``orchesjob locks``); read-only."""
+    from remote_agent import lockwait
+
+    reader = Reader(state_dir)
+    try:
+        return {"locks": lockwait.listing(reader.conn)}
+    finally:
+        reader.close()
 
 
 def op_poll(req, state_dir):
@@ -210,7 +240,7 @@ def op_abort(req, state_dir):
 
 
 OPS = {"ping": op_ping, "start": op_start, "status": op_status, "poll": op_poll, "wait": op_wait,
-       "ack": op_ack, "abort": op_abort}  # type: Dict[str, Handler]
+       "ack": op_ack, "abort": op_abort, "locks": op_locks}  # type: Dict[str, Handler]
 
 
 def _reply(op, body):

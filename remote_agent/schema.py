@@ -115,7 +115,28 @@ CREATE INDEX IF NOT EXISTS jobs_started_at ON jobs (started_at);
 CREATE INDEX IF NOT EXISTS jobs_status_started_at ON jobs (status, started_at)
 """
 
-_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6]
+# Level 7 (additive): named locks and slots (locks.py, lockwait.py). One row per job that
+# declared claims: ``seq`` is its first-come place, ``claims`` the JSON of locks.normalize,
+# ``granted_at`` set once it may run. Holding is derived from the job's row (STARTING/RUNNING
+# and granted), so nothing here needs releasing when a job ends; ``clean`` deletes the row
+# with its job. One exception: an aborted holder (ABORTED is stored before its processes are
+# signalled) is marked ``releasing`` and keeps its claims while any of its processes still runs.
+# An older agent ignores the table (and so does not honour the locks).
+_V7 = """
+CREATE TABLE IF NOT EXISTS lock_queue (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id        TEXT NOT NULL UNIQUE,
+    claims        TEXT NOT NULL,
+    queued_at     REAL NOT NULL,
+    queue_timeout REAL,
+    waiting_since REAL,
+    granted_at    REAL,
+    releasing     INTEGER
+);
+CREATE INDEX IF NOT EXISTS lock_queue_releasing ON lock_queue (job_id) WHERE releasing = 1
+"""
+
+_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 LEVEL = len(_MIGRATIONS)
 assert 0 < store.SCHEMA_VERSION <= LEVEL
 

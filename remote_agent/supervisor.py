@@ -41,9 +41,12 @@ WRITE_CEILING = 7 * 24 * 3600.0
 BACKOFF_MAX = 30.0
 
 
-def launch(state_dir, job_id, argv, cwd, env):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]]) -> Tuple[int, int]
-    """Fork the supervisor for a committed STARTING job; return (its pid, the read end)."""
+def launch(state_dir, job_id, argv, cwd, env, queued=None):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], Optional[str]) -> Tuple[int, int]
+    """Fork the supervisor for a committed STARTING job; return (its pid, the read end).
+
+    ``queued``: the job declared locks or slots: "granted" (its turn came in the start
+    transaction) or "wait" (it waits for its turn first); see lockwait.py."""
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -52,7 +55,7 @@ def launch(state_dir, job_id, argv, cwd, env):
         code = 1
         try:
             os.close(read_fd)
-            code = _supervise(state_dir, job_id, argv, cwd, env, write_fd)
+            code = _supervise(state_dir, job_id, argv, cwd, env, write_fd, queued)
         finally:
             os._exit(code)
     os.close(write_fd)
@@ -163,8 +166,8 @@ class _ExitRecord(object):
         return self.done
 
 
-def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int) -> int
+def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int, Optional[str]) -> int
     _detach()
     # The caller's descriptors (an SSH channel's socket, a pipe) are neither kept here nor
     # inherited by the job.
@@ -202,6 +205,11 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     assert conn is not None
     if not _record(conn, job_id, (STARTING,), worker_pid=me, worker_start=procs.start_time(me)):
         return 0  # aborted or declared lost before we got here: run nothing
+    if queued:  # STARTING -> (WAITING for its locks and slots) -> spawn; see lockwait.py
+        from remote_agent import lockwait
+
+        if not lockwait.take_turn(state_dir, job_id, notify_fd, granted=queued == "granted"):
+            return 0  # aborted, cancelled or timed out in the queue: nothing ran
     db = _Db(state_dir, conn)
     full_env = dict(os.environ)
     if env:

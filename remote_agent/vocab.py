@@ -19,7 +19,13 @@ ABORTED = "ABORTED"
 ACTIVE = (STARTING, RUNNING)
 #: A job whose outcome is recorded; only these are acknowledged, cleaned or rerun.
 TERMINAL = (SUCCEEDED, FAILED, LOST, CANCELLED, ABORTED)
-STATUSES = ACTIVE + TERMINAL
+#: A STARTING job queued for named locks or slots it cannot take yet (locks.py). Stored as
+#: STARTING (so every rule for active jobs holds, and older agents sharing the file see an
+#: active job); replies and tables report it as WAITING until its turn comes.
+WAITING = "WAITING"
+#: The statuses a reply may report for a job that holds its run key.
+REPORTED_ACTIVE = (WAITING, *ACTIVE)
+STATUSES = REPORTED_ACTIVE + TERMINAL
 
 # --- what a start in resume mode did (the reply's "action") --------------------------------
 STARTED = "started"        # a new attempt was launched

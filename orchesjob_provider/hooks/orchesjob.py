@@ -295,6 +295,9 @@ class OrchesjobHook(BaseHook):
         epoch: str | None = None,
         grace_seconds: float = 5,
         check: Mapping[str, Any] | None = None,
+        locks: Mapping[str, Sequence[str]] | None = None,
+        slots: Mapping[str, int] | None = None,
+        queue_timeout: float | None = None,
     ) -> tuple[str, JobRecord]:
         """Start (or, in ``resume`` mode, reattach to/adopt) the job for ``run_key``.
 
@@ -307,10 +310,19 @@ class OrchesjobHook(BaseHook):
         ``check`` (``{"argv": [...], "timeout": s}``): the agent runs it before the command
         (passes: SUCCEEDED, phase ``satisfied``, nothing runs) and after a run that exited 0
         (still failing: FAILED, phase ``recheck_failed``); it also decides an unknown outcome.
+        ``locks`` (``{"write": [...], "read": [...]}``), ``slots`` (``{name: capacity}``) and
+        ``queue_timeout``: a new job waits on the host for its turn (status WAITING, with
+        ``waiting_for``); the reply comes at once.
         """
         extra: dict[str, Any] = {"rerun_unknown": True} if rerun_unknown else {}
         if check is not None:
             extra["check"] = dict(check)
+        if locks:
+            extra["locks"] = {mode: list(names) for mode, names in locks.items()}
+        if slots:
+            extra["slots"] = dict(slots)
+        if queue_timeout is not None:
+            extra["queue_timeout"] = float(queue_timeout)
         reply = self.call(
             "start",
             run_key=run_key,

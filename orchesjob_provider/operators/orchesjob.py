@@ -14,11 +14,14 @@ from orchesjob_provider.operators.messages import ACTION_TEXT, PHASE_TEXT, unkno
 from orchesjob_provider.operators.rendering import RenderingMixin
 from orchesjob_provider.operators.validation import (
     bad,
+    has_template,
     seconds,
     validate_check,
     validate_command,
     validate_env,
+    validate_locks,
     validate_skip_codes,
+    validate_slots,
 )
 from orchesjob_provider.protocol import (
     EVENT_TERMINAL,
@@ -29,6 +32,7 @@ from orchesjob_provider.protocol import (
     WatchEvent,
     failure_message,
     normalize_offsets,
+    waiting_message,
 )
 from orchesjob_provider.task_state import (
     KEEP,
@@ -94,9 +98,18 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
         the task fails saying so, and ``orchesjob unlock --run-key <key>`` on the host releases it.
     :param max_reconnect_attempts: consecutive SSH failures tolerated while waiting (worker and
         trigger) before this try fails; the job keeps running and the next try reattaches.
+    :param locks: named resources on the host (templated): ``{"write": [...], "read": [...]}``. A
+        job that writes a resource never runs beside another job that reads or writes it, a
+        reader beside a writer; enforced by the agent for every client of the same state dir.
+    :param slots: named slots with a capacity (templated), ``{"heavy-io": 2}``: at most 2 jobs of
+        the slot at once on the host. A job whose locks or slots are taken waits on the host in
+        first-come order (status WAITING; the task log says for what and who holds it); a retry
+        reattaches to the waiting job.
+    :param queue_timeout: seconds or timedelta a job may wait for its locks and slots; then it is
+        CANCELLED without running and the task fails saying so. Default: wait as long as it takes.
     """
 
-    template_fields: Sequence[str] = ("command", "env", "cwd", "run_key", "check_command")
+    template_fields: Sequence[str] = ("command", "env", "cwd", "run_key", "check_command", "locks", "slots")
     template_fields_renderers = {"command": "py", "env": "json", "check_command": "py"}
     ui_color = "#e8f0fe"
 
@@ -125,11 +138,23 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
         rerun_unknown_outcome: bool = False,
         check_command: list[str] | str | None = None,
         check_timeout: timedelta | float = 300,
+        locks: dict[str, list[str]] | None = None,
+        slots: dict[str, int] | None = None,
+        queue_timeout: timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.check_command = check_command
         self.check_timeout = seconds(check_timeout, "check_timeout")
+        self.locks = locks
+        self.slots = slots
+        self.queue_timeout = seconds(queue_timeout, "queue_timeout") if queue_timeout != 0 else 0.0
+        if not has_template(locks):
+            validate_locks(locks)
+        if not has_template(slots):
+            validate_slots(slots)
+        if self.queue_timeout is not None and locks is None and slots is None:
+            raise bad("queue_timeout needs locks or slots")
         self.rerun_unknown_outcome = bool(rerun_unknown_outcome)
         self.max_reconnect_attempts = max_reconnect_attempts
         self.ssh_conn_id = ssh_conn_id
@@ -213,6 +238,9 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
             epoch=clear_epoch(context),
             grace_seconds=self.abort_grace_seconds,
             check=check,
+            locks=validate_locks(self.locks),
+            slots=validate_slots(self.slots),
+            queue_timeout=self.queue_timeout,
         )
         self._job_id = job.job_id
         metrics.start_action(action, metrics.task_tags(self))
@@ -235,6 +263,9 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
             self.hook.where,
         )
         self.log.info("Run key: %s", run_key)
+        waiting = waiting_message(job)
+        if waiting:
+            self.log.info("%s", waiting)
         if action == UNKNOWN:
             # Not acknowledged (nothing to consume: the agent returns it until it is released).
             raise AirflowException(unknown_outcome_message(job, self.hook.where))
@@ -274,6 +305,7 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
         min_gap = min(1.0, self.poll_interval)
         tries = self.max_reconnect_attempts
         watch = Watch(self.log, offsets, deadline=deadline, max_failures=tries, show=self._print_logs)
+        watch.waiting = waiting_message(job)  # execute() logged it already
         while True:
             if watch.expired:
                 return self._timed_out(job_id, watch.offsets)

@@ -84,3 +84,54 @@ def validate_check(check: Any, shell: str | None) -> list[str]:
         text = str(e)
         prefix = "OrchesjobOperator: "
         raise bad(f"check_command: {text[len(prefix):] if text.startswith(prefix) else text}") from None
+
+
+def validate_locks(locks: Any) -> dict[str, list[str]] | None:
+    """``{"write": [names], "read": [names]}`` for the agent's lock queue (None: no locks)."""
+    if locks is None:
+        return None
+    if not isinstance(locks, Mapping):
+        raise bad(f"locks must be a dict like {{'write': [...], 'read': [...]}}, not {type(locks).__name__}")
+    unknown = sorted(str(k) for k in locks if k not in ("read", "write"))
+    if unknown:
+        raise bad(f"locks has unknown key {unknown[0]!r}: use 'read' and 'write'")
+    out: dict[str, list[str]] = {}
+    for mode in ("write", "read"):
+        names = locks.get(mode)
+        if names is None:
+            continue
+        if isinstance(names, str) or not isinstance(names, Collection):
+            raise bad(f"locks[{mode!r}] must be a list of resource names, not {names!r}")
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise bad(f"locks[{mode!r}] has {name!r}: every resource name must be a non-empty str")
+        out[mode] = list(names)
+    both = sorted(set(out.get("write", ())) & set(out.get("read", ())))
+    if both:
+        raise bad(f"lock {both[0]!r} is both read and write: declare it once (write includes read)")
+    return out if any(out.values()) else None
+
+
+def validate_slots(slots: Any) -> dict[str, int] | None:
+    """``{name: capacity}``: at most ``capacity`` jobs of the slot at once on the host."""
+    if slots is None:
+        return None
+    if not isinstance(slots, Mapping):
+        raise bad(f"slots must be a dict of slot name to capacity, not {type(slots).__name__}")
+    for name, capacity in slots.items():
+        if not isinstance(name, str) or not name.strip():
+            raise bad(f"slots has {name!r}: every slot name must be a non-empty str")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise bad(f"slots[{name!r}] must be an int >= 1 (jobs of the slot at once), not {capacity!r}")
+    return dict(slots) or None
+
+
+def has_template(value: Any) -> bool:
+    """A (nested) value with Jinja markup left to render."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(has_template(k) or has_template(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return any(has_template(v) for v in value)
+    return False

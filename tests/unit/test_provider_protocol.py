@@ -235,6 +235,8 @@ def test_failure_message(record, message):
 def test_vocabulary_is_the_agents():
     from remote_agent import vocab
 
-    assert p.TERMINAL_STATUSES == frozenset(vocab.TERMINAL) and p.ACTIVE_STATUSES == frozenset(vocab.ACTIVE)
+    assert p.TERMINAL_STATUSES == frozenset(vocab.TERMINAL)
+    # the stored active statuses, and WAITING (a STARTING job queued for named locks)
+    assert p.ACTIVE_STATUSES == frozenset(vocab.ACTIVE) | {vocab.WAITING}
     assert p.STREAMS is vocab.STREAMS and p.ACTIONS is vocab.ACTIONS
     assert p.abort_timeout(5) == 5 + p.CALL_SLACK
