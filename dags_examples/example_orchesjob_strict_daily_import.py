@@ -10,14 +10,14 @@ Runbook: run a day's import again (the input was wrong and is fixed now)
 1. Look at what ran, on the host, as the SSH user of the connection (with the connection's state
    dir, if it sets one: ``export ORCHESJOB_HOME=<state_dir>``)::
 
-       AGENT="$(ls -td ~/.orchesjob/agent/agent-*/ | head -n 1)"   # the newest deployed agent
-       python3 "$AGENT/__main__.py" status --run-key daily-import/2026-01-15 --all --format table
+       export PATH="$HOME/.orchesjob/bin:$PATH"   # the launcher every deploy leaves
+       orchesjob status --run-key daily-import/2026-01-15 --all --format table
 
    A job still RUNNING is not to be unlocked: abort it first
-   (``python3 "$AGENT/__main__.py" abort --run-key daily-import/2026-01-15``) or let it finish.
+   (``orchesjob abort --run-key daily-import/2026-01-15``) or let it finish.
 2. Unlock the day for exactly one more run, saying why (kept in the job history)::
 
-       python3 "$AGENT/__main__.py" unlock --run-key daily-import/2026-01-15 \\
+       orchesjob unlock --run-key daily-import/2026-01-15 \\
            --reason "input fixed, TICKET-123" --ttl 1h
 
 3. Clear ``import_day`` of that day's run in Airflow. The next try starts a new attempt

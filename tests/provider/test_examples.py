@@ -153,8 +153,8 @@ def test_strict_daily_import_runs_a_day_once_until_the_runbook_unlocks_it(
     # the docstring's runbook, step 2, as written there
     remote(
         f"export ORCHESJOB_HOME={state_dir}; "
-        'AGENT="$(ls -td ~/.orchesjob/agent/agent-*/ | head -n 1)"; '
-        f'python3 "$AGENT/__main__.py" unlock --run-key daily-import/{day} --reason "input fixed" --ttl 1h'
+        'export PATH="$HOME/.orchesjob/bin:$PATH"; '
+        f'orchesjob unlock --run-key daily-import/{day} --reason "input fixed" --ttl 1h'
     )
     dr = _run(dag, logical_date=next(runs))
     assert ti_states(dr) == {"import_day": "success"}
