@@ -205,6 +205,9 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     if env:
         full_env.update(env)
     full_env[tree.JOB_ENV] = job_id  # every job process carries it (and can read its own id)
+    light = _start_light(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd)
+    if light is not None:
+        return light
     try:
         pid = spawn(argv, cwd, full_env, out_fd, err_fd)
     except OSError as exc:
@@ -239,11 +242,45 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     return 0
 
 
-def _finish(db, state_dir, job_id, rc, notify, leftovers=None):
-    # type: (_Db, str, str, int, Tuple[int, ...], Optional[Callable[[], List[tree.Proc]]]) -> None
+def _start_light(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
+    # type: (_Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int) -> Optional[int]
+    """Hand the job to a light wrapper (light.py) and record it; None: run it here instead."""
+    from remote_agent import light
+
+    started = light.start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd)
+    if started is None:
+        return None
+    os.close(out_fd)
+    os.close(err_fd)
+    wrapper, pid, go_ahead = started
+    running = db.write(job_id, (STARTING,), status=RUNNING, target_pid=pid,
+                       target_start=procs.start_time(pid), worker_pid=wrapper,
+                       worker_start=procs.start_time(wrapper))
+    if running is False:
+        # Aborted between launch and record: end the job's processes (the wrapper's finisher
+        # then keeps the exit code under the stored status).
+        def find():
+            # type: () -> List[tree.Proc]
+            return tree.job_processes(job_id, supervisor_pid=wrapper, group=pid, scan_env=False)
+
+        tree.end_processes(find, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL)
+    else:
+        try:
+            os.write(notify_fd, READY)
+        except OSError:
+            pass
+    os.close(go_ahead)
+    db.close()
+    return 0
+
+
+def _finish(db, state_dir, job_id, rc, notify, leftovers=None, finished_at=None):
+    # type: (_Db, str, str, int, Tuple[int, ...], Optional[Callable[[], List[tree.Proc]]], Optional[int]) -> None
     """The main process ended with ``rc``: record it durably, end the job's other processes,
-    wake a sync launcher, then store the final status however long the database takes."""
-    finished_at = now_ts()
+    wake a sync launcher, then store the final status however long the database takes.
+    (Also the light job's finisher: light.finish_main, with the time its wrapper recorded.)"""
+    if finished_at is None:
+        finished_at = now_ts()
     record = _ExitRecord(state_dir, job_id, rc, finished_at)
     record()  # first of all: from here on a reader reports this outcome, never LOST
     if leftovers is not None:
