@@ -126,7 +126,7 @@ def test_job_survives_a_killed_launcher(agent):
     launcher.kill()
     launcher.wait(timeout=5)
     job = agent.status(run_key=key)
-    assert job["status"] == "RUNNING" and pid_alive(job["worker_pid"]), job
+    assert job["status"] == "RUNNING" and exe(job["worker_pid"]) == "bash", job
     go.touch()
     final = agent.wait_status(job["job_id"])
     assert final["status"] == "SUCCEEDED" and final["exit_code"] == 0, final
@@ -167,6 +167,7 @@ def test_exit_record_when_the_finisher_cannot_start(agent, tmp_path):
     cmd, runs, go = gated(agent, "exit 7")
     job = agent.start_ok(agent.key(), *cmd, env={"PYTHONPATH": str(copy)})
     wait_until(runs.exists, message="job ran")
+    assert exe(job["worker_pid"]) == "bash"
     shutil.rmtree(copy)
     go.touch()
     worker = job["worker_pid"]
