@@ -227,11 +227,12 @@ def main() -> None:
         reap_all(block=False)
         shutil.rmtree(tmp, ignore_errors=True)
     ver = subprocess.run([args.python, "-c", "import sys; print(sys.version.split()[0])"],
-                         stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+                         stdout=subprocess.PIPE, text=True).stdout.strip()
     print(f"# Job memory on the host ({datetime.date.today()}, {platform.node()}, "
           f"{os.cpu_count()} CPUs, Python {ver}, kernel {platform.release()})\n")
     print(f"Per waiting job, over every process that is not a job's target; CPU over {args.idle:g} s idle.\n")
-    print("| option | jobs | processes held | Pss per job (kB) | RSS per job (kB) | CPU while waiting (ms/job) |")
+    print("| option | jobs | processes held | Pss per job (kB) | RSS per job (kB) "
+          "| CPU while waiting (ms/job) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for option, n, m in rows:
         print(f"| {option} | {n} | {m['procs']} | {m['pss']:.0f} | {m['rss']:.0f} | {m['cpu_ms']:.2f} |")

@@ -9,11 +9,16 @@ arguments). bash starts the target as a job of its own (``set -m``: its own proc
 SIGINT/SIGQUIT not ignored, which a POSIX sh without job control would do to a background
 job), reports the target's pid, and waits, using no CPU. The Python supervisor records the
 wrapper as the job's worker (``worker_pid``/``worker_start``) and the target, tells the
-launcher, and exits. When the target ends, bash writes the exit record (exitrec.py format, by
-``printf`` to a temporary name and ``mv``), then execs the *finisher* - the same interpreter
+launcher, and exits. When the target ends, bash execs the *finisher* - the same interpreter
 and the same agent directory - in the same process (still the subreaper, still the recorded
 worker: exec keeps pid and start time), which runs ``supervisor._finish``: the durable exit
-record, the leftovers ended after the grace, the final status written with retries.
+record first, the leftovers ended after the grace, the final status written with retries.
+If the finisher cannot import the agent (its directory pruned meanwhile), its first lines
+write the exit record anyway; if the interpreter cannot be exec'd at all, bash writes it
+(``printf`` to a temporary name, ``mv``). Not bash first in every case: readers report a
+recorded outcome at once, and a record written a whole Python start before the worker stores
+it would show a job as ended in one place and running in the database for that long; the
+finisher writes record and database milliseconds apart, as the classic supervisor does.
 
 Which pid is the worker: the wrapper, from bash through the finisher. A plain ``kill <worker>``
 reaches bash, whose trap sends SIGTERM to the target's process group (as the Python
@@ -74,11 +79,26 @@ read -r _oj_go <&7
 exec 7<&-
 _oj_code=$_oj_rc
 if [ "$_oj_rc" -gt 128 ] && [ "$_oj_rc" -le 192 ]; then _oj_code=$((128 - _oj_rc)); fi
+_oj_fin='import sys
+try:
+    sys.path.insert(0, sys.argv[1])
+    from remote_agent.light import finish_main
+except BaseException:
+    import os, time
+    os.umask(0o077)
+    tmp = sys.argv[9] + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("v1 %d %d\n" % (int(sys.argv[5]), int(time.time())))
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, sys.argv[9])
+    raise
+finish_main(sys.argv[2:])'
+shopt -s execfail
+exec "$1" -I -S -c "$_oj_fin" "$2" "$3" "$4" "$_oj_pid" "$_oj_code" "$6" "$7" "$8" "$5"
 printf -v _oj_now '%(%s)T' -1
 printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$5.tmp" && command -p mv -f "$5.tmp" "$5"
-_oj_fin='import sys; sys.path.insert(0, sys.argv[1]); '
-_oj_fin=$_oj_fin'from remote_agent.light import finish_main; finish_main(sys.argv[2:])'
-exec "$1" -I -S -c "$_oj_fin" "$2" "$3" "$4" "$_oj_pid" "$_oj_code" "$_oj_now" "$6" "$7" "$8"
+exit 1
 """
 
 
@@ -226,7 +246,7 @@ def finish_main(args):
 
     from remote_agent import supervisor
 
-    state_dir, job_id, target, code, finished, grace, busy, reaper = args[:8]
+    state_dir, job_id, target, code, grace, busy, reaper = args[:7]
     # The agent's own settings, not whatever the job's environment says.
     os.environ["ORCHESJOB_KILL_GRACE"] = grace
     os.environ["ORCHESJOB_BUSY_TIMEOUT"] = busy
@@ -243,13 +263,9 @@ def finish_main(args):
         # type: () -> List[tree.Proc]
         return tree.job_processes(job_id, supervisor_pid=me, group=group, scan_env=reaper != "1")
 
-    try:
-        finished_at = int(finished)
-    except ValueError:
-        finished_at = None
     notify = (FD_NOTIFY,) if _is_open(FD_NOTIFY) else ()
     supervisor._finish(supervisor._Db(state_dir, None), state_dir, job_id, int(code), notify,
-                       leftovers, finished_at=finished_at)
+                       leftovers)
 
 
 def _is_open(fd):
