@@ -24,8 +24,9 @@ Which pid is the worker: the wrapper, from bash through the finisher. A plain ``
 reaches bash, whose trap sends SIGTERM to the target's process group (as the Python
 supervisor did); abort, liveness and reconcile see the same identities as before.
 
-The classic supervisor is kept, and used when the light job cannot promise the same
-behaviour: no bash >= 4.2 in /bin or /usr/bin, ``ORCHESJOB_LIGHT=0``, a target that would not
+The classic supervisor is kept. It runs sync starts (their launcher, a Python process, stays
+for the whole run anyway; the finisher would add a Python start to a short job), and every job
+the light job cannot run with the same behaviour: no bash >= 4.2 in /bin or /usr/bin, ``ORCHESJOB_LIGHT=0``, a target that would not
 start (missing, not executable, not a script with ``#!`` nor an ELF binary, a bad working
 directory: the classic path reports those exactly, as exit code -1), or an environment
 carrying ``SHELLOPTS``/``BASHOPTS`` (read-only in bash, so the target would see bash's).

@@ -41,9 +41,13 @@ WRITE_CEILING = 7 * 24 * 3600.0
 BACKOFF_MAX = 30.0
 
 
-def launch(state_dir, job_id, argv, cwd, env):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]]) -> Tuple[int, int]
-    """Fork the supervisor for a committed STARTING job; return (its pid, the read end)."""
+def launch(state_dir, job_id, argv, cwd, env, light=False):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool) -> Tuple[int, int]
+    """Fork the supervisor for a committed STARTING job; return (its pid, the read end).
+
+    ``light``: hand the waiting to a bash wrapper (light.py) where it can keep every guarantee.
+    An async start asks for it; a sync start does not, since its launcher (a Python process)
+    stays for the whole run anyway and the wrapper's finisher would add a Python start."""
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -52,7 +56,7 @@ def launch(state_dir, job_id, argv, cwd, env):
         code = 1
         try:
             os.close(read_fd)
-            code = _supervise(state_dir, job_id, argv, cwd, env, write_fd)
+            code = _supervise(state_dir, job_id, argv, cwd, env, write_fd, light)
         finally:
             os._exit(code)
     os.close(write_fd)
@@ -163,8 +167,8 @@ class _ExitRecord(object):
         return self.done
 
 
-def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int) -> int
+def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, light=False):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int, bool) -> int
     _detach()
     # The caller's descriptors (an SSH channel's socket, a pipe) are neither kept here nor
     # inherited by the job.
@@ -205,9 +209,8 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
     if env:
         full_env.update(env)
     full_env[tree.JOB_ENV] = job_id  # every job process carries it (and can read its own id)
-    light = _start_light(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd)
-    if light is not None:
-        return light
+    if light and _start_light(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd):
+        return 0
     try:
         pid = spawn(argv, cwd, full_env, out_fd, err_fd)
     except OSError as exc:
@@ -243,13 +246,13 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd):
 
 
 def _start_light(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
-    # type: (_Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int) -> Optional[int]
-    """Hand the job to a light wrapper (light.py) and record it; None: run it here instead."""
+    # type: (_Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int) -> bool
+    """Hand the job to a light wrapper (light.py) and record it; False: run it here instead."""
     from remote_agent import light
 
     started = light.start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd)
     if started is None:
-        return None
+        return False
     os.close(out_fd)
     os.close(err_fd)
     wrapper, pid, go_ahead = started
@@ -271,7 +274,7 @@ def _start_light(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_f
             pass
     os.close(go_ahead)
     db.close()
-    return 0
+    return True
 
 
 def _finish(db, state_dir, job_id, rc, notify, leftovers=None):

@@ -86,18 +86,16 @@ def test_ten_waiting_jobs_hold_at_most_1mb_each_and_no_cpu(agent):
     ("kill -TERM $$", "FAILED", -15),
 ])
 def test_exit_codes_are_kept(agent, code, status, exit_code):
-    cmd, runs, _ = gated(agent, code)
-    (agent.workdir / "runs.go").touch()
-    job = agent.start_ok(agent.key(), *cmd, sync=True)
-    assert (job["status"], job["exit_code"]) == (status, exit_code), job
-    assert exe_was_light(agent, job)
-    assert runs.read_text() == "run\n"
-
-
-def exe_was_light(agent, job):
-    """The job ran under the wrapper: its exit record was written by bash first (same format)."""
+    cmd, runs, go = gated(agent, code)
+    job = agent.start_ok(agent.key(), *cmd)
+    wait_until(runs.exists, message="job ran")
+    assert exe(job["worker_pid"]) == "bash"
+    go.touch()
+    final = agent.wait_status(job["job_id"])
+    assert (final["status"], final["exit_code"]) == (status, exit_code), final
     record = (agent.home / "logs" / f"{job['job_id']}.exit").read_text().split()
-    return record[:2] == ["v1", str(job["exit_code"])]
+    assert record[:2] == ["v1", str(exit_code)]
+    assert runs.read_text() == "run\n"
 
 
 def test_kill_of_the_worker_stops_the_job_and_hup_does_not(agent):
@@ -118,12 +116,18 @@ def test_kill_of_the_worker_stops_the_job_and_hup_does_not(agent):
 
 
 def test_job_survives_a_killed_launcher(agent):
+    """The launcher and everything in its session's process group (what an SSH session's end
+    takes down) is killed as soon as the job runs: the job goes on and ends normally."""
     cmd, runs, go = gated(agent)
     key = agent.key()
-    launcher = agent.popen_bg([*agent.argv, "start", "--run-key", key, "--sync", "--", *cmd],
-                              env=agent.make_env(), cwd=str(agent.workdir))
+    launcher = agent.popen_bg([*agent.argv, "start", "--run-key", key, "--", *cmd],
+                              env=agent.make_env(), cwd=str(agent.workdir), start_new_session=True)
     wait_until(runs.exists, message="job ran")
-    launcher.kill()
+    for sig in (signal.SIGHUP, signal.SIGKILL):
+        try:
+            os.killpg(launcher.pid, sig)
+        except ProcessLookupError:
+            pass  # the launcher had answered and exited already
     launcher.wait(timeout=5)
     job = agent.status(run_key=key)
     assert job["status"] == "RUNNING" and exe(job["worker_pid"]) == "bash", job
@@ -185,7 +189,18 @@ def test_unusual_targets_keep_the_classic_supervisor(agent):
     script = agent.workdir / "no-shebang"
     script.write_text("echo hi\n")
     script.chmod(0o755)
-    job = agent.start_ok(agent.key(), str(script), sync=True)
-    assert (job["status"], job["exit_code"]) == ("FAILED", -1), job
-    job = agent.start_ok(agent.key(), "/nonexistent/prog", sync=True)
-    assert (job["status"], job["exit_code"]) == ("FAILED", -1), job
+    for argv in ([str(script)], ["/nonexistent/prog"]):
+        job = agent.wait_status(agent.start_ok(agent.key(), *argv)["job_id"])
+        assert (job["status"], job["exit_code"]) == ("FAILED", -1), job
+
+
+def test_a_sync_start_keeps_the_classic_supervisor(agent):
+    """``start --sync``: the launcher (a Python process) stays for the whole run anyway, so the
+    classic supervisor runs the job (no second Python start at its end)."""
+    out = agent.workdir / "parent"
+    job = agent.start_ok(agent.key(), "sh", "-c", f"cat /proc/$PPID/comm > '{out}'", sync=True)
+    assert job["status"] == "SUCCEEDED", job
+    assert out.read_text().strip() != "bash"
+    job = agent.start_ok(agent.key(), "sh", "-c", f"cat /proc/$PPID/comm > '{out}'")
+    agent.wait_status(job["job_id"])
+    assert out.read_text().strip() == "bash"
