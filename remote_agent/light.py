@@ -9,16 +9,14 @@ arguments). bash starts the target as a job of its own (``set -m``: its own proc
 SIGINT/SIGQUIT not ignored, which a POSIX sh without job control would do to a background
 job), reports the target's pid, and waits, using no CPU. The Python supervisor records the
 wrapper as the job's worker (``worker_pid``/``worker_start``) and the target, tells the
-launcher, and exits. When the target ends, bash execs the *finisher* - the same interpreter
-and the same agent directory - in the same process (still the subreaper, still the recorded
-worker: exec keeps pid and start time), which runs ``supervisor._finish``: the durable exit
-record first, the leftovers ended after the grace, the final status written with retries.
-If the finisher cannot import the agent (its directory pruned meanwhile), its first lines
-write the exit record anyway; if the interpreter cannot be exec'd at all, bash writes it
-(``printf`` to a temporary name, ``mv``). Not bash first in every case: readers report a
-recorded outcome at once, and a record written a whole Python start before the worker stores
-it would show a job as ended in one place and running in the database for that long; the
-finisher writes record and database milliseconds apart, as the classic supervisor does.
+launcher, and exits. When the target ends, bash writes the exit record at once (exitrec.py's
+format, ``printf`` to a temporary name and ``mv``): from then on readers report the outcome,
+as they did a few milliseconds after the end with the classic supervisor. Then it execs the
+*finisher* - the same interpreter and the same agent directory - in the same process (still
+the subreaper, still the recorded worker: exec keeps pid and start time), which runs
+``supervisor._finish``: the record again, fsynced, the leftovers ended after the grace, the
+final status written with retries. If the finisher cannot start (the agent's directory pruned
+meanwhile), the record bash wrote still decides the outcome.
 
 Which pid is the worker: the wrapper, from bash through the finisher. A plain ``kill <worker>``
 reaches bash, whose trap sends SIGTERM to the target's process group (as the Python
@@ -26,9 +24,10 @@ supervisor did); abort, liveness and reconcile see the same identities as before
 
 The classic supervisor is kept. It runs sync starts (their launcher, a Python process, stays
 for the whole run anyway; the finisher would add a Python start to a short job), and every job
-the light job cannot run with the same behaviour: no bash >= 4.2 in /bin or /usr/bin, ``ORCHESJOB_LIGHT=0``, a target that would not
-start (missing, not executable, not a script with ``#!`` nor an ELF binary, a bad working
-directory: the classic path reports those exactly, as exit code -1), or an environment
+the light job cannot run with the same behaviour: no bash >= 4.2 in /bin or /usr/bin,
+``ORCHESJOB_LIGHT=0``, a target that would not start (missing, not executable, not a script
+with ``#!`` nor an ELF binary, a bad working directory: the classic path reports those
+exactly, as exit code -1), or an environment
 carrying ``SHELLOPTS``/``BASHOPTS`` (read-only in bash, so the target would see bash's).
 
 What differs from the classic supervisor: the exit status comes from bash, which reports a
@@ -80,26 +79,11 @@ read -r _oj_go <&7
 exec 7<&-
 _oj_code=$_oj_rc
 if [ "$_oj_rc" -gt 128 ] && [ "$_oj_rc" -le 192 ]; then _oj_code=$((128 - _oj_rc)); fi
-_oj_fin='import sys
-try:
-    sys.path.insert(0, sys.argv[1])
-    from remote_agent.light import finish_main
-except BaseException:
-    import os, time
-    os.umask(0o077)
-    tmp = sys.argv[9] + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("v1 %d %d\n" % (int(sys.argv[5]), int(time.time())))
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, sys.argv[9])
-    raise
-finish_main(sys.argv[2:])'
-shopt -s execfail
-exec "$1" -I -S -c "$_oj_fin" "$2" "$3" "$4" "$_oj_pid" "$_oj_code" "$6" "$7" "$8" "$5"
 printf -v _oj_now '%(%s)T' -1
 printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$5.tmp" && command -p mv -f "$5.tmp" "$5"
-exit 1
+_oj_fin='import sys; sys.path.insert(0, sys.argv[1]); '
+_oj_fin=$_oj_fin'from remote_agent.light import finish_main; finish_main(sys.argv[2:])'
+exec "$1" -I -S -c "$_oj_fin" "$2" "$3" "$4" "$_oj_pid" "$_oj_code" "$6" "$7" "$8" "$_oj_now"
 """
 
 
@@ -247,7 +231,7 @@ def finish_main(args):
 
     from remote_agent import supervisor
 
-    state_dir, job_id, target, code, grace, busy, reaper = args[:7]
+    state_dir, job_id, target, code, grace, busy, reaper, ended = args[:8]
     # The agent's own settings, not whatever the job's environment says.
     os.environ["ORCHESJOB_KILL_GRACE"] = grace
     os.environ["ORCHESJOB_BUSY_TIMEOUT"] = busy
@@ -265,8 +249,14 @@ def finish_main(args):
         return tree.job_processes(job_id, supervisor_pid=me, group=group, scan_env=reaper != "1")
 
     notify = (FD_NOTIFY,) if _is_open(FD_NOTIFY) else ()
-    supervisor._finish(supervisor._Db(state_dir, None), state_dir, job_id, int(code), notify,
-                       leftovers)
+    try:
+        # Opened before the exit record is written, as the classic supervisor holds its
+        # connection: record and final status stay milliseconds apart.
+        conn = store.open_db(state_dir, write=True)
+    except Exception:
+        conn = None  # _Db retries the write on a fresh connection
+    supervisor._finish(supervisor._Db(state_dir, conn), state_dir, job_id, int(code), notify,
+                       leftovers, finished_at=int(ended) if ended.isdigit() else None)
 
 
 def _is_open(fd):

@@ -277,12 +277,13 @@ def _start_light(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_f
     return True
 
 
-def _finish(db, state_dir, job_id, rc, notify, leftovers=None):
-    # type: (_Db, str, str, int, Tuple[int, ...], Optional[Callable[[], List[tree.Proc]]]) -> None
+def _finish(db, state_dir, job_id, rc, notify, leftovers=None, finished_at=None):
+    # type: (_Db, str, str, int, Tuple[int, ...], Optional[Callable[[], List[tree.Proc]]], Optional[int]) -> None
     """The main process ended with ``rc``: record it durably, end the job's other processes,
     wake a sync launcher, then store the final status however long the database takes.
-    (Also what the light job's finisher runs: light.finish_main.)"""
-    finished_at = now_ts()
+    (Also what the light job's finisher runs, with the end time its wrapper recorded.)"""
+    if finished_at is None:
+        finished_at = now_ts()
     record = _ExitRecord(state_dir, job_id, rc, finished_at)
     record()  # first of all: from here on a reader reports this outcome, never LOST
     if leftovers is not None:
