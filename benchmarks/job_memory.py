@@ -17,7 +17,7 @@ Options:
                   of a shell wrapper, without the guarantees (see the README);
 * ``shepherd``  - one Python process per host that forks and waits for all N jobs.
 
-Then the CPU of a whole job's life on the host (``--cpu-jobs`` sync starts of ``true``), for
+Then the CPU of a whole job's life on the host (``--cpu-jobs`` async starts of ``true``), for
 ``classic`` and ``light``: this script makes itself a child subreaper, so every process of a
 start (launcher, supervisor, wrapper, finisher, target) is reaped here and counted in
 RUSAGE_CHILDREN.
@@ -176,14 +176,15 @@ def reap_all(block: bool) -> None:
 
 
 def job_cpu(python: str, light: bool, jobs: int, home: Path) -> float:
-    """ms of CPU (user + sys) on the host per sync start of ``true``, every process counted."""
+    """ms of CPU (user + sys) on the host per job ``true`` started as the provider starts jobs
+    (async), every process of its life counted once all of them ended."""
     run = Run(python, "light" if light else "classic", 0, home)
     env = run.agent_env(light)
     reap_all(block=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(jobs):
         subprocess.run([python, "-S", "-m", "remote_agent", "start", "--run-key", uuid.uuid4().hex,
-                        "--sync", "--", "true"], env=env, stdout=subprocess.DEVNULL, check=True,
+                        "--", "true"], env=env, stdout=subprocess.DEVNULL, check=True,
                        stdin=subprocess.DEVNULL, cwd=str(home))
     reap_all(block=True)  # supervisors, wrappers, finishers were re-parented to us
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -202,7 +203,7 @@ def main() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of every start come to us
     counts = [int(x) for x in args.counts.split(",")]
-    options = args.options.split(",")
+    options = [o for o in args.options.split(",") if o]
     tmp = Path(tempfile.mkdtemp(prefix="job-memory-"))
     rows = []
     try:
@@ -236,7 +237,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for option, n, m in rows:
         print(f"| {option} | {n} | {m['procs']} | {m['pss']:.0f} | {m['rss']:.0f} | {m['cpu_ms']:.2f} |")
-    print(f"\nHost CPU per job's whole life (`start --sync -- true`, {args.cpu_jobs} jobs, every process):\n")
+    print(f"\nHost CPU per job's whole life (`start -- true`, async, {args.cpu_jobs} jobs, every process):\n")
     print("| option | ms per job |")
     print("| --- | ---: |")
     for option, ms in cpu.items():
