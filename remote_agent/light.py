@@ -42,7 +42,9 @@ from remote_agent import store, tree
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
-    from typing import Callable, Dict, List, Optional, Tuple  # noqa: F401
+    from typing import Dict, List, Optional, Tuple  # noqa: F401
+
+    from remote_agent import supervisor  # noqa: F401
 
 #: ``ORCHESJOB_LIGHT=0`` in the agent's environment keeps the classic Python supervisor.
 LIGHT_ENV = "ORCHESJOB_LIGHT"
@@ -208,6 +210,43 @@ def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
             pass
         return None
     return wrapper, int(text), ack_w
+
+
+def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
+    # type: (supervisor._Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int) -> bool
+    """In the forked supervisor: start the wrapper, record it as the job's worker and the target
+    as RUNNING, tell the launcher; False (nothing started): the supervisor runs the job itself.
+    The logs are closed here once handed over."""
+    import signal
+
+    from remote_agent import procs, supervisor
+    from remote_agent.vocab import RUNNING, STARTING
+
+    started = start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd)
+    if started is None:
+        return False
+    os.close(out_fd)
+    os.close(err_fd)
+    wrapper, pid, go_ahead = started
+    running = db.write(job_id, (STARTING,), status=RUNNING, target_pid=pid,
+                       target_start=procs.start_time(pid), worker_pid=wrapper,
+                       worker_start=procs.start_time(wrapper))
+    if running is False:
+        # Aborted between launch and record: end the job's processes (the wrapper's finisher
+        # then keeps the exit code under the stored status).
+        def find():
+            # type: () -> List[tree.Proc]
+            return tree.job_processes(job_id, supervisor_pid=wrapper, group=pid, scan_env=False)
+
+        tree.end_processes(find, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL)
+    else:
+        try:
+            os.write(notify_fd, supervisor.READY)
+        except OSError:
+            pass  # the launcher is gone (SSH dropped): nothing to tell
+    os.close(go_ahead)  # the wrapper may run its finisher now
+    db.close()
+    return True
 
 
 def _python():

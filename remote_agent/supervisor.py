@@ -209,8 +209,11 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, light=False):
     if env:
         full_env.update(env)
     full_env[tree.JOB_ENV] = job_id  # every job process carries it (and can read its own id)
-    if light and _start_light(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd):
-        return 0
+    if light:
+        from remote_agent.light import hand_over
+
+        if hand_over(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd):
+            return 0
     try:
         pid = spawn(argv, cwd, full_env, out_fd, err_fd)
     except OSError as exc:
@@ -243,38 +246,6 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, light=False):
     rc = wait_exit(pid)
     _finish(db, state_dir, job_id, rc, (notify_fd,), job_processes)
     return 0
-
-
-def _start_light(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
-    # type: (_Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int) -> bool
-    """Hand the job to a light wrapper (light.py) and record it; False: run it here instead."""
-    from remote_agent import light
-
-    started = light.start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd)
-    if started is None:
-        return False
-    os.close(out_fd)
-    os.close(err_fd)
-    wrapper, pid, go_ahead = started
-    running = db.write(job_id, (STARTING,), status=RUNNING, target_pid=pid,
-                       target_start=procs.start_time(pid), worker_pid=wrapper,
-                       worker_start=procs.start_time(wrapper))
-    if running is False:
-        # Aborted between launch and record: end the job's processes (the wrapper's finisher
-        # then keeps the exit code under the stored status).
-        def find():
-            # type: () -> List[tree.Proc]
-            return tree.job_processes(job_id, supervisor_pid=wrapper, group=pid, scan_env=False)
-
-        tree.end_processes(find, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL)
-    else:
-        try:
-            os.write(notify_fd, READY)
-        except OSError:
-            pass
-    os.close(go_ahead)
-    db.close()
-    return True
 
 
 def _finish(db, state_dir, job_id, rc, notify, leftovers=None, finished_at=None):
