@@ -264,7 +264,8 @@ def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, que
     if result.action == STARTED:
         from remote_agent import supervisor  # only a start needs it (and its signal import)
 
-        supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env, queued)
+        supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env, queued,
+                                                    light=not sync)
         if sync:
             supervisor.wait_finished(read_fd)
         else:

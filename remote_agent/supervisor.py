@@ -41,12 +41,16 @@ WRITE_CEILING = 7 * 24 * 3600.0
 BACKOFF_MAX = 30.0
 
 
-def launch(state_dir, job_id, argv, cwd, env, queued=None):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], Optional[str]) -> Tuple[int, int]
+def launch(state_dir, job_id, argv, cwd, env, queued=None, light=False):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], Optional[str], bool) -> Tuple[int, int]
     """Fork the supervisor for a committed STARTING job; return (its pid, the read end).
 
     ``queued``: the job declared locks or slots: "granted" (its turn came in the start
-    transaction) or "wait" (it waits for its turn first); see lockwait.py."""
+    transaction) or "wait" (it waits for its turn first); see lockwait.py.
+    ``light``: hand the waiting to a bash wrapper (light.py) where it can keep every guarantee.
+    An async start asks for it; a sync start does not, since its launcher (a Python process)
+    stays for the whole run anyway and the wrapper's finisher would add a Python start. A job
+    with a check or with locks/slots keeps this supervisor (see _supervise)."""
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -55,7 +59,7 @@ def launch(state_dir, job_id, argv, cwd, env, queued=None):
         code = 1
         try:
             os.close(read_fd)
-            code = _supervise(state_dir, job_id, argv, cwd, env, write_fd, queued)
+            code = _supervise(state_dir, job_id, argv, cwd, env, write_fd, queued, light)
         finally:
             os._exit(code)
     os.close(write_fd)
@@ -166,8 +170,8 @@ class _ExitRecord(object):
         return self.done
 
 
-def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int, Optional[str]) -> int
+def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=False):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], int, Optional[str], bool) -> int
     _detach()
     # The caller's descriptors (an SSH channel's socket, a pipe) are neither kept here nor
     # inherited by the job.
@@ -220,6 +224,15 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None):
                                                    checking, notify_fd):
         return 0  # satisfied, a check error, or aborted meanwhile: nothing runs
     out_fd, err_fd = (_open_log(state_dir, job_id, stream) for stream in STREAMS)
+    # The light wrapper writes the exit record the moment the target ends and its finisher has
+    # neither the job's environment nor this process's lock-queue pipe: a job with a check (the
+    # recheck decides before the record) or with locks/slots (waiters block on our pipe) keeps
+    # this supervisor for its whole run.
+    if light and check is None and not queued:
+        from remote_agent.light import hand_over
+
+        if hand_over(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd):
+            return 0
     try:
         pid = spawn(argv, cwd, full_env, out_fd, err_fd)
     except OSError as exc:
@@ -255,17 +268,19 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None):
     return 0
 
 
-def _finish(db, state_dir, job_id, rc, notify, leftovers=None, check_env=None):
-    # type: (_Db, str, str, int, Tuple[int, ...], Optional[Callable[[], List[tree.Proc]]], Optional[Tuple[Optional[str], Dict[str, str]]]) -> None
+def _finish(db, state_dir, job_id, rc, notify, leftovers=None, check_env=None, finished_at=None):
+    # type: (_Db, str, str, int, Tuple[int, ...], Optional[Callable[[], List[tree.Proc]]], Optional[Tuple[Optional[str], Dict[str, str]]], Optional[int]) -> None
     """The main process ended with ``rc``: record it durably, end the job's other processes,
     wake a sync launcher, then store the final status however long the database takes.
+    (Also what the light job's finisher runs, with the end time its wrapper recorded.)
 
     A job with a check that exited 0 is rechecked first (``check_env``: the job's cwd and
     environment; a finisher without them gets the stored cwd and its own environment, so pass
     them): its exit record waits for the verdict, so until then readers see it RUNNING, and a
     supervisor killed meanwhile leaves an unknown outcome that the next check decides."""
     recheck = checks.recheck_of(db.conn, state_dir, job_id) if rc == 0 else None
-    finished_at = now_ts()
+    if finished_at is None:
+        finished_at = now_ts()
     record = _ExitRecord(state_dir, job_id, rc, finished_at)
     if recheck is None:
         record()  # first of all: from here on a reader reports this outcome, never LOST

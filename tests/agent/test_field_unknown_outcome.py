@@ -104,6 +104,9 @@ def test_supervisor_dead_before_target_is_retried(agent):
     rep = resume(agent, key, argv)
     job = rep["job"]
     agent.wait_status(job["job_id"], statuses={"SUCCEEDED"})
+    # Readers report the outcome from the exit record at once; the job's worker may still be
+    # storing it (the light job's finisher is a Python start later): let it finish first.
+    wait_until(lambda: not pid_alive(job["worker_pid"]), timeout=10, message="worker exited")
     conn = agent.db()
     try:  # as a launcher killed before the supervisor started the target leaves it
         conn.execute("UPDATE jobs SET status = 'STARTING', exit_code = NULL, finished_at = NULL,"

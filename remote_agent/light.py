@@ -1,0 +1,309 @@
+"""The light job: what stays alive on the host while a job runs is one bash process (~0.3 MB
+of proportional memory), not a Python supervisor (~4.5 MB).
+
+The forked Python supervisor (supervisor.py) prepares everything as before (session, state,
+logs, the job's environment), then forks the *wrapper*: a child that makes itself the job's
+subreaper and session, puts the descriptors the job needs on fixed numbers, and execs bash
+with the fixed script ``SCRIPT`` (no user data in it; the job's argv comes as positional
+arguments). bash starts the target as a job of its own (``set -m``: its own process group,
+SIGINT/SIGQUIT not ignored, which a POSIX sh without job control would do to a background
+job), reports the target's pid, and waits, using no CPU. The Python supervisor records the
+wrapper as the job's worker (``worker_pid``/``worker_start``) and the target, tells the
+launcher, and exits. When the target ends, bash writes the exit record at once (exitrec.py's
+format, ``printf`` to a temporary name and ``mv``): from then on readers report the outcome,
+as they did a few milliseconds after the end with the classic supervisor. Then it execs the
+*finisher* - the same interpreter and the same agent directory - in the same process (still
+the subreaper, still the recorded worker: exec keeps pid and start time), which runs
+``supervisor._finish``: the record again, fsynced, the leftovers ended after the grace, the
+final status written with retries. If the finisher cannot start (the agent's directory pruned
+meanwhile), the record bash wrote still decides the outcome.
+
+Which pid is the worker: the wrapper, from bash through the finisher. A plain ``kill <worker>``
+reaches bash, whose trap sends SIGTERM to the target's process group (as the Python
+supervisor did); abort, liveness and reconcile see the same identities as before.
+
+The classic supervisor is kept. It runs sync starts (their launcher, a Python process, stays
+for the whole run anyway; the finisher would add a Python start to a short job), and every job
+the light job cannot run with the same behaviour: no bash >= 4.2 in /bin or /usr/bin,
+``ORCHESJOB_LIGHT=0``, a target that would not start (missing, not executable, not a script
+with ``#!`` nor an ELF binary, a bad working directory: the classic path reports those
+exactly, as exit code -1), or an environment
+carrying ``SHELLOPTS``/``BASHOPTS`` (read-only in bash, so the target would see bash's).
+
+What differs from the classic supervisor: the exit status comes from bash, which reports a
+signal death as 128+N; an exit code 129...192 is stored as -(code - 128), "killed by signal"
+(a target that exits with such a code itself reads as killed: in practice a shell whose last
+command was killed by that signal).
+"""
+
+import os
+
+from remote_agent import store, tree
+
+MYPY = False
+if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
+    from typing import Dict, List, Optional, Tuple  # noqa: F401
+
+    from remote_agent import supervisor  # noqa: F401
+
+#: ``ORCHESJOB_LIGHT=0`` in the agent's environment keeps the classic Python supervisor.
+LIGHT_ENV = "ORCHESJOB_LIGHT"
+BASH_CANDIDATES = ("/bin/bash", "/usr/bin/bash")
+#: Descriptor numbers in the wrapper: pid report (to the supervisor), the sync launcher's
+#: pipe, the two logs, the supervisor's go-ahead (end-of-file once RUNNING is recorded).
+FD_PID, FD_NOTIFY, FD_OUT, FD_ERR, FD_ACK = 3, 4, 5, 6, 7
+
+#: The wrapper, run as ``bash -p -c SCRIPT orchesjob-job <fixed args> -- <argv>``. ``-p``: no
+#: BASH_ENV file, no functions imported from the environment (the job's environment cannot
+#: change what this script does). Positional: python, agent root, state dir, job id, the
+#: exit-record path, kill grace, busy timeout, subreaper flag, SHLVL, PWD and OLDPWD of the
+#: job's environment ("x<value>" or "" when unset: bash sets or drops them), ``--``, the argv.
+#: bash's environment is the job's: the script assigns no variable before the target is forked
+#: (so the target sees exactly the job's environment) and names its own ``_oj_*`` after.
+SCRIPT = r"""set -m
+trap '_oj_t=1; kill -TERM -- "-$_oj_pid" 2>/dev/null' TERM
+trap '_oj_t=1' HUP INT
+(
+  case $9 in x*) SHLVL=${9#x};; *) unset SHLVL;; esac
+  case ${10} in x*) PWD=${10#x};; *) unset PWD;; esac
+  case ${11} in x*) OLDPWD=${11#x};; *) unset OLDPWD;; esac
+  shift 12
+  exec "$@" 1>&5 2>&6 3>&- 4>&- 5>&- 6>&- 7<&-
+) &
+_oj_pid=$!
+set +m
+printf '%s\n' "$_oj_pid" >&3
+exec 3>&- 5>&- 6>&-
+umask 077
+_oj_t=1
+while [ -n "$_oj_t" ]; do _oj_t=; wait "$_oj_pid"; _oj_rc=$?; done
+read -r _oj_go <&7
+exec 7<&-
+_oj_code=$_oj_rc
+if [ "$_oj_rc" -gt 128 ] && [ "$_oj_rc" -le 192 ]; then _oj_code=$((128 - _oj_rc)); fi
+printf -v _oj_now '%(%s)T' -1
+printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$5.tmp" && command -p mv -f "$5.tmp" "$5"
+_oj_fin='import sys; sys.path.insert(0, sys.argv[1]); '
+_oj_fin=$_oj_fin'from remote_agent.light import finish_main; finish_main(sys.argv[2:])'
+exec "$1" -I -S -c "$_oj_fin" "$2" "$3" "$4" "$_oj_pid" "$_oj_code" "$6" "$7" "$8" "$_oj_now"
+"""
+
+
+def bash_path():
+    # type: () -> Optional[str]
+    """The bash to use, or None if there is none (or ``ORCHESJOB_LIGHT=0``)."""
+    if os.environ.get(LIGHT_ENV, "1") == "0":
+        return None
+    for path in BASH_CANDIDATES:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _resolve(name, cwd, env):
+    # type: (str, Optional[str], Dict[str, str]) -> Optional[str]
+    """The file execvp would run for ``name``, or None if it would fail."""
+    if "/" in name:
+        candidates = [os.path.join(cwd or os.getcwd(), name)]
+    else:
+        candidates = [os.path.join(d or ".", name)
+                      for d in env.get("PATH", os.defpath).split(os.pathsep)]
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        if "/" not in name and os.path.exists(path):
+            return None  # execvp would stop here (EACCES): let the classic path say so
+    return None
+
+
+def _startable(argv, cwd, env):
+    # type: (List[str], Optional[str], Dict[str, str]) -> bool
+    """True if the target will start as the classic supervisor would start it: its working
+    directory is usable and argv[0] is an executable ELF binary or ``#!`` script."""
+    if not argv or "SHELLOPTS" in env or "BASHOPTS" in env:
+        return False
+    if cwd is not None and not (os.path.isdir(cwd) and os.access(cwd, os.X_OK)):
+        return False
+    path = _resolve(argv[0], cwd, env)
+    if path is None:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head[:2] == b"#!" or head == b"\x7fELF"
+
+
+def agent_root():
+    # type: () -> str
+    """The directory that holds the ``remote_agent`` package (the deployed agent-<sha>)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _exec_wrapper(bash, args, cwd, env, fds):
+    # type: (str, List[str], Optional[str], Dict[str, str], Dict[int, int]) -> None
+    """In the forked wrapper: own session, subreaper, fixed descriptors, then exec bash."""
+    import fcntl
+    import signal
+
+    os.setsid()
+    if cwd:
+        os.chdir(cwd)  # inherited by bash and so by the target
+    reaper = tree.become_subreaper()
+    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal survives exec and bash could not
+    # reset it for the target.
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    moved = {}  # type: Dict[int, int]
+    for src in fds.values():
+        moved[src] = fcntl.fcntl(src, fcntl.F_DUPFD, 10)  # out of the way of the fixed numbers
+    for target, src in fds.items():
+        os.dup2(moved[src], target)  # dup2 makes the copy inheritable
+    tree.close_inherited_fds(keep=fds.keys())
+    args[7] = "1" if reaper else "0"
+    os.execve(bash, [bash, "-p", "-c", SCRIPT, "orchesjob-job", *args], env)
+
+
+def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
+    # type: (str, str, List[str], Optional[str], Dict[str, str], int, int, int) -> Optional[Tuple[int, int, int]]
+    """Fork the wrapper and read the target's pid: (wrapper pid, target pid, go-ahead fd),
+    or None if the light job is not for this target (nothing was started then).
+
+    The caller records RUNNING, then closes the go-ahead fd: only then does the wrapper run
+    the finisher, so a fast target's final status never overtakes its RUNNING row."""
+    from remote_agent import exitrec
+
+    python = _python()
+    bash = bash_path()
+    if not python or bash is None or not _startable(argv, cwd, env):
+        return None
+    state_dir = os.path.abspath(state_dir)  # the finisher runs in the job's directory
+    args = [python, agent_root(), state_dir, job_id,
+            exitrec.path(state_dir, job_id), repr(tree.kill_grace()), repr(store.busy_timeout()),
+            "0", _opt(env, "SHLVL"), _opt(env, "PWD"), _opt(env, "OLDPWD"), "--", *argv]
+    pid_r, pid_w = os.pipe()
+    ack_r, ack_w = os.pipe()
+    wrapper = os.fork()
+    if wrapper == 0:
+        try:
+            _exec_wrapper(bash, args, cwd, env, {FD_PID: pid_w, FD_NOTIFY: notify_fd, FD_OUT: out_fd,
+                                            FD_ERR: err_fd, FD_ACK: ack_r})
+        finally:
+            os._exit(127)
+    os.close(pid_w)
+    os.close(ack_r)
+    chunks = []
+    while True:
+        chunk = os.read(pid_r, 64)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(pid_r)
+    text = b"".join(chunks).strip()
+    if not text.isdigit():  # bash did not start: no target either
+        os.close(ack_w)
+        try:
+            os.waitpid(wrapper, 0)
+        except OSError:
+            pass
+        return None
+    return wrapper, int(text), ack_w
+
+
+def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
+    # type: (supervisor._Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int) -> bool
+    """In the forked supervisor: start the wrapper, record it as the job's worker and the target
+    as RUNNING, tell the launcher; False (nothing started): the supervisor runs the job itself.
+    The logs are closed here once handed over."""
+    import signal
+
+    from remote_agent import procs, supervisor
+    from remote_agent.vocab import RUNNING, STARTING
+
+    started = start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd)
+    if started is None:
+        return False
+    os.close(out_fd)
+    os.close(err_fd)
+    wrapper, pid, go_ahead = started
+    running = db.write(job_id, (STARTING,), status=RUNNING, target_pid=pid,
+                       target_start=procs.start_time(pid), worker_pid=wrapper,
+                       worker_start=procs.start_time(wrapper))
+    if running is False:
+        # Aborted between launch and record: end the job's processes (the wrapper's finisher
+        # then keeps the exit code under the stored status).
+        def find():
+            # type: () -> List[tree.Proc]
+            return tree.job_processes(job_id, supervisor_pid=wrapper, group=pid, scan_env=False)
+
+        tree.end_processes(find, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL)
+    else:
+        try:
+            os.write(notify_fd, supervisor.READY)
+        except OSError:
+            pass  # the launcher is gone (SSH dropped): nothing to tell
+    os.close(go_ahead)  # the wrapper may run its finisher now
+    db.close()
+    return True
+
+
+def _python():
+    # type: () -> str
+    import sys
+
+    return sys.executable
+
+
+def _opt(env, name):
+    # type: (Dict[str, str], str) -> str
+    return "x" + env[name] if name in env else ""
+
+
+def finish_main(args):
+    # type: (List[str]) -> None
+    """The finisher: bash exec'd it (same pid: the job's worker, still its subreaper) after the
+    target ended and the exit record was written. Stores the outcome as the classic
+    supervisor does (supervisor._finish), then exits."""
+    import signal
+
+    from remote_agent import supervisor
+
+    state_dir, job_id, target, code, grace, busy, reaper, ended = args[:8]
+    # The agent's own settings, not whatever the job's environment says.
+    os.environ["ORCHESJOB_KILL_GRACE"] = grace
+    os.environ["ORCHESJOB_BUSY_TIMEOUT"] = busy
+    os.umask(0o077)
+
+    def ignore(signum, frame):  # type: ignore[no-untyped-def]
+        pass  # an abort's SIGTERM finds the target gone: keep storing its status
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, ignore)
+    me, group = os.getpid(), int(target)
+
+    def leftovers():
+        # type: () -> List[tree.Proc]
+        return tree.job_processes(job_id, supervisor_pid=me, group=group, scan_env=reaper != "1")
+
+    notify = (FD_NOTIFY,) if _is_open(FD_NOTIFY) else ()
+    try:
+        # Opened before the exit record is written, as the classic supervisor holds its
+        # connection: record and final status stay milliseconds apart.
+        conn = store.open_db(state_dir, write=True)
+    except Exception:
+        conn = None  # _Db retries the write on a fresh connection
+    supervisor._finish(supervisor._Db(state_dir, conn), state_dir, job_id, int(code), notify,
+                       leftovers, finished_at=int(ended) if ended.isdigit() else None)
+
+
+def _is_open(fd):
+    # type: (int) -> bool
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
