@@ -440,3 +440,23 @@ def command_of(row):
 def cwd_of(row):
     # type: (Row) -> Optional[str]
     return json.loads(row["cwd"]) if row.get("cwd") is not None else None
+
+
+# --- the watch op (remote_agent/watch.py) ----------------------------------------------------
+
+def data_version(conn):
+    # type: (sqlite3.Connection) -> int
+    """SQLite's ``PRAGMA data_version``: changes when another connection commits to the file.
+    One open connection asks it in microseconds, so a watcher re-reads jobs only after a write."""
+    return conn.execute("PRAGMA data_version").fetchone()["data_version"]
+
+
+def jobs_by_ids(conn, job_ids):
+    # type: (sqlite3.Connection, Sequence[str]) -> List[Row]
+    """The rows of many jobs by id, in chunks under SQLite's old 999-parameter limit."""
+    rows = []  # type: List[Row]
+    ids = list(job_ids)
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        rows.extend(conn.execute("SELECT * FROM jobs WHERE job_id IN {}".format(_marks(part)), part))
+    return rows
