@@ -316,7 +316,8 @@ def serve(req, state_dir, rest=b"", stdin_fd=0):
     interval, check_every, limit = options(req)
     watcher = Watcher(state_dir, interval, check_every, limit)
     watcher.emit({"ok": True, "protocol": PROTOCOL, "agent_version": __version__, "op": "watch",
-                  "event": "hello", "interval": interval, "check_every": check_every})
+                  "event": "hello", "interval": interval, "check_every": check_every,
+                  "pid": os.getpid()})  # for support and tests: which process watches
     watcher.flush()
     buf = rest
     next_round = time.monotonic()

@@ -14,6 +14,7 @@ from typing import Any
 from orchesjob_provider.bundle import DEPLOY_TIMEOUT, deploy_command, get_bundle, rpc_command
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobNotFound
 from orchesjob_provider.hooks.shared import BatchPoller, SharedConnection, loop_registry
+from orchesjob_provider.hooks.watch_channel import WatchChannel
 from orchesjob_provider.protocol import (
     CALL_SLACK,
     JobLogs,
@@ -85,6 +86,18 @@ class AsyncOrchesjobHook:
         if poller is None:
             poller = reg[key] = BatchPoller(self)
         return poller
+
+    @property
+    def watch_channel(self) -> WatchChannel:
+        """The loop's watch channel for this host and state dir (hooks/watch_channel.py); it
+        holds a hook of its own, so its hold on the shared connection is its own too."""
+        reg = loop_registry()
+        key = ("watch", self.ssh_conn_id, self.state_dir, self.remote_python)
+        channel = reg.get(key)
+        if channel is None:
+            own = AsyncOrchesjobHook(self.ssh_conn_id, self.remote_python, self.state_dir, self.conn_timeout)
+            channel = reg[key] = WatchChannel(own)
+        return channel
 
     @property
     def where(self) -> str:

@@ -1,0 +1,151 @@
+"""The watch channel through the real loopback sshd: triggers of one loop share one long-lived
+agent per host; a dropped channel is re-established without losing or repeating a log byte;
+a host where the channel cannot run falls back to the batched poll."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
+
+pytestmark = [pytest.mark.airflow, pytest.mark.ssh]
+
+
+def _lines_job(n: int, pause: float, tag: str) -> list[str]:
+    script = f"for i in $(seq 1 {n}); do echo {tag}-$i; sleep {pause}; done; echo {tag}-err >&2"
+    return ["sh", "-c", script]
+
+
+def _expected(n: int, tag: str) -> bytes:
+    return b"".join(f"{tag}-{i}\n".encode() for i in range(1, n + 1))
+
+
+def _collecting(trigger, shown: list[bytes]) -> None:
+    """Record every stdout byte the trigger writes to its log (in order)."""
+    original = trigger._show
+
+    def show(res):
+        chunk = res.logs.get("stdout")
+        if chunk is not None:
+            shown.append(chunk.data)
+        original(res)
+
+    trigger._show = show
+
+
+def test_two_triggers_share_one_channel_and_one_connection(orch_conn, state_dir):
+    from orchesjob_provider.hooks.orchesjob import AsyncOrchesjobHook, OrchesjobHook
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+    hook = OrchesjobHook(orch_conn, state_dir=state_dir)
+    jobs = [hook.start(_lines_job(4, 0.3, f"t{i}"), f"test/watch/{uuid.uuid4().hex}")[1] for i in range(2)]
+    shown: list[list[bytes]] = [[], []]
+
+    async def main():
+        triggers = [
+            # poll_interval 30 s: only the channel can bring the end in time
+            OrchesjobTrigger(ssh_conn_id=orch_conn, job_id=j.job_id, poll_interval=30, state_dir=state_dir)
+            for j in jobs
+        ]
+        for t, s in zip(triggers, shown):
+            _collecting(t, s)
+        t0 = time.monotonic()
+        events = await asyncio.wait_for(asyncio.gather(*(t.run().__anext__() for t in triggers)), 30)
+        probe = AsyncOrchesjobHook(orch_conn, state_dir=state_dir)
+        return events, time.monotonic() - t0, probe.watch_channel, probe.poller, probe.shared
+
+    events, took, channel, poller, _shared = asyncio.run(main())
+    for i, (job, ev) in enumerate(zip(jobs, events)):
+        p = ev.payload
+        assert p["status"] == "terminal" and p["job"]["status"] == "SUCCEEDED" and p["job_id"] == job.job_id
+        assert b"".join(shown[i]) == _expected(4, f"t{i}")
+        assert p["offsets"]["stdout"] == len(_expected(4, f"t{i}"))
+        assert len(shown[i]) >= 2, shown[i]  # pushed as the lines came
+    assert took < 5.0, took  # ~1.2 s of output, never a 30 s poll interval
+    assert channel.opens == 1  # one exec for both triggers, for the whole wait
+    assert poller.execs == 0
+    # the offsets shown were recorded through the channel: a later try starts after them
+    for i, job in enumerate(jobs):
+        rec = hook.poll([(job.job_id, None)])[0].job
+        assert rec is not None and rec.raw["log_shown"]["stdout"] == len(_expected(4, f"t{i}"))
+
+
+def test_channel_killed_is_reestablished_without_losing_or_repeating_bytes(orch_conn, state_dir, remote):
+    from orchesjob_provider.hooks.orchesjob import AsyncOrchesjobHook, OrchesjobHook
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+    hook = OrchesjobHook(orch_conn, state_dir=state_dir)
+    _, job = hook.start(_lines_job(25, 0.1, "k"), f"test/watch-kill/{uuid.uuid4().hex}")
+    shown: list[bytes] = []
+
+    async def main():
+        trigger = OrchesjobTrigger(
+            ssh_conn_id=orch_conn, job_id=job.job_id, poll_interval=30, state_dir=state_dir
+        )
+        _collecting(trigger, shown)
+        task = asyncio.ensure_future(trigger.run().__anext__())
+        channel = AsyncOrchesjobHook(orch_conn, state_dir=state_dir).watch_channel
+        for _ in range(100):
+            if channel.process is not None and shown:
+                break
+            await asyncio.sleep(0.05)
+        first = channel.process
+        pid = await _watch_pid(channel)
+        await asyncio.to_thread(remote, f"kill -9 {pid}")  # the agent at the far end dies
+        await asyncio.sleep(0.6)
+        second_conn = AsyncOrchesjobHook(orch_conn, state_dir=state_dir).shared.conn
+        second_conn.abort()  # and then the whole connection drops
+        event = await asyncio.wait_for(task, 60)
+        return event, channel, first
+
+    event, channel, _first = asyncio.run(main())
+    assert event.payload["status"] == "terminal" and event.payload["job"]["status"] == "SUCCEEDED"
+    assert b"".join(shown) == _expected(25, "k")  # no byte lost, none twice
+    assert event.payload["offsets"]["stdout"] == len(_expected(25, "k"))
+    assert channel.opens >= 3  # the first channel, after the kill, after the connection drop
+
+
+async def _watch_pid(channel) -> int:
+    """The pid of the channel's agent, asked on the host (the hello carries it too)."""
+    for _ in range(100):
+        if channel.hello is not None:
+            return int(channel.hello["pid"])
+        await asyncio.sleep(0.05)
+    raise AssertionError("no watch hello")
+
+
+def test_fallback_to_poll_when_the_agent_never_says_hello(orch_conn, state_dir, monkeypatch):
+    """An agent without the op reads its request to EOF and never answers the watch line: the
+    trigger polls instead (and the channel is not retried for a while)."""
+    from orchesjob_provider.hooks import watch_channel
+    from orchesjob_provider.hooks.orchesjob import AsyncOrchesjobHook, OrchesjobHook
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+    # protocol 99 is not a watch this agent takes: it reads to EOF like an agent before the op
+    real_open = watch_channel.open_line
+    monkeypatch.setattr(
+        watch_channel, "open_line", lambda sd: real_open(sd).replace(b'"protocol":1', b'"protocol":99')
+    )
+    monkeypatch.setattr(watch_channel.WatchChannel, "HELLO_TIMEOUT", 1.0)
+    hook = OrchesjobHook(orch_conn, state_dir=state_dir)
+    _, job = hook.start(_lines_job(3, 0.2, "f"), f"test/watch-fallback/{uuid.uuid4().hex}")
+    shown: list[bytes] = []
+
+    async def main():
+        trigger = OrchesjobTrigger(
+            ssh_conn_id=orch_conn, job_id=job.job_id, poll_interval=0.3, state_dir=state_dir
+        )
+        _collecting(trigger, shown)
+        event = await asyncio.wait_for(trigger.run().__anext__(), 30)
+        probe = AsyncOrchesjobHook(orch_conn, state_dir=state_dir)
+        return event, probe.watch_channel, probe.poller
+
+    event, channel, poller = asyncio.run(main())
+    assert event.payload["status"] == "terminal" and event.payload["job"]["status"] == "SUCCEEDED"
+    assert b"".join(shown) == _expected(3, "f")
+    assert channel.opens == 1 and not channel.supported
+    assert poller.execs >= 1
