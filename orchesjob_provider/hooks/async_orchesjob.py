@@ -11,9 +11,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from orchesjob_provider.bundle import DEPLOY_TIMEOUT, deploy_command, get_bundle, rpc_command
+from orchesjob_provider.bundle import DEPLOY_TIMEOUT, deploy_command, rpc_command
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobNotFound
-from orchesjob_provider.hooks.shared import BatchPoller, SharedConnection, loop_registry
+from orchesjob_provider.hooks.shared import BatchPoller, SharedConnection, load_bundle, loop_registry
 from orchesjob_provider.hooks.watch_channel import WatchChannel
 from orchesjob_provider.protocol import (
     CALL_SLACK,
@@ -121,9 +121,8 @@ class AsyncOrchesjobHook:
         self.release()
 
     async def _exec(self, command: str, stdin: bytes, timeout: float, op: str) -> tuple[int, bytes, bytes]:
-        import asyncssh
-
         conn = await self.shared.get()
+        import asyncssh  # imported off the loop by the first shared.get(): a lookup now
         try:
             result = await asyncio.wait_for(_run_with_stdin(conn, command, stdin), timeout=timeout)
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
@@ -146,7 +145,7 @@ class AsyncOrchesjobHook:
         return rc, bytes(result.stdout or b""), bytes(result.stderr or b"")
 
     async def deploy(self) -> None:
-        bundle = get_bundle()
+        bundle = await load_bundle()
         command = deploy_command(self.remote_python, bundle)
         rc, out, err = await self._exec(command, bundle.data, DEPLOY_TIMEOUT, "deploy")
         check_deploy(rc, out, err, where=self.where, remote_path=bundle.remote_path)
@@ -155,7 +154,7 @@ class AsyncOrchesjobHook:
         """Run one agent operation and return its reply (``ok`` true), or raise a typed error."""
         payload = build_request(op, self.state_dir, args)
         timeout = call_timeout if call_timeout is not None else CALL_SLACK
-        command = rpc_command(self.remote_python, get_bundle())
+        command = rpc_command(self.remote_python, await load_bundle())
         retry = CallRetry(op, remote_python=self.remote_python)
         while True:
             step = retry.after(*await self._exec(command, payload, timeout, op), where=self.where)

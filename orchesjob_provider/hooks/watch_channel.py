@@ -20,8 +20,9 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from orchesjob_provider.bundle import get_bundle, rpc_command
+from orchesjob_provider.bundle import rpc_command
 from orchesjob_provider.exceptions import AgentUnavailable
+from orchesjob_provider.hooks.shared import load_asyncssh, load_bundle
 from orchesjob_provider.protocol import JobLogs, is_missing_agent
 from orchesjob_provider.watch import reconnect_delay
 from orchesjob_provider.watch_protocol import open_line, parse_line, record_line, sub_line, unsub_line
@@ -180,11 +181,10 @@ class WatchChannel:
 
     async def _open(self) -> None:
         """Start the watch exec and wait for its hello; deploy once if the agent is missing."""
-        import asyncssh
-
+        asyncssh = await load_asyncssh()
         for deployed in (False, True):
             conn = await self.hook.shared.get()
-            command = rpc_command(self.hook.remote_python, get_bundle())
+            command = rpc_command(self.hook.remote_python, await load_bundle())
             try:
                 process = await conn.create_process(command, encoding=None)
             except (OSError, asyncssh.Error) as e:
