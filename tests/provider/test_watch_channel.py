@@ -42,7 +42,7 @@ def test_two_triggers_share_one_channel_and_one_connection(orch_conn, state_dir)
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
-    jobs = [hook.start(_lines_job(4, 0.3, f"t{i}"), f"test/watch/{uuid.uuid4().hex}")[1] for i in range(2)]
+    jobs = [hook.start(_lines_job(8, 0.4, f"t{i}"), f"test/watch/{uuid.uuid4().hex}")[1] for i in range(2)]
     shown: list[list[bytes]] = [[], []]
 
     async def main():
@@ -62,16 +62,16 @@ def test_two_triggers_share_one_channel_and_one_connection(orch_conn, state_dir)
     for i, (job, ev) in enumerate(zip(jobs, events)):
         p = ev.payload
         assert p["status"] == "terminal" and p["job"]["status"] == "SUCCEEDED" and p["job_id"] == job.job_id
-        assert b"".join(shown[i]) == _expected(4, f"t{i}")
-        assert p["offsets"]["stdout"] == len(_expected(4, f"t{i}"))
+        assert b"".join(shown[i]) == _expected(8, f"t{i}")
+        assert p["offsets"]["stdout"] == len(_expected(8, f"t{i}"))
         assert len(shown[i]) >= 2, shown[i]  # pushed as the lines came
-    assert took < 5.0, took  # ~1.2 s of output, never a 30 s poll interval
+    assert took < 8.0, took  # ~3.2 s of output, never a 30 s poll interval
     assert channel.opens == 1  # one exec for both triggers, for the whole wait
     assert poller.execs == 0
     # the offsets shown were recorded through the channel: a later try starts after them
     for i, job in enumerate(jobs):
         rec = hook.poll([(job.job_id, None)])[0].job
-        assert rec is not None and rec.raw["log_shown"]["stdout"] == len(_expected(4, f"t{i}"))
+        assert rec is not None and rec.raw["log_shown"]["stdout"] == len(_expected(8, f"t{i}"))
 
 
 def test_channel_killed_is_reestablished_without_losing_or_repeating_bytes(orch_conn, state_dir, remote):
@@ -79,7 +79,7 @@ def test_channel_killed_is_reestablished_without_losing_or_repeating_bytes(orch_
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
-    _, job = hook.start(_lines_job(25, 0.1, "k"), f"test/watch-kill/{uuid.uuid4().hex}")
+    _, job = hook.start(_lines_job(60, 0.1, "k"), f"test/watch-kill/{uuid.uuid4().hex}")
     shown: list[bytes] = []
 
     async def main():
@@ -93,29 +93,28 @@ def test_channel_killed_is_reestablished_without_losing_or_repeating_bytes(orch_
             if channel.process is not None and shown:
                 break
             await asyncio.sleep(0.05)
-        first = channel.process
         pid = await _watch_pid(channel)
         await asyncio.to_thread(remote, f"kill -9 {pid}")  # the agent at the far end dies
-        await asyncio.sleep(0.6)
-        second_conn = AsyncOrchesjobHook(orch_conn, state_dir=state_dir).shared.conn
-        second_conn.abort()  # and then the whole connection drops
+        second = await _watch_pid(channel, other_than=pid)  # re-established
+        AsyncOrchesjobHook(orch_conn, state_dir=state_dir).shared.conn.abort()  # the connection drops
+        await _watch_pid(channel, other_than=second)
         event = await asyncio.wait_for(task, 60)
-        return event, channel, first
+        return event, channel
 
-    event, channel, _first = asyncio.run(main())
+    event, channel = asyncio.run(main())
     assert event.payload["status"] == "terminal" and event.payload["job"]["status"] == "SUCCEEDED"
-    assert b"".join(shown) == _expected(25, "k")  # no byte lost, none twice
-    assert event.payload["offsets"]["stdout"] == len(_expected(25, "k"))
+    assert b"".join(shown) == _expected(60, "k")  # no byte lost, none twice
+    assert event.payload["offsets"]["stdout"] == len(_expected(60, "k"))
     assert channel.opens >= 3  # the first channel, after the kill, after the connection drop
 
 
-async def _watch_pid(channel) -> int:
-    """The pid of the channel's agent, asked on the host (the hello carries it too)."""
-    for _ in range(100):
-        if channel.hello is not None:
+async def _watch_pid(channel, other_than: int | None = None) -> int:
+    """The pid of the channel's agent (from its hello), once it is not ``other_than``."""
+    for _ in range(200):
+        if channel.hello is not None and int(channel.hello["pid"]) != other_than:
             return int(channel.hello["pid"])
         await asyncio.sleep(0.05)
-    raise AssertionError("no watch hello")
+    raise AssertionError(f"no watch hello from a process other than {other_than}")
 
 
 def test_fallback_to_poll_when_the_agent_never_says_hello(orch_conn, state_dir, monkeypatch):
