@@ -15,9 +15,10 @@ pytest.importorskip("airflow", reason="Airflow is not installed in this interpre
 
 pytestmark = [pytest.mark.airflow, pytest.mark.ssh]
 
-#: Worst wake-up delay allowed on the first connect. Importing asyncssh on the loop alone took
-#: 0.58 s; what remains is the SSH handshake's own crypto (a few ms) and a busy 2-core machine.
-MAX_LAG = 0.15
+#: Worst wake-up delay allowed on the first connect. Importing asyncssh on the loop took
+#: 0.39-0.58 s on a quiet machine; what remains is the SSH handshake's own crypto (a few ms) and
+#: GIL contention with the importing thread: 33-78 ms quiet, up to 150 ms on a loaded machine.
+MAX_LAG = 0.25
 
 
 def test_first_connect_does_not_block_the_loop(orch_conn, state_dir):

@@ -15,8 +15,11 @@ pytest.importorskip("airflow", reason="Airflow is not installed in this interpre
 pytestmark = [pytest.mark.airflow, pytest.mark.ssh]
 
 
-def _lines_job(n: int, pause: float, tag: str) -> list[str]:
+def _lines_job(n: int, pause: float, tag: str, flag: str | None = None) -> list[str]:
+    """Prints n numbered lines ``pause`` s apart; with ``flag``, only once that file exists."""
     script = f"for i in $(seq 1 {n}); do echo {tag}-$i; sleep {pause}; done; echo {tag}-err >&2"
+    if flag:
+        script = f"while [ ! -e {flag} ]; do sleep 0.05; done; {script}"
     return ["sh", "-c", script]
 
 
@@ -37,12 +40,15 @@ def _collecting(trigger, shown: list[bytes]) -> None:
     trigger._show = show
 
 
-def test_two_triggers_share_one_channel_and_one_connection(orch_conn, state_dir):
+def test_two_triggers_share_one_channel_and_one_connection(orch_conn, state_dir, remote):
     from orchesjob_provider.hooks.orchesjob import AsyncOrchesjobHook, OrchesjobHook
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
-    jobs = [hook.start(_lines_job(8, 0.4, f"t{i}"), f"test/watch/{uuid.uuid4().hex}")[1] for i in range(2)]
+    flag = f"{state_dir}/go-{uuid.uuid4().hex}"  # the jobs print once both triggers are subscribed
+    jobs = [
+        hook.start(_lines_job(6, 0.3, f"t{i}", flag), f"test/watch/{uuid.uuid4().hex}")[1] for i in range(2)
+    ]
     shown: list[list[bytes]] = [[], []]
 
     async def main():
@@ -53,25 +59,32 @@ def test_two_triggers_share_one_channel_and_one_connection(orch_conn, state_dir)
         ]
         for t, s in zip(triggers, shown):
             _collecting(t, s)
-        t0 = time.monotonic()
-        events = await asyncio.wait_for(asyncio.gather(*(t.run().__anext__() for t in triggers)), 30)
+        waits = asyncio.gather(*(t.run().__anext__() for t in triggers))
         probe = AsyncOrchesjobHook(orch_conn, state_dir=state_dir)
+        for _ in range(600):  # both subscribed on an open channel
+            if probe.watch_channel.hello is not None and len(probe.watch_channel.subs) == 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the subs' first events (the jobs wait: no output yet)
+        t0 = time.monotonic()
+        await asyncio.to_thread(remote, f"touch {flag}")
+        events = await asyncio.wait_for(waits, 30)
         return events, time.monotonic() - t0, probe.watch_channel, probe.poller, probe.shared
 
     events, took, channel, poller, _shared = asyncio.run(main())
     for i, (job, ev) in enumerate(zip(jobs, events)):
         p = ev.payload
         assert p["status"] == "terminal" and p["job"]["status"] == "SUCCEEDED" and p["job_id"] == job.job_id
-        assert b"".join(shown[i]) == _expected(8, f"t{i}")
-        assert p["offsets"]["stdout"] == len(_expected(8, f"t{i}"))
+        assert b"".join(shown[i]) == _expected(6, f"t{i}")
+        assert p["offsets"]["stdout"] == len(_expected(6, f"t{i}"))
         assert len(shown[i]) >= 2, shown[i]  # pushed as the lines came
-    assert took < 8.0, took  # ~3.2 s of output, never a 30 s poll interval
+    assert took < 6.0, took  # ~1.8 s of output, never a 30 s poll interval
     assert channel.opens == 1  # one exec for both triggers, for the whole wait
     assert poller.execs == 0
     # the offsets shown were recorded through the channel: a later try starts after them
     for i, job in enumerate(jobs):
         rec = hook.poll([(job.job_id, None)])[0].job
-        assert rec is not None and rec.raw["log_shown"]["stdout"] == len(_expected(8, f"t{i}"))
+        assert rec is not None and rec.raw["log_shown"]["stdout"] == len(_expected(6, f"t{i}"))
 
 
 def test_channel_killed_is_reestablished_without_losing_or_repeating_bytes(orch_conn, state_dir, remote):
