@@ -460,6 +460,7 @@ def main() -> None:
     ap.add_argument("--max-sleep", type=float, default=10.0)
     ap.add_argument("--poll-cost", type=int, default=1000, help="jobs for the poll-round cost (0: skip)")
     ap.add_argument("--keep", action="store_true", help="keep the job files")
+    ap.add_argument("--table-from", help="print the table from the per-cell JSON lines of a run's stderr")
     ap.add_argument("--watch", help=argparse.SUPPRESS)
     ap.add_argument("--jobs", help=argparse.SUPPRESS)
     ap.add_argument("--state-dir", help=argparse.SUPPRESS)
@@ -467,6 +468,11 @@ def main() -> None:
     opts = ap.parse_args()
     if opts.watch:
         watcher_main(opts.watch, opts.jobs, opts.state_dir, opts.ready)
+        return
+    if opts.table_from:  # e.g. a run stopped early: its finished cells
+        lines = Path(opts.table_from).read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line.startswith('{"n"')]
+        print(table(rows, [c for c in ("ours", "peer") if rows and c in rows[0]]))
         return
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fanout-af-"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
