@@ -216,3 +216,30 @@ def _cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_watch_never_holds_a_lock_writers_wait_on(agent: Agent) -> None:
+    """In a rollback-journal database (a state dir on NFS) a reader that kept a transaction open
+    would block every writer. With the watch running its rounds, an exclusive lock is still
+    taken within 50 ms, time after time."""
+    agent.wait_status(_start(agent, "pass")["job_id"])  # creates the database
+    conn = agent.db()
+    assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    conn.close()
+    job = _start(agent, "import time\nfor i in range(40):\n    print(i, flush=True); time.sleep(0.05)\n")
+    agent.wait_status(job["job_id"], statuses={"RUNNING"})
+    conn = agent.db()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # the agent kept it
+    conn.close()
+    w = WatchProc(agent, interval=0.02, check_every=0.1)
+    w.send({"cmd": "sub", "sid": "s", "job_id": job["job_id"], "offsets": {"stdout": 0, "stderr": 0}})
+    assert w.next(5)["sid"] == "s"
+    for _ in range(30):
+        c = agent.db(timeout=0.05)
+        c.execute("BEGIN EXCLUSIVE")  # raises "database is locked" if the watch held a lock
+        c.execute("COMMIT")
+        c.close()
+        w.send({"cmd": "record", "sid": "s", "job_id": job["job_id"], "offsets": {"stdout": 1, "stderr": 0}})
+        time.sleep(0.03)
+    assert w.until(lambda e: e.get("event") == "recorded", 5)
+    assert w.close() == 0
