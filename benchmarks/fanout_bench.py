@@ -177,7 +177,9 @@ def launch_peer(host: Host, jobs: list[dict[str, Any]], base_dir: str) -> None:
 
 
 # ------------------------------------------------------------------------------- watching
-async def watch(contender: str, jobs: list[dict[str, Any]], state_dir: str) -> dict[str, Any]:
+async def watch(
+    contender: str, jobs: list[dict[str, Any]], state_dir: str, deadline: float
+) -> dict[str, Any]:
     """Run one trigger per job in this loop; the time each yields its first event."""
     import logging
 
@@ -233,7 +235,11 @@ async def watch(contender: str, jobs: list[dict[str, Any]], state_dir: str) -> d
     tick = asyncio.ensure_future(ticker())
     cpu0 = time.process_time()
     t0 = time.time()
-    await asyncio.gather(*(one(j, t) for j, t in zip(jobs, triggers)))
+    tasks = [asyncio.ensure_future(one(j, t)) for j, t in zip(jobs, triggers)]
+    _, pending = await asyncio.wait(tasks, timeout=max(1.0, deadline - time.time()))
+    for task in pending:  # a contender that cannot finish (e.g. stuck connects) is cut off
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     wall = time.time() - t0
     agent_cpu: list[float] = []
     channels: dict[str, Any] = {}
@@ -268,14 +274,14 @@ async def watch(contender: str, jobs: list[dict[str, Any]], state_dir: str) -> d
     }
 
 
-def watcher_main(contender: str, jobs_file: str, state_dir: str, ready_file: str) -> None:
+def watcher_main(contender: str, jobs_file: str, state_dir: str, ready_file: str, deadline: float) -> None:
     jobs = json.loads(Path(jobs_file).read_text())
     if contender == "ours":
         import orchesjob_provider.triggers.orchesjob  # noqa: F401  (imports before "ready")
     else:
         import airflow.providers.ssh.triggers.ssh_remote_job  # noqa: F401
     Path(ready_file).write_text("ready")
-    result = asyncio.run(watch(contender, jobs, state_dir))
+    result = asyncio.run(watch(contender, jobs, state_dir, deadline))
     print(json.dumps(result))
 
 
@@ -465,9 +471,13 @@ def main() -> None:
     ap.add_argument("--jobs", help=argparse.SUPPRESS)
     ap.add_argument("--state-dir", help=argparse.SUPPRESS)
     ap.add_argument("--ready", help=argparse.SUPPRESS)
+    ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--cutoff", type=float, default=60.0, help="s after the last job's end before a watcher is cut off"
+    )
     opts = ap.parse_args()
     if opts.watch:
-        watcher_main(opts.watch, opts.jobs, opts.state_dir, opts.ready)
+        watcher_main(opts.watch, opts.jobs, opts.state_dir, opts.ready, opts.deadline)
         return
     if opts.table_from:  # e.g. a run stopped early: its finished cells
         lines = Path(opts.table_from).read_text().splitlines()
