@@ -347,6 +347,8 @@ def run_cell(
                 state_dir,
                 "--ready",
                 f"{tmp}/{c}.ready",
+                "--deadline",
+                str(max(go, time.time()) + opts.max_sleep + opts.cutoff),
             ],
             stdout=subprocess.PIPE,
             stderr=open(f"{tmp}/{c}.err", "w") if not os.environ.get("FANOUT_DEBUG") else sys.stderr,
