@@ -298,27 +298,28 @@ def run_cell(
     for p in (f"{home}/{BENCH_USER_DIR}", bench_dir):
         os.chown(p, uid, uid)
     state_dir = f"{bench_dir}/oj-state"
-    # every job ends 5-10 s after the watchers are up: launching (8 threads, one connection
-    # each; ~0.3 s per start of ours on this 2-core machine) and the watchers' start-up first
+    # every job waits on a FIFO (a barrier that costs nothing while it waits: `cat` blocked in
+    # open) that is opened once both watchers are up, then sleeps 5-10 s and writes its END time
     per_thread = max(1, 8 // h)
-    est = n * (0.35 if "ours" in contenders else 0.05) / min(8, per_thread * h) + 15
-    go = time.time() + est
+    barrier = f"{bench_dir}/go.fifo"
+    os.mkfifo(barrier, 0o666)
+    os.chmod(barrier, 0o666)
     jobs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     for c in contenders:
         for i in range(n):
             tag = f"{c}{i:05d}"
             host = hosts[c][i % h]
+            end_file = f"{bench_dir}/{tag}.end"
+            sleep = random.uniform(opts.min_sleep, opts.max_sleep)
+            cmd = f"cat {barrier} >/dev/null; sleep {sleep:.2f}; date +%s.%N > {end_file}"
             jobs[c].append(
-                {"tag": tag, "conn_id": host.conn_id, "host": i % h, "end_file": f"{bench_dir}/{tag}.end"}
+                {"tag": tag, "conn_id": host.conn_id, "host": i % h, "end_file": end_file, "cmd": cmd}
             )
     t_launch = time.time()
     threads = []
     for c in contenders:
         for hi, host in enumerate(hosts[c]):
             mine = [j for j in jobs[c] if j["host"] == hi]
-            for j in mine:
-                sleep = max(1.0, go - time.time() + random.uniform(opts.min_sleep, opts.max_sleep))
-                j["cmd"] = f"sleep {sleep:.2f}; date +%s.%N > {j['end_file']}"
             fn = launch_ours if c == "ours" else launch_peer
             arg = state_dir if c == "ours" else f"{bench_dir}/peer"
             for k in range(per_thread):
@@ -348,7 +349,7 @@ def run_cell(
                 "--ready",
                 f"{tmp}/{c}.ready",
                 "--deadline",
-                str(max(go, time.time()) + opts.max_sleep + opts.cutoff),
+                str(time.time() + opts.startup + opts.max_sleep + opts.cutoff),
             ],
             stdout=subprocess.PIPE,
             stderr=open(f"{tmp}/{c}.err", "w") if not os.environ.get("FANOUT_DEBUG") else sys.stderr,
@@ -358,7 +359,10 @@ def run_cell(
         if any(p.poll() is not None for p in procs.values()):
             break
         time.sleep(0.1)
-    late = time.time() > go + opts.min_sleep  # some jobs may have ended before their trigger ran
+    time.sleep(3.0)  # the triggers subscribe / make their first poll
+    fd = os.open(barrier, os.O_WRONLY)  # releases every job blocked on the FIFO at once
+    os.close(fd)
+    late = False
     mem_peak = {c: 0 for c in contenders}
     while any(p.poll() is None for p in procs.values()):
         for c in contenders:
@@ -474,6 +478,7 @@ def main() -> None:
     ap.add_argument("--state-dir", help=argparse.SUPPRESS)
     ap.add_argument("--ready", help=argparse.SUPPRESS)
     ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--startup", type=float, default=120.0, help="s the watchers may take to start")
     ap.add_argument(
         "--cutoff", type=float, default=60.0, help="s after the last job's end before a watcher is cut off"
     )
