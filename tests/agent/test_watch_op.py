@@ -8,13 +8,14 @@ import base64
 import json
 import os
 import select
+import sqlite3
 import subprocess
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
 import pytest
-from agent_helpers import TARGET_PYTHON, Agent
+from agent_helpers import TARGET_PYTHON, Agent, wait_until
 
 pytestmark = pytest.mark.beyond_orchesjob
 
@@ -223,9 +224,20 @@ def test_watch_never_holds_a_lock_writers_wait_on(agent: Agent) -> None:
     would block every writer. With the watch running its rounds, an exclusive lock is still
     taken within 50 ms, time after time."""
     agent.wait_status(_start(agent, "pass")["job_id"])  # creates the database
-    conn = agent.db()
-    assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
-    conn.close()
+    mode = []
+
+    def to_delete_mode() -> bool:  # once the first job's supervisor has let go of the database
+        conn = agent.db(timeout=0.2)
+        try:
+            mode.append(conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0])
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.close()
+
+    wait_until(to_delete_mode, timeout=20, interval=0.1, message="journal_mode=DELETE")
+    assert mode[-1] == "delete"
     job = _start(agent, "import time\nfor i in range(40):\n    print(i, flush=True); time.sleep(0.05)\n")
     agent.wait_status(job["job_id"], statuses={"RUNNING"})
     conn = agent.db()
