@@ -282,7 +282,9 @@ def watcher_main(contender: str, jobs_file: str, state_dir: str, ready_file: str
         import airflow.providers.ssh.triggers.ssh_remote_job  # noqa: F401
     Path(ready_file).write_text("ready")
     result = asyncio.run(watch(contender, jobs, state_dir, deadline))
-    print(json.dumps(result))
+    # to a file: the triggers' log lines go to stdout/stderr, and a pipe nobody reads until the
+    # end would fill up and block the watcher's loop (it did: 64 KB of the peer's warnings)
+    Path(ready_file + ".result").write_text(json.dumps(result))
 
 
 # ------------------------------------------------------------------------------- one cell
@@ -351,9 +353,8 @@ def run_cell(
                 "--deadline",
                 str(time.time() + opts.startup + opts.max_sleep + opts.cutoff),
             ],
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=open(f"{tmp}/{c}.err", "w") if not os.environ.get("FANOUT_DEBUG") else sys.stderr,
-            text=True,
         )
     while not all(os.path.exists(f"{tmp}/{c}.ready") for c in contenders):
         if any(p.poll() is not None for p in procs.values()):
@@ -370,10 +371,10 @@ def run_cell(
         time.sleep(0.5)
     results: dict[str, Any] = {"n": n, "h": h, "launch_s": launch_s, "late_start": late}
     for c in contenders:
-        out, _ = procs[c].communicate()
+        procs[c].wait()
         try:
-            res = json.loads(out.strip().splitlines()[-1])
-        except (ValueError, IndexError):
+            res = json.loads(Path(f"{tmp}/{c}.ready.result").read_text())
+        except (OSError, ValueError):
             raise SystemExit(f"watcher {c} failed:\n{Path(f'{tmp}/{c}.err').read_text()[-3000:]}") from None
         lat = []
         for j in jobs[c]:
