@@ -5,6 +5,7 @@ string is ever parsed by a remote shell and no secret shows up in ``ps``.
 """
 
 import json
+import os
 import sqlite3
 import sys
 
@@ -251,13 +252,47 @@ def _reply(op, body):
     sys.stdout.flush()
 
 
+def _read_request(fd=0):
+    # type: (int) -> Any
+    """(bytes, None) for a one-shot request (everything up to EOF), or (bytes after the first
+    line, request) when the first line is a ``watch`` request: its commands follow on stdin, so
+    reading to EOF would wait for the channel to close. Read from the fd, unbuffered, so the
+    watch sees every byte after its first line."""
+    raw = b""
+    while b"\n" not in raw:
+        data = os.read(fd, 65536)
+        if not data:
+            return raw, None
+        raw += data
+    first, rest = raw.split(b"\n", 1)
+    if b'"watch"' in first:
+        try:
+            req = json.loads(first.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            req = None
+        if isinstance(req, dict) and req.get("op") == "watch" and req.get("protocol", PROTOCOL) == PROTOCOL:
+            return rest, req
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            return raw, None
+        raw += data
+
+
 def serve():
     # type: () -> int
     """Answer one request; the exit code equals the error code (0 on success)."""
     op = None  # type: Optional[str]
     state_dir = ""
     try:
-        raw = sys.stdin.buffer.read()
+        raw, watching = _read_request()
+        if watching is not None:  # a long-lived watch: commands follow on stdin (watch.py)
+            from remote_agent import watch
+
+            op = "watch"
+            given = _get(watching, "home", str) or _get(watching, "state_dir", str)
+            state_dir = paths.expand(given) if given else paths.default_state_dir()
+            return watch.serve(watching, state_dir, raw)
         try:
             req = json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:

@@ -555,3 +555,21 @@ def set_waiting(conn, job_id, now):
     """The job's first verdict was "wait": it reads as WAITING from now on until its grant."""
     conn.execute("UPDATE lock_queue SET waiting_since = ? WHERE job_id = ? AND waiting_since IS NULL"
                  " AND granted_at IS NULL", (now, job_id))
+# --- the watch op (remote_agent/watch.py) ----------------------------------------------------
+
+def data_version(conn):
+    # type: (sqlite3.Connection) -> int
+    """SQLite's ``PRAGMA data_version``: changes when another connection commits to the file.
+    One open connection asks it in microseconds, so a watcher re-reads jobs only after a write."""
+    return conn.execute("PRAGMA data_version").fetchone()["data_version"]
+
+
+def jobs_by_ids(conn, job_ids):
+    # type: (sqlite3.Connection, Sequence[str]) -> List[Row]
+    """The rows of many jobs by id, in chunks under SQLite's old 999-parameter limit."""
+    rows = []  # type: List[Row]
+    ids = list(job_ids)
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        rows.extend(conn.execute("SELECT * FROM jobs WHERE job_id IN {}".format(_marks(part)), part))
+    return rows

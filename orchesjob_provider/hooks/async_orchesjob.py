@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchesjob_provider import metrics
-from orchesjob_provider.bundle import DEPLOY_TIMEOUT, deploy_command, get_bundle, rpc_command
+from orchesjob_provider.bundle import DEPLOY_TIMEOUT, deploy_command, rpc_command
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobNotFound
-from orchesjob_provider.hooks.shared import BatchPoller, SharedConnection, loop_registry
+from orchesjob_provider.hooks.shared import BatchPoller, SharedConnection, load_bundle, loop_registry
+from orchesjob_provider.hooks.watch_channel import WatchChannel
 from orchesjob_provider.protocol import (
     CALL_SLACK,
     JobLogs,
@@ -88,6 +89,18 @@ class AsyncOrchesjobHook:
         return poller
 
     @property
+    def watch_channel(self) -> WatchChannel:
+        """The loop's watch channel for this host and state dir (hooks/watch_channel.py); it
+        holds a hook of its own, so its hold on the shared connection is its own too."""
+        reg = loop_registry()
+        key = ("watch", self.ssh_conn_id, self.state_dir, self.remote_python)
+        channel = reg.get(key)
+        if channel is None:
+            own = AsyncOrchesjobHook(self.ssh_conn_id, self.remote_python, self.state_dir, self.conn_timeout)
+            channel = reg[key] = WatchChannel(own)
+        return channel
+
+    @property
     def where(self) -> str:
         return self.shared.where
 
@@ -109,9 +122,8 @@ class AsyncOrchesjobHook:
         self.release()
 
     async def _exec(self, command: str, stdin: bytes, timeout: float, op: str) -> tuple[int, bytes, bytes]:
-        import asyncssh
-
         conn = await self.shared.get()
+        import asyncssh  # imported off the loop by the first shared.get(): a lookup now
         try:
             result = await asyncio.wait_for(_run_with_stdin(conn, command, stdin), timeout=timeout)
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
@@ -134,7 +146,7 @@ class AsyncOrchesjobHook:
         return rc, bytes(result.stdout or b""), bytes(result.stderr or b"")
 
     async def deploy(self) -> None:
-        bundle = get_bundle()
+        bundle = await load_bundle()
         command = deploy_command(self.remote_python, bundle)
         rc, out, err = await self._exec(command, bundle.data, DEPLOY_TIMEOUT, "deploy")
         check_deploy(rc, out, err, where=self.where, remote_path=bundle.remote_path)
@@ -144,7 +156,7 @@ class AsyncOrchesjobHook:
         """Run one agent operation and return its reply (``ok`` true), or raise a typed error."""
         payload = build_request(op, self.state_dir, args)
         timeout = call_timeout if call_timeout is not None else CALL_SLACK
-        command = rpc_command(self.remote_python, get_bundle())
+        command = rpc_command(self.remote_python, await load_bundle())
         retry = CallRetry(op, remote_python=self.remote_python)
         while True:
             step = retry.after(*await self._exec(command, payload, timeout, op), where=self.where)

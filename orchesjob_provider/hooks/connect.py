@@ -219,7 +219,8 @@ def _client_keys(asyncssh: Any, extras: dict[str, Any], opts: dict[str, Any]) ->
         passphrase = extras.get("private_key_passphrase") or extras.get("passphrase") or None
         opts["client_keys"] = [asyncssh.import_private_key(extras["private_key"], passphrase)]
     elif extras.get("key_file"):
-        opts["client_keys"] = [extras["key_file"]]
+        # loaded here (a worker thread) rather than by asyncssh.connect on the loop thread
+        opts["client_keys"] = asyncssh.load_keypairs([extras["key_file"]])
     elif "look_for_keys" in extras and not _truthy(extras["look_for_keys"]):
         opts["client_keys"] = None
 
@@ -242,8 +243,8 @@ async def build_connect_options(ssh_conn_id: str, conn_timeout: float | None = N
     opts: dict[str, Any] = {"host": host, "port": port, "username": username}
     if conn.password:
         opts["password"] = conn.password
-    try:
-        _client_keys(asyncssh, extras, opts)
+    try:  # key parsing (a passphrase's KDF can take a second) and key files: off the loop
+        await asyncio.to_thread(_client_keys, asyncssh, extras, opts)
     except (ValueError, asyncssh.Error) as e:
         raise AgentUnavailable(f"SSH connection {ssh_conn_id!r} is misconfigured: {e}") from None
     check = HostKeyCheck(await host_key_policy(extras, host, port, ssh_conn_id))

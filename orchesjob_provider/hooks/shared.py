@@ -8,12 +8,16 @@ registry is weak on the loop, so the objects of a finished loop go with it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from orchesjob_provider import bundle as bundle_module
 from orchesjob_provider import metrics
+from orchesjob_provider.bundle import AgentBundle
 from orchesjob_provider.exceptions import AgentUnavailable
 from orchesjob_provider.hooks.connect import build_connect_options, dead_after, tune_socket
 from orchesjob_provider.protocol import DEFAULT_LOG_LIMIT, JobLogs, normalize_offsets, poll_args
@@ -34,6 +38,25 @@ def loop_registry() -> dict[tuple, Any]:
 
 
 _asyncssh_quieted = False
+_asyncssh_loaded = False
+
+
+async def load_asyncssh() -> Any:
+    """asyncssh, imported in a worker thread the first time: its imports take ~0.5 s, which on
+    the loop thread would stall every trigger of the triggerer. Later calls cost nothing."""
+    global _asyncssh_loaded
+    if not _asyncssh_loaded:
+        # a second caller during the import waits on the module's import lock in its own thread
+        await asyncio.to_thread(importlib.import_module, "asyncssh")
+        _asyncssh_loaded = True
+    return sys.modules["asyncssh"]
+
+
+async def load_bundle() -> AgentBundle:
+    """The agent bundle (built once: reading and zipping the agent's sources) off the loop."""
+    if bundle_module._cached is not None:
+        return bundle_module._cached
+    return await asyncio.to_thread(bundle_module.get_bundle)
 
 
 def quiet_asyncssh() -> None:
@@ -71,8 +94,7 @@ class SharedConnection:
             if self.conn is not None:  # closed under us (not by the idle close): lost
                 self.lost = True
             self.conn = None
-            import asyncssh
-
+            asyncssh = await load_asyncssh()
             quiet_asyncssh()
             target = await build_connect_options(self.ssh_conn_id, self.conn_timeout)
             self.where = target.where

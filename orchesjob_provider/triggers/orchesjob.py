@@ -9,6 +9,7 @@ from typing import Any
 from orchesjob_provider.address import AgentAddress
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobError, OrchesjobWrongState
 from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
+from orchesjob_provider.hooks.watch_channel import WatchUnsupported
 from orchesjob_provider.protocol import (
     EVENT_ERROR,
     EVENT_TERMINAL,
@@ -25,6 +26,7 @@ from orchesjob_provider.version_compat import (
     mask_secret,
 )
 from orchesjob_provider.watch import MaskedLog, Watch, log_chunk_lines
+from orchesjob_provider.watch_protocol import starts_at
 
 
 class OrchesjobTrigger(BaseTrigger):
@@ -32,7 +34,9 @@ class OrchesjobTrigger(BaseTrigger):
     Wait until a remote job is terminal; yield one event with its final record and log offsets.
 
     All I/O goes through asyncssh: one shared connection per SSH connection id in the triggerer
-    process, and one batched ``poll`` exec per round for every trigger watching that host. New log
+    process, and one watch channel per host (hooks/watch_channel.py) that pushes the job's end and
+    new log lines; where that channel cannot run, one batched ``poll`` exec per round for every
+    trigger watching that host. New log
     lines are written to the trigger's log as they arrive (on Airflow 2.6+ and 3.x the triggerer
     routes them into the task log); the event carries the offsets up to which lines were written,
     so the operator prints only what follows. A dropped connection is retried with backoff.
@@ -52,6 +56,9 @@ class OrchesjobTrigger(BaseTrigger):
     :param secret_values: the job's secret env values (operator ``secret_env`` and sensitive
         names): registered with the triggerer's secrets masker and replaced by ``***`` in the
         job's log lines written here. Airflow stores trigger kwargs encrypted.
+    :param use_watch: wait on the host's watch channel (one long-lived agent per host pushes the
+        end and new log lines; ``poll_interval`` does not matter then); False, or a host where
+        the channel cannot run, uses the batched poll every ``poll_interval`` seconds.
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class OrchesjobTrigger(BaseTrigger):
         max_reconnect_attempts: int = 20,
         abort_grace_seconds: float = 5.0,
         secret_values: list[str] | None = None,
+        use_watch: bool = True,
     ) -> None:
         super().__init__()
         self.secret_values = [v for v in secret_values or () if isinstance(v, str) and v]
@@ -88,6 +96,7 @@ class OrchesjobTrigger(BaseTrigger):
         self.stream_logs = stream_logs
         self.max_reconnect_attempts = max_reconnect_attempts
         self.abort_grace_seconds = abort_grace_seconds
+        self.use_watch = bool(use_watch)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -106,6 +115,7 @@ class OrchesjobTrigger(BaseTrigger):
                 "max_reconnect_attempts": self.max_reconnect_attempts,
                 "abort_grace_seconds": self.abort_grace_seconds,
                 "secret_values": list(self.secret_values),
+                "use_watch": self.use_watch,
             },
         )
 
@@ -138,8 +148,15 @@ class OrchesjobTrigger(BaseTrigger):
             stream_logs=self.stream_logs,
             show=self._show,
         )
+        watch_tried = not self.use_watch
         try:
             while True:
+                if self.job_id and not watch_tried:
+                    watch_tried = True
+                    event = await self._wait_watching(hook, watch)
+                    if event is not None:
+                        yield event
+                        return
                 if watch.expired:
                     yield self._event(EVENT_TIMEOUT, watch, "timed out waiting for the remote job")
                     return
@@ -185,6 +202,51 @@ class OrchesjobTrigger(BaseTrigger):
             raise
         finally:
             hook.release()
+
+    async def _wait_watching(self, hook: AsyncOrchesjobHook, watch: Watch) -> TriggerEvent | None:
+        """Wait on the host's watch channel: the event to yield, or None to poll instead (the
+        channel cannot run there). Offsets stay ours: an event that does not start at them is
+        not shown; the channel is asked again from them."""
+        assert self.job_id is not None
+        channel = hook.watch_channel
+        if not channel.supported:
+            return None
+        sub = channel.subscribe(self.job_id, watch.offsets if self.stream_logs else None)
+        try:
+            while True:
+                if watch.expired:
+                    return self._event(EVENT_TIMEOUT, watch, "timed out waiting for the remote job")
+                try:
+                    res = await sub.next(watch.capped(60.0))
+                except WatchUnsupported as e:
+                    self.log.info("orchesjob: no watch channel on %s (%s); polling instead", hook.where, e)
+                    return None
+                except AgentUnavailable as e:
+                    delay = watch.failed(e)  # the channel reconnects with its own backoff
+                    if delay is None:
+                        return self._event(EVENT_ERROR, watch, watch.give_up_message(e))
+                    continue
+                if res is None:
+                    continue
+                if res.job is None:
+                    message = (
+                        f"job {self.job_id} is not known on {hook.where} (state dir cleaned or changed?)"
+                    )
+                    return self._event(EVENT_ERROR, watch, message, job_known=False)
+                if self.stream_logs and not starts_at(res, watch.offsets):
+                    sub.resubscribe()
+                    continue
+                watch.seen(res)
+                self.offsets = dict(watch.offsets)
+                showed = self.stream_logs and watch.showed_bytes(res)
+                if showed:
+                    sub.shown(watch.offsets)
+                if res.job.is_terminal:
+                    if showed and not await sub.wait_recorded(5.0):
+                        self.log.debug("Could not record log offsets of job %s", self.job_id)
+                    return self._event(EVENT_TERMINAL, watch, f"job {res.job.job_id} {res.job.status}")
+        finally:
+            sub.close()
 
     async def _resolve_run_key(self, hook: AsyncOrchesjobHook) -> bool:
         """Sensor use: find the run key's latest job; False while there is none yet."""

@@ -202,7 +202,13 @@ def test_triggers_share_one_connection_and_batch_their_polls(orch_conn, state_di
 
     async def main():
         triggers = [
-            OrchesjobTrigger(ssh_conn_id=orch_conn, job_id=j.job_id, poll_interval=0.3, state_dir=state_dir)
+            OrchesjobTrigger(
+                ssh_conn_id=orch_conn,
+                job_id=j.job_id,
+                poll_interval=0.3,
+                state_dir=state_dir,
+                use_watch=False,  # this test is about the batched poll (the watch's fallback)
+            )
             for j in jobs
         ]
         events = await asyncio.gather(*(t.run().__anext__() for t in triggers))
