@@ -9,7 +9,7 @@ key impossible even if this code were wrong.
 import json
 import os
 
-from remote_agent import host, paths, procs, store
+from remote_agent import host, paths, procs, store, store_locks
 from remote_agent.errors import not_found, wrong_state
 from remote_agent.liveness import REBOOTED, reconcile
 from remote_agent.reader import Reader, resolve, wait_for
@@ -209,7 +209,7 @@ def _enqueue(conn, row, claims, queue_timeout):
 
     from remote_agent import lockwait
 
-    store.enqueue(conn, row["job_id"], claims, time.time(), queue_timeout)
+    store_locks.enqueue(conn, row["job_id"], claims, time.time(), queue_timeout)
     return "granted" if lockwait.grant_now(conn, row["job_id"]) else "wait"
 
 
@@ -220,7 +220,7 @@ def _supersede(conn, row):
     if row["status"] in ACTIVE:
         store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                          aborted_at=now, updated_at=now, abort_reason=SUPERSEDED_REASON)
-        store.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
+        store_locks.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
     store.ack_job(conn, row["job_id"], now)
     return row
 
@@ -320,7 +320,7 @@ def abort(state_dir, run_key, job_id, reason, grace, ack=False):
         if row["status"] in ACTIVE:
             store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                              aborted_at=now, updated_at=now, abort_reason=text(reason))
-            store.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
+            store_locks.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
     if row["status"] not in ACTIVE:
         raise wrong_state("Job is not running: {} status={}{}".format(
             row["job_id"], row["status"], " (its result is now acknowledged)" if ack else ""))
@@ -370,7 +370,7 @@ def rerun(state_dir, run_key, job_id, reason, sync, start_timeout):
         row = _new_attempt(conn, store.run_key_row(conn, key), key, argv, cwd, False,
                            source["job_id"], text(reason))
         # the rerun queues for the same locks and slots as the job it repeats
-        entry = store.lock_entry(conn, source["job_id"])
+        entry = store_locks.lock_entry(conn, source["job_id"])
         queued = None if entry is None else _enqueue(conn, row, json.loads(entry["claims"]),
                                                      entry["queue_timeout"])
     result = StartResult(STARTED, row)

@@ -6,7 +6,7 @@ history size (``list`` walks the index on started_at newest first and stops at i
 
 import time
 
-from remote_agent import paths, store
+from remote_agent import paths, store, store_reads
 from remote_agent.errors import EXIT_NOT_FOUND, AgentError, bad_args
 from remote_agent.liveness import reconcile
 from remote_agent.reader import Reader
@@ -97,14 +97,15 @@ def list_jobs(state_dir, statuses, key_glob=None, since=None, until=None, limit=
         return []
     try:
         bounds = prefix_range(literal_prefix(key_glob)) if key_glob is not None else None
-        if bounds is not None and store.count_key_range(conn, bounds[0], bounds[1], FEW_KEYS) >= FEW_KEYS:
+        if (bounds is not None
+                and store_reads.count_key_range(conn, bounds[0], bounds[1], FEW_KEYS) >= FEW_KEYS):
             bounds = None  # a prefix most keys share: walking newest first finds them sooner
         rows = [dict(reconcile(conn, r), seq=r["seq"])
-                for r in store.list_jobs(conn, ACTIVE, key_glob, since, until, key_range=bounds)]
+                for r in store_reads.list_jobs(conn, ACTIVE, key_glob, since, until, key_range=bounds)]
         rows = [r for r in rows if r["status"] in statuses]
         wanted = [s for s in statuses if s in TERMINAL]
         if wanted:
-            rows += store.list_jobs(conn, wanted, key_glob, since, until, limit, key_range=bounds)
+            rows += store_reads.list_jobs(conn, wanted, key_glob, since, until, limit, key_range=bounds)
     finally:
         conn.close()
     rows.sort(key=lambda r: (r["started_at"], r["seq"]), reverse=True)

@@ -25,7 +25,7 @@ import select
 import signal
 import time
 
-from remote_agent import locks, paths, store
+from remote_agent import locks, paths, store, store_locks
 from remote_agent.liveness import lost_reason, reconcile
 from remote_agent.vocab import ACTIVE, CANCELLED, STARTING, STDERR
 
@@ -92,7 +92,7 @@ def remove_channel(state_dir, job_id):
 
 def entry_of(row):
     # type: (Row) -> Dict[str, Any]
-    """A ``store.lock_queue`` row as ``locks.decide_turn`` reads it."""
+    """A ``store_locks.lock_queue`` row as ``locks.decide_turn`` reads it."""
     return {"job_id": row["job_id"], "run_key": row["run_key"], "claims": json.loads(row["lock_claims"]),
             "seq": row["lock_seq"],
             "granted": row.get("lock_granted_at") is not None, "status": row["status"],
@@ -109,12 +109,12 @@ def live_queue(conn, locked):
     abort stores ABORTED before its TERM-then-KILL, and the next holder must not start beside a
     target that is still ending. A writer (``locked``) clears the mark once they are gone."""
     out = []
-    for row in store.lock_releasing(conn):
+    for row in store_locks.lock_releasing(conn):
         if lost_reason(row) is None:  # its supervisor or its target is still alive
             out.append(entry_of(row))
         elif locked:
-            store.lock_released(conn, row["job_id"])
-    for row in store.lock_queue(conn):
+            store_locks.lock_released(conn, row["job_id"])
+    for row in store_locks.lock_queue(conn):
         now = reconcile(conn, row, locked)
         if now["status"] in ACTIVE:
             out.append(entry_of(row))
@@ -129,9 +129,9 @@ def grant_now(conn, job_id):
     """In the start transaction: take the new job's turn at once when nothing is in its way,
     else mark it waiting (so it reads as WAITING from its first commit, before its supervisor runs)."""
     if not locks.decide_turn(job_id, live_queue(conn, locked=True))[0]:
-        store.set_waiting(conn, job_id, time.time())
+        store_locks.set_waiting(conn, job_id, time.time())
         return False
-    store.grant_locks(conn, job_id, time.time())
+    store_locks.grant_locks(conn, job_id, time.time())
     return True
 
 
@@ -211,9 +211,9 @@ def _evaluate(state_dir, job_id):
             return False, [], None  # aborted (or ended otherwise) while queued
         ok, blockers = locks.decide_turn(job_id, queue)
         if ok:
-            store.grant_locks(conn, job_id, now)
+            store_locks.grant_locks(conn, job_id, now)
             return True, [], None
-        entry = store.lock_entry(conn, job_id) or {}
+        entry = store_locks.lock_entry(conn, job_id) or {}
         timeout = entry.get("queue_timeout")
         deadline = entry["queued_at"] + timeout if timeout is not None else None
         if timeout is not None and deadline is not None and now >= deadline:
@@ -222,7 +222,7 @@ def _evaluate(state_dir, job_id):
             store.update_job(conn, job_id, (STARTING,), status=CANCELLED, finished_at=int(now),
                              updated_at=int(now), abort_reason=message)
         else:
-            store.set_waiting(conn, job_id, now)
+            store_locks.set_waiting(conn, job_id, now)
     if message is not None:
         _log_line(state_dir, job_id, message)
         return False, [], None
@@ -303,7 +303,7 @@ def with_wait_info(conn, row):
     import sqlite3
 
     try:
-        entry = store.lock_entry(conn, row["job_id"])
+        entry = store_locks.lock_entry(conn, row["job_id"])
         if entry is None or entry["granted_at"] is not None or entry["waiting_since"] is None:
             return row
         queue = live_queue(conn, locked=False)

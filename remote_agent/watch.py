@@ -31,7 +31,7 @@ import sqlite3
 import sys
 import time
 
-from remote_agent import PROTOCOL, __version__, exitrec, render, store
+from remote_agent import PROTOCOL, __version__, exitrec, render, store, store_reads
 from remote_agent.errors import AgentError, bad_args
 from remote_agent.liveness import reconcile
 from remote_agent.logs import read_chunk
@@ -246,7 +246,7 @@ class Watcher(object):
     def _ends(self):
         # type: () -> None
         assert self.conn is not None
-        version = store.data_version(self.conn)
+        version = store_reads.data_version(self.conn)
         changed, self.version = version != self.version, version
         try:
             mtime = os.stat(os.path.join(self.state_dir, "logs")).st_mtime_ns  # type: Optional[int]
@@ -260,7 +260,7 @@ class Watcher(object):
         if not (changed or dir_changed or check) or not self.subs:
             return
         subs = list(self.subs.values())
-        rows = {r["job_id"]: r for r in store.jobs_by_ids(self.conn, sorted({s.job_id for s in subs}))}
+        rows = {r["job_id"]: r for r in store_reads.jobs_by_ids(self.conn, sorted({s.job_id for s in subs}))}
         for sub in subs:
             row = rows.get(sub.job_id)
             if row is None:
