@@ -39,8 +39,8 @@ pytestmark = e2e_marks()
 CONN_ID = "orchesjob_events_ssh"  # the events runner's DAG template uses this connection id
 #: how long the warm-shutdown case watches the worker after its SIGTERM before releasing the job
 #: (longer than the heartbeat timeout: a task that was stopped would be failed and retried by then)
-WARM_WATCH = 25
-HEARTBEAT_TIMEOUT = 20
+WARM_WATCH = 35
+HEARTBEAT_TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")
