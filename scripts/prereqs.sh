@@ -10,7 +10,7 @@
 # PREREQS_ABSENT="nftables ..." pretends those are missing and PREREQS_DRY_RUN=1 prints the apt
 # commands instead of running them (tests/unit/test_testkit.py checks the logic that way).
 
-PREREQS_ALL=(openssh-server openssh-client nftables iproute2 python3 sshfs)
+PREREQS_ALL=(openssh-server openssh-client nftables iproute2 python3 sshfs redis-server)
 
 prereqs_binary() {  # the binary that proves a package is installed
     case "$1" in
@@ -20,6 +20,7 @@ prereqs_binary() {  # the binary that proves a package is installed
         iproute2) echo ip ;;
         python3) echo /usr/bin/python3 ;;
         sshfs) echo sshfs ;;
+        redis-server) echo /usr/bin/redis-server ;;  # the Celery broker of the CeleryExecutor e2e
         *) echo "prereqs: unknown package $1" >&2; return 2 ;;
     esac
 }

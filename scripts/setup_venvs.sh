@@ -5,6 +5,7 @@
 #
 #   .venvs/af3  latest apache-airflow 3.3.x + latest SSH provider + dev tools + project (-e)
 #   .venvs/af2  the MWAA 2.10.3 pin set (shared/MWAA_PINS.md) + pytest + project (-e, --no-deps)
+#   .venvs/af32 the MWAA 3.2.1 pin set (Airflow 3.2.1) + pytest + project (-e, --no-deps)
 #
 # Env knobs: VENV_ROOT (default <repo>/.venvs), ORCHESJOB_BASE_PYTHON (base interpreter),
 # ORCHESJOB_VENVS="af3 af2" (which venvs to build), FORCE_VENVS=1 (ignore stamps).
@@ -12,13 +13,16 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV_ROOT="${VENV_ROOT:-$REPO/.venvs}"
-VENVS="${ORCHESJOB_VENVS:-af3 af2}"
+VENVS="${ORCHESJOB_VENVS:-af3 af2 af32}"
 
 # ---- dependency lists (part of the stamp) -------------------------------------------------
 AF3_DEPS=(
     "apache-airflow==3.3.*"
     "apache-airflow-providers-ssh"
     "asyncssh"
+    # the CeleryExecutor end-to-end test (tests/e2e/test_celery_executor.py): the executor MWAA
+    # runs; its redis client comes with the provider (celery[redis])
+    "apache-airflow-providers-celery"
     "pytest" "pytest-timeout" "pytest-xdist"
     "ruff" "mypy" "vermin"
 )
@@ -33,6 +37,20 @@ AF2_DEPS=(
     "pytest" "pytest-timeout" "pytest-xdist"
 )
 AF2_EXTRA_PINS=(
+)
+# MWAA 3.2.1 image pins (the leg that proves Airflow 3.0-3.2: dag.test() of tests/provider).
+AF32_DEPS=(
+    "apache-airflow==3.2.1"
+    "apache-airflow-providers-ssh==5.0.0"
+    "apache-airflow-providers-common-compat==1.14.3"
+    "paramiko==3.5.1"
+    "asyncssh==2.22.0"
+    "pytest" "pytest-timeout" "pytest-xdist"
+    # Without MWAA's constraint file the resolver takes the newest FastAPI (and with it cadwyn 9):
+    # Airflow 3.2.1's in-process execution API then fails to build its schema ("Model
+    # 'TITerminalStatePayload' needs a discriminator field") and every dag.test() fails.
+    # Airflow 3.3 itself caps fastapi <0.137; MWAA's 3.2.1 image has an older one still.
+    "fastapi<0.137"
 )
 
 log() { printf '[setup_venvs] %s\n' "$*" >&2; }
@@ -83,6 +101,7 @@ stamp_of() {  # $1 = venv name
         case "$name" in
             af3) printf '%s\n' "${AF3_DEPS[@]}" ;;
             af2) printf '%s\n' "${AF2_DEPS[@]}" "${AF2_EXTRA_PINS[@]+"${AF2_EXTRA_PINS[@]}"}" ;;
+            af32) printf '%s\n' "${AF32_DEPS[@]}" ;;
         esac
         cat "$REPO/pyproject.toml"
     } | sha256sum | cut -d' ' -f1
@@ -106,6 +125,7 @@ build_venv() {  # $1 = venv name
         af3) "${UV[@]}" pip install --quiet --python "$dir/bin/python" "${AF3_DEPS[@]}" ;;
         af2) "${UV[@]}" pip install --quiet --python "$dir/bin/python" \
                  "${AF2_DEPS[@]}" "${AF2_EXTRA_PINS[@]+"${AF2_EXTRA_PINS[@]}"}" ;;
+        af32) "${UV[@]}" pip install --quiet --python "$dir/bin/python" "${AF32_DEPS[@]}" ;;
         *) log "unknown venv $name"; return 1 ;;
     esac
     # Import smoke test of the third-party stack, before the project is installed (the
@@ -121,10 +141,10 @@ build_venv() {  # $1 = venv name
     fi
     rm -rf "$ah"
     # The project itself, editable. af2: --no-deps, the pins above are what MWAA has and the
-    # project must never pull newer ones; `pip check` below proves its ranges admit them.
+    # project must never pull newer ones (af32 likewise); `pip check` below proves its ranges admit them.
     case "$name" in
         af3) "${UV[@]}" pip install --quiet --python "$dir/bin/python" -e "$REPO" ;;
-        af2) "${UV[@]}" pip install --quiet --python "$dir/bin/python" --no-deps -e "$REPO" ;;
+        af2|af32) "${UV[@]}" pip install --quiet --python "$dir/bin/python" --no-deps -e "$REPO" ;;
     esac
     if ! "${UV[@]}" pip check --quiet --python "$dir/bin/python" >/dev/null 2>&1; then
         "${UV[@]}" pip check --python "$dir/bin/python" >&2 || true

@@ -3,23 +3,30 @@
 #
 #   0 prereqs  system packages (openssh-server/-client, nftables, iproute2, python3): the missing
 #              ones, once, with apt-get (scripts/prereqs.sh); nothing later runs apt-get
-#   1 venvs    scripts/setup_venvs.sh (.venvs/af3 = Airflow 3.3, .venvs/af2 = MWAA 2.10.3 pins)
+#   1 venvs    scripts/setup_venvs.sh (.venvs/af3 = Airflow 3.3, .venvs/af2 = MWAA 2.10.3 pins,
+#              .venvs/af32 = MWAA 3.2.1 pins)
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
 #   3 sshd     loopback OpenSSH server + throwaway user (python -m testkit.sshd)
 #   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e (so tests/unit
-#              too), then tests/faults, each on xdist workers; then tests/e2e without xdist: one
-#              real Airflow stack running every e2e case at once (tests/e2e/events_runner.py)
-#              (a real scheduler + triggerer: CPU-heavy and timed, so it gets the machine to itself)
-#   5 af2      the same for tests/unit + tests/provider and tests/faults under .venvs/af2 (MWAA
+#              too), then tests/faults, each on xdist workers
+#   5 e2e lane IN THE BACKGROUND from here on (its output goes to its logs, printed when it is
+#              joined at the end): tests/e2e without xdist (one real Airflow stack running every
+#              event case at once, tests/e2e/events_runner.py), then the CeleryExecutor stack
+#              (Redis + two Celery workers, tests/e2e/test_celery_executor.py). Both mostly wait
+#              on Airflow's loops, so they run beside the legs below instead of after them.
+#   6 af2      the same for tests/unit + tests/provider and tests/faults under .venvs/af2 (MWAA
 #              2.10.3 pins)
-#   6 agent    pytest tests/agent (the whole suite, on xdist workers) with AGENT_PYTHON = each
+#   7 af32     tests/unit + tests/provider under .venvs/af32 (Airflow 3.2.1, MWAA 3.2.1 pins)
+#   8 agent    pytest tests/agent (the whole suite, on xdist workers) with AGENT_PYTHON = each
 #              pyenv CPython 3.6..3.13 other than the af3 venv's own (the af3 leg covers that one)
+#   9 join     wait for the e2e lane; print its legs' output
 #
 # Under CI=true a skipped fault/e2e test is a failure (tests/conftest.py).
 # Fails fast. The last lines printed are the pytest summary line of every leg that ran.
 # Knobs: PYTEST_TIMEOUT (per test, default 300 s), PYTEST_ARGS (extra args for every leg),
 #        PYTEST_WORKERS (xdist workers of the parallel legs, default 3; 0 = no xdist),
-#        SKIP_LINT=1, SKIP_OLD_PYTHONS=1, KEEP_GOING=1 (run every pytest leg, fail at the end).
+#        SKIP_LINT=1, SKIP_OLD_PYTHONS=1, KEEP_GOING=1 (run every pytest leg, fail at the end),
+#        E2E_LANE=serial (run the e2e lane in the foreground, after af3-faults, as before).
 set -euo pipefail
 { # The whole script is one block, read before it runs: editing this file mid-run is harmless.
 
@@ -27,6 +34,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 AF3="$REPO/.venvs/af3/bin/python"
 AF2="$REPO/.venvs/af2/bin/python"
+AF32="$REPO/.venvs/af32/bin/python"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"
 # Most tests wait (on SSH, on jobs, on Airflow's polls) far more than they compute: 3 workers on
 # 2 cores halve the wall time of those legs (measured; see README "The two commands").
@@ -71,6 +79,7 @@ on_exit() {
     set +e
     [[ $rc == 0 ]] || STEP_RESULT=FAILED
     end_step "$STEP_RESULT"
+    lane_abort
     if [[ $SSHD_STARTED == 1 ]]; then
         "$AF3" -m testkit.sshd stop >/dev/null 2>&1
     fi
@@ -125,6 +134,57 @@ finish_leg() {
     fi
 }
 
+# ---- the background lane: legs that run one after the other beside the foreground legs
+# Each leg's output goes to its log only; lane_join prints it (in full when the leg failed).
+LANE_PID=""
+LANE_LEGS=()    # "leg allow-empty" per leg, in order
+# lane_leg <leg> <python> <pytest args...>   (inside the lane's subshell)
+lane_leg() {
+    local leg="$1" py="$2" t0=$SECONDS rc; shift 2
+    "$py" -m pytest -p no:cacheprovider -ra --durations=10 --timeout="$PYTEST_TIMEOUT" \
+        "${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}" "$@" > "$LOGS/$leg.log" 2>&1 &
+    echo $! > "$LOGS/$leg.pid"
+    wait $! && rc=0 || rc=$?
+    echo "$rc" > "$LOGS/$leg.rc"
+    echo "$((SECONDS - t0))" > "$LOGS/$leg.secs"
+}
+# lane_join: wait for the lane; print and record each of its legs like a foreground leg.
+lane_join() {
+    [[ -n "$LANE_PID" ]] || return 0
+    step lane-join "wait for the background e2e lane (${LANE_LEGS[*]%% *})"
+    wait "$LANE_PID" || true
+    LANE_PID=""
+    local entry leg allow rc secs
+    for entry in "${LANE_LEGS[@]}"; do
+        leg="${entry%% *}"; allow="${entry##* }"
+        rc="$(cat "$LOGS/$leg.rc" 2>/dev/null || echo 1)"
+        secs="$(cat "$LOGS/$leg.secs" 2>/dev/null || echo 0)"
+        printf '\n==== [%s] (background lane) %ss, exit %s: %s\n' "$leg" "$secs" "$rc" \
+            "$([[ $rc == 0 ]] && echo "last lines" || echo "full output")"
+        if [[ $rc == 0 ]]; then tail -n 15 "$LOGS/$leg.log"; else cat "$LOGS/$leg.log"; fi
+        RECAP+=("$(printf '%-22s %5ds  %s' "  $leg (bg)" "$secs" "$([[ $rc == 0 ]] && echo ok || echo FAILED)")")
+        finish_leg "$leg" "$allow" "$rc"
+    done
+}
+# on an early exit: interrupt the lane's pytest (SIGINT: its fixtures stop their stacks and sshds)
+lane_abort() {
+    [[ -n "$LANE_PID" ]] || return 0
+    local entry pid pids=() i alive
+    kill "$LANE_PID" 2>/dev/null || true   # the lane starts no further leg
+    wait "$LANE_PID" 2>/dev/null || true
+    for entry in "${LANE_LEGS[@]}"; do
+        pid="$(cat "$LOGS/${entry%% *}.pid" 2>/dev/null || true)"
+        if [[ -n "$pid" ]] && kill -INT "$pid" 2>/dev/null; then pids+=("$pid"); fi
+    done
+    for ((i = 0; i < 60; i++)); do   # up to 60 s for their teardown
+        alive=0
+        for pid in "${pids[@]+"${pids[@]}"}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [[ $alive == 0 ]] && break
+        sleep 1
+    done
+    LANE_PID=""
+}
+
 # --------------------------------------------------------------------------- 0 prereqs
 step prereqs "system packages (scripts/prereqs.sh): openssh-server, nftables, iproute2, ..."
 # shellcheck source=scripts/prereqs.sh
@@ -175,17 +235,43 @@ run_pytest af3 "$AF3" 0 "${XDIST[@]}" --ignore=tests/faults --ignore=tests/e2e t
 # pool they share the machine only with each other (measured max event-loop lag 4-7 ms, bound 200).
 step pytest-af3-faults "pytest tests/faults under .venvs/af3, ${PYTEST_WORKERS} workers"
 run_pytest af3-faults "$AF3" 0 "${XDIST[@]}" tests/faults
-step pytest-af3-e2e "pytest tests/e2e under .venvs/af3: one stack, every case at once"
-run_pytest af3-e2e "$AF3" 0 tests/e2e
 
-# --------------------------------------------------------------------------- 5 af2
+# --------------------------------------------------------------------------- 5 e2e lane
+# The real-stack legs time what they observe (heartbeat timeouts, trigger polls) but mostly wait:
+# measured beside the legs below they pass with the same margins (README "The two commands").
+E2E_ARGS=(tests/e2e --ignore=tests/e2e/test_celery_executor.py)
+CELERY_ARGS=(tests/e2e/test_celery_executor.py)
+LANE_LEGS=("af3-e2e 0" "af3-celery 0")
+if [[ "${E2E_LANE:-background}" == serial ]]; then
+    step pytest-af3-e2e "pytest tests/e2e under .venvs/af3: one stack, every case at once"
+    run_pytest af3-e2e "$AF3" 0 "${E2E_ARGS[@]}"
+    step pytest-af3-celery "pytest tests/e2e/test_celery_executor.py: CeleryExecutor, Redis, two workers"
+    run_pytest af3-celery "$AF3" 0 "${CELERY_ARGS[@]}"
+    LANE_LEGS=()
+else
+    step e2e-lane "start in the background: tests/e2e (events stack), then the CeleryExecutor stack"
+    (
+        export AIRFLOW_HOME="$RUN_TMP/airflow-e2e"
+        lane_leg af3-e2e "$AF3" "${E2E_ARGS[@]}"
+        lane_leg af3-celery "$AF3" "${CELERY_ARGS[@]}"
+    ) &
+    LANE_PID=$!
+    echo "lane pid $LANE_PID; logs: ${LOGS#"$REPO"/}/af3-e2e.log, af3-celery.log"
+fi
+
+# --------------------------------------------------------------------------- 6 af2
 step pytest-af2 "pytest tests/unit tests/provider under .venvs/af2 (MWAA 2.10.3 pins), ${PYTEST_WORKERS} workers"
 export AIRFLOW_HOME="$RUN_TMP/airflow-af2"
 run_pytest af2 "$AF2" 0 "${XDIST[@]}" tests/unit tests/provider
 step pytest-af2-faults "pytest tests/faults under .venvs/af2, ${PYTEST_WORKERS} workers"
 run_pytest af2-faults "$AF2" 0 "${XDIST[@]}" tests/faults
 
-# --------------------------------------------------------------------------- 6 agent
+# --------------------------------------------------------------------------- 7 af32
+step pytest-af32 "pytest tests/unit tests/provider under .venvs/af32 (Airflow 3.2.1, MWAA 3.2.1 pins), ${PYTEST_WORKERS} workers"
+export AIRFLOW_HOME="$RUN_TMP/airflow-af32"
+run_pytest af32 "$AF32" 0 "${XDIST[@]}" tests/unit tests/provider
+
+# --------------------------------------------------------------------------- 8 agent
 step agent-pythons "tests/agent with AGENT_PYTHON = each older CPython"
 if [[ "${SKIP_OLD_PYTHONS:-0}" == 1 ]]; then
     echo "skip: SKIP_OLD_PYTHONS=1"
@@ -210,6 +296,9 @@ else
     done
     if [[ $found == 0 ]]; then echo "skip: no pyenv CPython 3.6..3.13 found"; fi
 fi
+
+# --------------------------------------------------------------------------- 9 join
+lane_join
 end_step "$STEP_RESULT"   # before a KEEP_GOING failure exit, so the recap blames the right step
 if [[ ${#FAILED_LEGS[@]} -gt 0 ]]; then
     echo "failed legs (KEEP_GOING=1): ${FAILED_LEGS[*]}" >&2

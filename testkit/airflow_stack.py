@@ -222,14 +222,22 @@ class AirflowStack:
         self.airflow("db", "migrate", timeout=600)
 
     # ---- processes
-    def start_component(self, name: str) -> int:
-        if name not in COMPONENTS:
+    #: the components this stack runs (a subclass adds its own, e.g. Celery workers)
+    components: Sequence[str] = COMPONENTS
+
+    def component_args(self, name: str) -> List[str]:
+        """The command line of a component (a subclass extends it for the components it adds)."""
+        if name not in self.components:
             raise StackError(f"unknown component {name!r}")
-        os.makedirs(self.log_dir, exist_ok=True)
         args = [self.airflow_bin, name]
         if name == "api-server":
             args += ["--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1",
                      "--apps", "all"]
+        return args
+
+    def start_component(self, name: str) -> int:
+        args = self.component_args(name)
+        os.makedirs(self.log_dir, exist_ok=True)
         log = open(self.component_log(name), "ab")
         log.write(f"\n==== {time.strftime('%H:%M:%S')} starting {' '.join(args)}\n".encode())
         log.flush()
@@ -241,8 +249,10 @@ class AirflowStack:
         self._save_state()
         return p.pid
 
-    def start(self, components: Sequence[str] = COMPONENTS, timeout: float = 240) -> None:
-        """Start the components (api-server first) and wait until the API server answers."""
+    def start(self, components: Optional[Sequence[str]] = None, timeout: float = 240) -> None:
+        """Start the components (default: all of ``self.components``, api-server first) and wait
+        until the API server answers."""
+        components = self.components if components is None else components
         try:
             for name in components:
                 self.start_component(name)
@@ -503,7 +513,7 @@ class AirflowStack:
     def diagnostics(self, lines: int = 40, task_logs: bool = True) -> str:
         """Tails of the component logs, (task_logs=True) of every task log, and the DB's rows."""
         parts = []
-        for name in COMPONENTS:
+        for name in self.components:
             path = self.component_log(name)
             if os.path.exists(path):
                 state = "alive" if self.component_alive(name) else "not running"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -243,6 +244,43 @@ def _has_trigger_on_kill() -> bool:
     return TRIGGER_HAS_ON_KILL
 
 
+@contextlib.contextmanager
+def _triggerer_comms(ti):
+    """Airflow 3.0-3.2 (no trigger on_kill): the trigger reads its task's state through the
+    triggerer's supervisor comms (``RuntimeTaskInstance.get_task_states`` over SUPERVISOR_COMMS).
+    Outside a triggerer, give it Airflow's own in-process comms (what dag.test() gives inline
+    triggers): the request goes through the real execution API to the metadata DB. Airflow 2 reads
+    the DB itself; Airflow 3.3+ has on_kill (ti is None): nothing to set up."""
+    from orchesjob_provider.version_compat import AIRFLOW_V_3_0_PLUS
+
+    if ti is None or not AIRFLOW_V_3_0_PLUS:
+        yield
+        return
+    import psutil
+    import structlog
+    from airflow.sdk.execution_time.supervisor import (
+        InProcessSupervisorComms,
+        InProcessTestSupervisor,
+        set_supervisor_comms,
+    )
+
+    supervisor = InProcessTestSupervisor(
+        id=ti.id, pid=os.getpid(), process=psutil.Process(),
+        process_log=structlog.get_logger(logger_name="task").bind(),
+        client=InProcessTestSupervisor._api_client(),
+    )
+    supervisor.comms = InProcessSupervisorComms(supervisor=supervisor)
+    with set_supervisor_comms(supervisor.comms):
+        # Build the in-process execution API now (its first request takes seconds on a loaded
+        # machine, beyond the trigger's read timeout); a triggerer's supervisor has a live client.
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        RuntimeTaskInstance.get_task_states(
+            dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index
+        )
+        yield
+
+
 def _real_ti(orch_conn, state_dir, state):
     """A real TaskInstance row (from a tiny dag.test run), moved to ``state``."""
     from airflow.models.taskinstance import TaskInstance
@@ -284,7 +322,8 @@ def test_kill_while_deferred(orch_conn, state_dir, remote, sshd, killed):
     if not _has_trigger_on_kill():
         # Airflow < 3.3: the trigger decides from the task instance's state in the DB
         trigger.task_instance = _real_ti(orch_conn, state_dir, "failed" if killed else "deferred")
-    asyncio.run(_run_then_cancel(trigger, kill=killed))
+    with _triggerer_comms(getattr(trigger, "task_instance", None)):
+        asyncio.run(_run_then_cancel(trigger, kill=killed))
     status = hook.get_job(job.job_id).status
     if killed:
         assert status == "ABORTED" and hook.get_job(job.job_id).acked_at is not None

@@ -28,8 +28,26 @@ class DieOnceOperator(OrchesjobOperator):
             record = super().execute(context)
             self.wait = True
             raise RuntimeError("worker died after starting job " + record["job_id"])
+        release_job()
         return super().execute(context)
 """
+#: The job runs until try 2 begins (plus RELEASE_TAIL s for its reattach), not a fixed time:
+#: on a loaded machine Airflow 3.2's dag.test() took 7 s between tries, so a fixed "sleep 4" job
+#: had ended and try 2 adopted it instead of reattaching.
+RELEASE_TAIL = 5
+RELEASE = """
+def release_job():
+    \"\"\"Try 2 has begun: let the job end (the file is on this machine, where the target is).\"\"\"
+    open({path!r}, "a").close()
+"""
+
+
+def _release(path):
+    return RELEASE.format(path=path)
+
+
+def _wait_release(path):
+    return f"while [ ! -e {path} ]; do sleep 0.2; done; sleep {RELEASE_TAIL}"
 
 
 def _xcom(dr, task_id="t"):
@@ -51,12 +69,13 @@ def test_retry_after_worker_died_reattaches_same_job(orch_conn, state_dir, remot
         + kw(
             ssh_conn_id=orch_conn,
             state_dir=state_dir,
-            command=f"echo ran >> {side}; echo first-line; sleep 4; echo last-line",
+            command=f"echo ran >> {side}; echo first-line; {_wait_release(f'{side}.release')}; "
+            "echo last-line",
             poll_interval=0.5,
             deferrable=deferrable,
         )
         + ")",
-        preamble=DIE_ONCE,
+        preamble=_release(f"{side}.release") + DIE_ONCE,
     )
     dr = dag.test()
     text = captured(capfd)
@@ -269,6 +288,8 @@ class DieMidWaitOperator(OrchesjobOperator):
 
     def execute(self, context):
         self._try = context["ti"].try_number
+        if self._try > 1:
+            release_job()
         return super().execute(context)
 """
 
@@ -286,11 +307,12 @@ def test_retry_continues_the_task_log_where_the_dead_try_stopped(
         + kw(
             ssh_conn_id=orch_conn,
             state_dir=state_dir,
-            command=f"echo ran >> {side}; echo first-line; sleep 1; echo mid-line; sleep 3; echo last-line",
+            command=f"echo ran >> {side}; echo first-line; sleep 1; echo mid-line; "
+            f"{_wait_release(side + '.release')}; echo last-line",
             poll_interval=0.5,
         )
         + ")",
-        preamble=DIE_MID_WAIT,
+        preamble=_release(f"{side}.release") + DIE_MID_WAIT,
     )
     dr = dag.test()
     text = captured(capfd)
