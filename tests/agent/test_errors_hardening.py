@@ -6,7 +6,7 @@ import subprocess
 import time
 
 import pytest
-from agent_helpers import TARGET_PYTHON, assert_error
+from agent_helpers import TARGET_PYTHON, assert_error, pid_alive, wait_until
 
 pytestmark = pytest.mark.beyond_orchesjob
 
@@ -20,7 +20,12 @@ WRITE_COMMANDS = [
 
 
 def _stored(agent):
-    return agent.start_ok("k", "true", sync=True)
+    """A finished job, and its supervisor gone: a sync start returns once the exit record is
+    written, and the supervisor stores the row a moment later; a test that then replaces the
+    database file must not race that write (seen on CI: the late write zeroed the garbage)."""
+    job = agent.start_ok("k", "true", sync=True)
+    wait_until(lambda: not pid_alive(job["worker_pid"]), message="the supervisor's exit")
+    return job
 
 
 def test_locked_database_exit_5(agent):

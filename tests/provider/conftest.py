@@ -104,3 +104,17 @@ def remote(sshd):
         return r.stdout
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _only_this_tests_dags():
+    """Empty the session's dags folder before each test. Airflow 3's ``dag.test()`` parses and
+    syncs to the database every DAG file of the folder (its bundle) on every call, so a folder
+    that keeps every earlier test's DAGs makes each ``dag.test()`` slower than the one before
+    (quadratic over a worker's tests). A test's own DAGs stay until the next test starts."""
+    folder = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+    if folder and os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.endswith(".py"):
+                os.unlink(os.path.join(folder, name))
+    yield

@@ -150,10 +150,15 @@ def test_strict_daily_import_runs_a_day_once_until_the_runbook_unlocks_it(
     assert ti_states(_run(dag, logical_date=next(runs))) == {"import_day": "success"}
     assert "kept" in captured(capfd)
     assert _job_lines(remote, example_env, dag.dag_id) == [f"imported {day}"]
-    # the docstring's runbook, step 2, as written there
+    # the docstring's runbook, step 2, as written there. `orchesjob` is this run's own deployed
+    # agent, not the launcher: the launcher follows the host's last deploy, and other tests on
+    # this shared test user deploy damaged agents on purpose (the launcher: tests/unit/test_launcher.py)
+    from orchesjob_provider.bundle import get_bundle
+
+    agent_main = get_bundle().remote_path + "/__main__.py"
     remote(
         f"export ORCHESJOB_HOME={state_dir}; "
-        'export PATH="$HOME/.orchesjob/bin:$PATH"; '
+        f'orchesjob() {{ python3 -I -S {agent_main} "$@"; }}; '
         f'orchesjob unlock --run-key daily-import/{day} --reason "input fixed" --ttl 1h'
     )
     dr = _run(dag, logical_date=next(runs))
