@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
 
 from dagutil import captured, new_dag_id, ti_states, write_dag
+from test_resume import _release, _wait_release
 
 pytestmark = [pytest.mark.ssh, pytest.mark.airflow]
 
@@ -147,6 +148,7 @@ class DieOnceOperator(OrchesjobOperator):
             record = super().execute(context)
             self.wait = True
             raise RuntimeError("worker died after starting job " + record["job_id"])
+        release_job()  # try 2 has begun: the job may end (test_resume's RELEASE)
         return super().execute(context)
 
 
@@ -175,11 +177,12 @@ def test_retry_calls_function_again_but_reattaches_the_job(
         def job(ti=None):
             with open({str(calls)!r}, "a") as f:
                 f.write(f"try {{ti.try_number}}\\n")
-            return f"echo ran-try-{{ti.try_number}} >> {side}; sleep 3"
+            return f"echo ran-try-{{ti.try_number}} >> {side}; {_wait_release(f'{side}.release')}"
 
         job()
         """,
-        preamble=TASK_IMPORT + DIE_ONCE,
+        # the job runs until try 2 begins: a fixed sleep ended first on a loaded af32 run (adopted)
+        preamble=TASK_IMPORT + _release(f"{side}.release") + DIE_ONCE,
     )
     dr = dag.test()
     text = captured(capfd)
