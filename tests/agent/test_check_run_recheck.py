@@ -262,6 +262,8 @@ def test_a_finisher_without_the_jobs_env_still_rechecks(agent):
     f = Files(agent)
     f.done.write_text("")
     job = agent.start_ok(agent.key(), "true", sync=True)  # a real row to copy: the db exists
+    # a sync start returns at the exit record; its supervisor stores the row a moment later
+    wait_until(lambda: not pid_alive(job["worker_pid"]), message="the supervisor's exit")
     conn = agent.db()
     try:
         conn.execute("UPDATE jobs SET status = 'RUNNING', finished_at = NULL, exit_code = NULL,"
