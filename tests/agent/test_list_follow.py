@@ -105,19 +105,20 @@ def test_list_at_100000_rows_within_the_read_budget(agent):
     # The read budget of benchmarks/agent_bench.py is 1.5x the floor (the interpreter and
     # `import sqlite3, json`) for `status`, on a quiet machine. Here the tests share 2 cores, so
     # `list` is held to what `status --run-key` (one index seek) costs on the same database, in
-    # interleaved runs: at most 1.4x its median CPU time (user + sys: steadier than wall time on
-    # a loaded machine). Without the started_at indexes, `list` sorts the 100,000 rows and
+    # interleaved runs: at most 1.6x its median CPU time (user + sys: steadier than wall time on
+    # a loaded machine; CPU time comes in 4 ms ticks: 1.4x failed once in CI on 3.9 at 28 vs
+    # ~40 ms). Without the started_at indexes, `list` sorts the 100,000 rows and
     # measures 2.7x status: this fails then (tried).
     floor = [sys.executable, "-I", "-S", "-c", "import sqlite3, json"]
     cases = {"status": ["status", "--run-key", "hist/012345"],
              "list --limit 20": ["list", "--limit", "20"],
              "list --status FAILED": ["list", "--status", "FAILED", "--limit", "20"],
              "list --prefix (all keys)": ["list", "--prefix", "hist/", "--limit", "20"],
-             "list --run-key GLOB": ["list", "--run-key", "hist/0[9]9*"],
+             "list --run-key GLOB": ["list", "--run-key", "hist/0[9]9*", "--limit", "20"],
              "list --since": ["list", "--since", iso(BASE + 10 * 99_990)]}
     times = {name: [] for name in ["floor", *cases]}
     env = agent.make_env()
-    for _ in range(5):
+    for _ in range(9):
         for name in times:
             argv = floor if name == "floor" else [*agent.argv, *cases[name]]
             c0 = _children_cpu()
@@ -126,7 +127,7 @@ def test_list_at_100000_rows_within_the_read_budget(agent):
     medians = {name: statistics.median(t) for name, t in times.items()}
     print("at 100,000 rows, median CPU ms:", {k: round(v * 1000, 1) for k, v in medians.items()})
     for name in cases:
-        assert medians[name] <= 1.4 * medians["status"], (name, medians)
+        assert medians[name] <= 1.6 * medians["status"], (name, medians)
 
 
 def test_logs_follow_streams_until_the_job_ends(agent):
