@@ -47,17 +47,24 @@ def test_real_stats_object_takes_our_calls():
     from orchesjob_provider.version_compat import get_stats
 
     real = get_stats()
-    real.incr(metrics.START.format(action="started"), tags={"dag_id": "d", "task_id": "t", "conn_id": "c"})
-    real.timing(metrics.JOB_DURATION, timedelta(seconds=3), tags={"status": "SUCCEEDED"})
+    assert real is not None and "Stats" in type(real).__name__ + repr(real), real
+    # a signature that did not take tags= (or the stat names) would raise TypeError here
+    assert real.incr(metrics.START.format(action="started"),
+                     tags={"dag_id": "d", "task_id": "t", "conn_id": "c"}) is None
+    assert real.timing(metrics.JOB_DURATION, timedelta(seconds=3), tags={"status": "SUCCEEDED"}) is None
 
 
 def test_a_broken_backend_never_fails_the_caller(monkeypatch):
+    calls = []
+
     class Broken:
         def incr(self, *a, **k):
+            calls.append(a)
             raise RuntimeError("statsd is down")
 
     monkeypatch.setattr(metrics, "_backend", lambda: Broken())
-    metrics.agent_deploy("c", metrics.WORKER)  # no exception
+    assert metrics.agent_deploy("c", metrics.WORKER) is None  # no exception reaches the caller
+    assert calls == [(metrics.AGENT_DEPLOY,)], calls  # ... although the backend was called and raised
 
 
 @pytest.mark.parametrize("deferrable", MODES)
