@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
 
 from dagutil import captured, new_dag_id, ti_states, write_dag
+from test_resume import DIE_ONCE as RESUME_DIE_ONCE
 from test_resume import _release, _wait_release
 
 pytestmark = [pytest.mark.ssh, pytest.mark.airflow]
@@ -132,25 +133,12 @@ def test_expand_runs_one_job_per_mapped_index(orch_conn, state_dir, remote, sshd
     assert [records[i]["run_key"].split("/")[3] for i in range(3)] == ["0", "1", "2"]
 
 
+# test_resume's DieOnceOperator (try 1 "dies" after starting the job, try 2 releases it), as the
+# base of a decorated operator
 DIE_ONCE = """
-import os
-
 from orchesjob_provider.decorators.orchesjob import _OrchesjobDecoratedOperator
 from orchesjob_provider.version_compat import task_decorator_factory
-
-
-class DieOnceOperator(OrchesjobOperator):
-    \"\"\"Try 1 starts the job like a real try, then its worker "dies" before the result.\"\"\"
-
-    def execute(self, context):
-        if context["ti"].try_number == 1:
-            self.wait = False
-            record = super().execute(context)
-            self.wait = True
-            raise RuntimeError("worker died after starting job " + record["job_id"])
-        release_job()  # try 2 has begun: the job may end (test_resume's RELEASE)
-        return super().execute(context)
-
+""" + RESUME_DIE_ONCE + """
 
 class DieOnceDecorated(_OrchesjobDecoratedOperator, DieOnceOperator):
     pass
