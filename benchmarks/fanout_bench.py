@@ -317,6 +317,12 @@ def run_cell(
             jobs[c].append(
                 {"tag": tag, "conn_id": host.conn_id, "host": i % h, "end_file": end_file, "cmd": cmd}
             )
+    # Import in this thread first: threads importing the same packages for the first time can
+    # deadlock on Python's per-module import locks (airflow.providers.ssh did, on 3.12).
+    import airflow.providers.ssh.utils.remote_job  # noqa: F401
+
+    import orchesjob_provider.hooks.orchesjob  # noqa: F401
+
     t_launch = time.time()
     threads = []
     for c in contenders:

@@ -394,6 +394,11 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
     if everything or job_id:
         before = after = None
     with store.writing(state_dir, immediate=not dry_run) as conn:
+        if not dry_run:
+            # A light job that ended without its finisher (light.py) is still RUNNING in its row,
+            # its outcome in its exit record: store it, so the job is cleaned like any ended one.
+            for row in store.active_jobs(conn):
+                reconcile(conn, row, locked=True)
         rows = store.clean_candidates(conn, job_id, run_key, before, after)
         if dry_run or not rows:
             return rows, 0

@@ -11,7 +11,22 @@ job), reports the target's pid, and waits, using no CPU. The Python supervisor r
 wrapper as the job's worker (``worker_pid``/``worker_start``) and the target, tells the
 launcher, and exits. When the target ends, bash writes the exit record at once (exitrec.py's
 format, ``printf`` to a temporary name and ``mv``): from then on readers report the outcome,
-as they did a few milliseconds after the end with the classic supervisor. Then it execs the
+as they did a few milliseconds after the end with the classic supervisor.
+
+Most jobs on a local filesystem end with nothing left to do (a network filesystem can be shared by
+several hosts, so there the finisher always runs: see ``_quick_end``): the target exited by itself (no signal reached it or the
+wrapper) and left no process behind (bash, a subreaper, has no children: it reads
+``/proc/$$/task/$$/children``, which every orphan of the job would be in). Then bash simply
+exits. The exit record is the outcome; the job's row says RUNNING until the next reader or
+writer of the row stores it (liveness.reconcile: the worker is gone and the record is there;
+the watch channel stores the ends of each round in one transaction). That is what makes a
+thousand jobs ending together cheap: a Python start per end was ~35 ms of host CPU each, and
+with a scan of every process for leftovers ~100 ms (benchmarks/fanout_bench.py). What is given
+up: the record is renamed into place but not fsynced (a host crash right after the end can
+leave no record; the job then reads LOST with an unknown outcome, as if the host had crashed a
+moment earlier).
+
+Otherwise (a signal, an exit code above 128, processes left behind, no subreaper) bash execs the
 *finisher* - the same interpreter and the same agent directory - in the same process (still
 the subreaper, still the recorded worker: exec keeps pid and start time), which runs
 ``supervisor._finish``: the record again, fsynced, the leftovers ended after the grace, the
@@ -48,6 +63,9 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 
 #: ``ORCHESJOB_LIGHT=0`` in the agent's environment keeps the classic Python supervisor.
 LIGHT_ENV = "ORCHESJOB_LIGHT"
+#: ``ORCHESJOB_QUICK_END=0``: every light job runs its finisher (stores its row at its end),
+#: for a state dir that several hosts share on a filesystem not recognised as a network one.
+QUICK_END_ENV = "ORCHESJOB_QUICK_END"
 BASH_CANDIDATES = ("/bin/bash", "/usr/bin/bash")
 #: Descriptor numbers in the wrapper: pid report (to the supervisor), the sync launcher's
 #: pipe, the two logs, the supervisor's go-ahead (end-of-file once RUNNING is recorded).
@@ -57,17 +75,18 @@ FD_PID, FD_NOTIFY, FD_OUT, FD_ERR, FD_ACK = 3, 4, 5, 6, 7
 #: BASH_ENV file, no functions imported from the environment (the job's environment cannot
 #: change what this script does). Positional: python, agent root, state dir, job id, the
 #: exit-record path, kill grace, busy timeout, subreaper flag, SHLVL, PWD and OLDPWD of the
-#: job's environment ("x<value>" or "" when unset: bash sets or drops them), ``--``, the argv.
+#: job's environment ("x<value>" or "" when unset: bash sets or drops them), the quick-end flag
+#: (1: may end without the finisher, see above), ``--``, the argv.
 #: bash's environment is the job's: the script assigns no variable before the target is forked
 #: (so the target sees exactly the job's environment) and names its own ``_oj_*`` after.
 SCRIPT = r"""set -m
-trap '_oj_t=1; kill -TERM -- "-$_oj_pid" 2>/dev/null' TERM
-trap '_oj_t=1' HUP INT
+trap '_oj_t=1; _oj_s=1; kill -TERM -- "-$_oj_pid" 2>/dev/null' TERM
+trap '_oj_t=1; _oj_s=1' HUP INT
 (
   case $9 in x*) SHLVL=${9#x};; *) unset SHLVL;; esac
   case ${10} in x*) PWD=${10#x};; *) unset PWD;; esac
   case ${11} in x*) OLDPWD=${11#x};; *) unset OLDPWD;; esac
-  shift 12
+  shift 13
   exec "$@" 1>&5 2>&6 3>&- 4>&- 5>&- 6>&- 7<&-
 ) &
 _oj_pid=$!
@@ -82,7 +101,12 @@ exec 7<&-
 _oj_code=$_oj_rc
 if [ "$_oj_rc" -gt 128 ] && [ "$_oj_rc" -le 192 ]; then _oj_code=$((128 - _oj_rc)); fi
 printf -v _oj_now '%(%s)T' -1
-printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$5.tmp" && command -p mv -f "$5.tmp" "$5"
+printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$5.tmp" && command -p mv -f "$5.tmp" "$5" && _oj_rec=1
+if [ -n "$_oj_rec" ] && [ "$8" = 1 ] && [ "${12}" = 1 ] && [ -z "$_oj_s" ] && [ "$_oj_rc" -le 128 ]; then
+  _oj_kids=x
+  { _oj_kids=; read -r -d '' _oj_kids; } 2>/dev/null <"/proc/$$/task/$$/children"
+  if [ -z "$_oj_kids" ]; then exit 0; fi
+fi
 _oj_fin='import sys; sys.path.insert(0, sys.argv[1]); '
 _oj_fin=$_oj_fin'from remote_agent.light import finish_main; finish_main(sys.argv[2:])'
 exec "$1" -I -S -c "$_oj_fin" "$2" "$3" "$4" "$_oj_pid" "$_oj_code" "$6" "$7" "$8" "$_oj_now"
@@ -182,7 +206,8 @@ def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
     state_dir = os.path.abspath(state_dir)  # the finisher runs in the job's directory
     args = [python, agent_root(), state_dir, job_id,
             exitrec.path(state_dir, job_id), repr(tree.kill_grace()), repr(store.busy_timeout()),
-            "0", _opt(env, "SHLVL"), _opt(env, "PWD"), _opt(env, "OLDPWD"), "--", *argv]
+            "0", _opt(env, "SHLVL"), _opt(env, "PWD"), _opt(env, "OLDPWD"), _quick_end(state_dir),
+            "--", *argv]
     pid_r, pid_w = os.pipe()
     ack_r, ack_w = os.pipe()
     wrapper = os.fork()
@@ -247,6 +272,18 @@ def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
     os.close(go_ahead)  # the wrapper may run its finisher now
     db.close()
     return True
+
+
+def _quick_end(state_dir):
+    # type: (str) -> str
+    """"1" if the wrapper may end without its finisher: only on a local filesystem. A state
+    dir on a network filesystem can be shared by several hosts, and only a job's own host
+    judges it (host.py): the others would read it RUNNING until somebody on its host did."""
+    from remote_agent.host import network_fs_type
+
+    if os.environ.get(QUICK_END_ENV, "1") == "0":
+        return "0"
+    return "0" if network_fs_type(state_dir) else "1"
 
 
 def _python():

@@ -22,7 +22,7 @@ from remote_agent.vocab import ACTIVE, FAILED, LOST, SUCCEEDED
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     import sqlite3  # noqa: F401
-    from typing import Any, Dict, Optional, Tuple  # noqa: F401
+    from typing import Any, Dict, List, Optional, Tuple  # noqa: F401
     Row = Dict[str, Any]
 
 
@@ -80,8 +80,13 @@ def _outcome_values(outcome, row=None):
     return values
 
 
-def reconcile(conn, row, locked=False):
-    # type: (sqlite3.Connection, Row, bool) -> Row
+def _lost_values(reason):
+    # type: (str) -> Dict[str, Any]
+    return {"status": LOST, "lost_reason": reason, "finished_at": now_ts()}
+
+
+def reconcile(conn, row, locked=False, deferred=None):
+    # type: (sqlite3.Connection, Row, bool, Optional[List[str]]) -> Row
     """Return the job as it really is: its recorded outcome once its main process ended and
     the exit record exists, else LOST once neither supervisor nor target is alive.
 
@@ -90,6 +95,10 @@ def reconcile(conn, row, locked=False):
     runs is only reported (the supervisor writes it), and a job found gone is written in a
     transaction of its own after re-reading the row; if the database cannot be written the
     caller still sees the outcome (or LOST).
+
+    ``deferred`` (a list): a reader that writes nothing now. The id of a job found gone is
+    appended to it instead, for one batched write later (watch.py writes the ends of a round
+    in one transaction, so a burst of ends costs one commit, not one each).
     """
     if row["status"] not in ACTIVE or not is_this_host(row.get("host_id")):
         return row  # another host's job (a shared state dir): only that host can judge it
@@ -106,19 +115,16 @@ def reconcile(conn, row, locked=False):
         # Read only now that the supervisor is known gone: it writes the record before it ends.
         outcome = recorded_outcome(conn, row)
     if not locked:
-        try:
-            with store.transaction(conn):
-                return reconcile(conn, store.get_job(conn, row["job_id"]) or row, locked=True)
-        except Exception:
-            if outcome is not None:
-                return dict(row, **_outcome_values(outcome, row))
-            lost = dict(row)
-            lost.update(status=LOST, lost_reason=reason, finished_at=now_ts())
-            return lost
-    now = now_ts()
-    if outcome is not None:
-        store.update_job(conn, row["job_id"], ACTIVE, updated_at=now, **_outcome_values(outcome, row))
-    else:
-        store.update_job(conn, row["job_id"], ACTIVE, status=LOST, lost_reason=reason,
-                         finished_at=now, updated_at=now)
+        if deferred is None:
+            try:
+                with store.transaction(conn):
+                    return reconcile(conn, store.get_job(conn, row["job_id"]) or row, locked=True)
+            except Exception:
+                pass
+        else:
+            deferred.append(row["job_id"])
+        values = _outcome_values(outcome, row) if outcome is not None else _lost_values(str(reason))
+        return dict(row, **values)
+    values = _outcome_values(outcome, row) if outcome is not None else _lost_values(str(reason))
+    store.update_job(conn, row["job_id"], ACTIVE, updated_at=now_ts(), **values)
     return store.get_job(conn, row["job_id"]) or row

@@ -110,6 +110,11 @@ def job_processes(job_id, supervisor_pid=None, group=None, exclude=(), scan_env=
     no descendant can be anywhere but under it, and reading every process's environment costs
     ~10 us a process.
     """
+    if not scan_env and supervisor_pid == os.getpid():
+        mine = _own_descendants()
+        if mine is not None:
+            skip = set(exclude)
+            return sorted((pid, st[2]) for pid, st in mine.items() if pid not in skip)
     table = {}  # type: Dict[int, Tuple[int, int, int]]
     for pid in _all_pids():
         st = _stat(pid)
@@ -133,6 +138,44 @@ def job_processes(job_id, supervisor_pid=None, group=None, exclude=(), scan_env=
     skip = set(exclude)
     skip.update((os.getpid(), supervisor_pid or 0))
     return sorted((pid, table[pid][2]) for pid in found if pid not in skip)
+
+
+def _own_descendants():
+    # type: () -> Optional[Dict[int, Tuple[int, int, int]]]
+    """This process's live descendants, walked down /proc/<pid>/task/<tid>/children (Linux
+    3.5+); None where those files do not exist.
+
+    For a live subreaper this is every process of its job: orphans are re-parented to it, and
+    its session (which holds the target's group) can only hold processes forked below it. It
+    reads only the job's own processes, where a scan reads every process on the host: ~40 ms
+    per job end on a host running 4,000 processes, the bulk of the host's CPU when a thousand
+    jobs end together (benchmarks/fanout_bench.py).
+    """
+    found = {}  # type: Dict[int, Tuple[int, int, int]]
+    todo = [os.getpid()]
+    first = True
+    while todo:
+        pid = todo.pop()
+        try:
+            tids = os.listdir("/proc/{}/task".format(pid))
+        except OSError:
+            continue  # ended meanwhile
+        for tid in tids:
+            try:
+                with open("/proc/{}/task/{}/children".format(pid, tid), "rb") as f:
+                    kids = f.read().split()
+            except OSError:
+                if first:
+                    return None  # no children files here (an older kernel): scan instead
+                continue
+            for kid in kids:
+                child = int(kid)
+                st = _stat(child)
+                if st is not None and child not in found:
+                    found[child] = st
+                    todo.append(child)
+        first = False
+    return found
 
 
 def signal_all(procs, sig):

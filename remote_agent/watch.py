@@ -48,6 +48,8 @@ DEFAULT_LIMIT = 65536
 HEARTBEAT = 15.0
 MAX_SID = 200
 COMMANDS = ("sub", "unsub", "record")
+#: Rounds a job's end is offered to the database before it is left to the next reader.
+SETTLE_TRIES = 5
 
 
 def _number(req, key, default, low, high):
@@ -130,6 +132,8 @@ class Watcher(object):
         self.clock = clock
         self.subs = {}  # type: Dict[str, Sub]
         self.records = {}  # type: Dict[str, Dict[str, int]]
+        self.settle = []  # type: List[str]
+        self.settle_tries = {}  # type: Dict[str, int]
         self.conn = None  # type: Optional[sqlite3.Connection]
         self.version = None  # type: Optional[int]
         self.logs_mtime = None  # type: Optional[int]
@@ -177,7 +181,7 @@ class Watcher(object):
             sub = self.subs[cmd["sid"]] = Sub(cmd["sid"], cmd["job_id"], cmd["offsets"])
             self._open()
             row = store.get_job(self.conn, sub.job_id) if self.conn is not None else None
-            self.send(sub, reconcile(self.conn, row) if row is not None and self.conn else None)
+            self.send(sub, reconcile(self.conn, row, deferred=self.settle) if row is not None and self.conn else None)
 
     def send(self, sub, row):
         # type: (Sub, Optional[Dict[str, Any]]) -> None
@@ -220,7 +224,8 @@ class Watcher(object):
 
     def round(self):
         # type: () -> None
-        """Look for ends and log growth of the subscribed jobs; write pending records."""
+        """Look for ends and log growth of the subscribed jobs, send what changed, then write
+        pending records and the ends found (after the send: a busy database delays no event)."""
         try:
             self._open()
             if self.conn is not None:
@@ -232,7 +237,8 @@ class Watcher(object):
             self.error(None, exc)
             self._close()
         self._logs()
-        self._record()
+        self.flush()
+        self._write()
 
     def _close(self):
         # type: () -> None
@@ -266,10 +272,10 @@ class Watcher(object):
             if row is None:
                 self.send(sub, None)  # cleaned while watched
             elif row["status"] != sub.status:
-                self.send(sub, reconcile(self.conn, row))
+                self.send(sub, reconcile(self.conn, row, deferred=self.settle))
             elif row["status"] in ACTIVE and (check or (
                     dir_changed and os.path.exists(exitrec.path(self.state_dir, sub.job_id)))):
-                row = reconcile(self.conn, row)  # a dead supervisor, or an end not yet in the DB
+                row = reconcile(self.conn, row, deferred=self.settle)  # a dead supervisor, or an end not yet in the DB
                 if row["status"] != sub.status:
                     self.send(sub, row)
 
@@ -293,19 +299,39 @@ class Watcher(object):
                 if sub.offsets != before:  # else only half a line so far: nothing to say yet
                     self._emit_job(sub, logs)
 
-    def _record(self):
+    def _write(self):
         # type: () -> None
-        if not self.records:
+        """One short write transaction for the round: the offsets callers asked to ``record``,
+        and the outcome of every job found ended with its supervisor gone (a light job that
+        needed no finisher, light.py), so a thousand ends cost a few commits, not a thousand.
+        The ends are only bookkeeping (any reader that meets the row stores them too): a
+        failed write is tried again in the next rounds, then left to those readers."""
+        if not self.records and not self.settle:
             return
         records, self.records = self.records, {}
+        settle, self.settle = sorted(set(self.settle)), []
         try:
             with store.writing(self.state_dir) as conn:
                 for job_id, offsets in sorted(records.items()):
                     store.record_shown(conn, job_id, offsets)
+                for job_id in settle:
+                    row = store.get_job(conn, job_id)
+                    if row is not None:
+                        reconcile(conn, row, locked=True)
         except (AgentError, sqlite3.Error) as exc:
-            err = exc if isinstance(exc, AgentError) else store.db_error(exc, self.state_dir)
-            self.error(None, err)
+            for job_id in settle:
+                tries = self.settle_tries.get(job_id, 0) + 1
+                if tries < SETTLE_TRIES:
+                    self.settle_tries[job_id] = tries
+                    self.settle.append(job_id)
+                else:
+                    self.settle_tries.pop(job_id, None)
+            if records:
+                err = exc if isinstance(exc, AgentError) else store.db_error(exc, self.state_dir)
+                self.error(None, err)
             return
+        for job_id in settle:
+            self.settle_tries.pop(job_id, None)
         for job_id in sorted(records):
             self.emit({"event": "recorded", "job_id": job_id})
 

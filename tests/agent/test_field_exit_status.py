@@ -19,6 +19,9 @@ from agent_helpers import ACTIVE, pid_alive, wait_until
 pytestmark = pytest.mark.beyond_orchesjob
 
 BUSY = {"ORCHESJOB_BUSY_TIMEOUT": "1"}
+#: These tests are about the worker that stores the final status (the light job's finisher):
+#: a job that ends cleanly on a local disk would not start one (test_light_quick_end.py).
+FINISHER = dict(BUSY, ORCHESJOB_QUICK_END="0")
 
 HOLD_LOCK = r"""
 import sqlite3, sys
@@ -69,7 +72,7 @@ def end_under_lock(agent, code):
     """Start the gated job, take the write lock, let the job end, and wait until the
     supervisor's first write has failed (it is still alive, retrying)."""
     cmd, runs, go = gated_job(agent, code)
-    job = agent.start_ok(agent.key(), *cmd, env=BUSY)
+    job = agent.start_ok(agent.key(), *cmd, env=FINISHER)
     wait_until(runs.exists, message="job ran")
     lock = WriteLock(agent)
     go.touch()

@@ -255,3 +255,24 @@ def test_watch_never_holds_a_lock_writers_wait_on(agent: Agent) -> None:
         time.sleep(0.03)
     assert w.until(lambda e: e.get("event") == "recorded", 5)
     assert w.close() == 0
+
+
+def test_the_watch_stores_the_ends_it_pushes(agent: Agent) -> None:
+    """Light jobs that end cleanly leave their rows RUNNING (light.py, quick end); the watch,
+    which meets their ends first, stores them in its round's write: no other reader runs here."""
+    gate = agent.workdir / "gate"
+    runs = agent.workdir / "runs"
+    cmd = ["sh", "-c", f"echo run >> '{runs}'; while [ ! -e '{gate}' ]; do sleep 0.02; done; exit 4"]
+    jobs = [agent.start_ok(agent.key(f"k{i}"), *cmd) for i in range(6)]
+    w = WatchProc(agent)
+    for i, job in enumerate(jobs):
+        w.send({"cmd": "sub", "sid": f"s{i}", "job_id": job["job_id"], "offsets": None})
+    gate.touch()
+    ended = set()
+    w.until(lambda e: bool(e.get("job")) and e["job"]["status"] == "FAILED"
+            and not ended.add(e["sid"]) and len(ended) == len(jobs), 15)
+    wait_until(lambda: all(agent.job_row(j["job_id"])["status"] == "FAILED" for j in jobs), timeout=5,
+               message="the watch stored every end")
+    assert {agent.job_row(j["job_id"])["exit_code"] for j in jobs} == {4}
+    assert runs.read_text() == "run\n" * len(jobs)
+    assert w.close() == 0
