@@ -12,9 +12,10 @@ side of each contender is measured apart. Per cell:
    5-10 s after the watchers are up; ours through OrchesjobHook.start (what the operator does
    before deferring), the peer's through the wrapper SSHRemoteJobOperator submits
    (``build_posix_wrapper_command``) on one exec each;
-2. run two watcher processes at once (this file with ``--watch``), one per contender: real
-   trigger instances (OrchesjobTrigger / SSHRemoteJobTrigger, default settings) in one asyncio
-   loop, a 10 ms ticker measuring loop lag, each trigger's first event timed;
+2. per contender, one after the other (the order alternates between cells; ``--together`` runs
+   them at once instead): one watcher process (this file with ``--watch``) running real trigger
+   instances (OrchesjobTrigger / SSHRemoteJobTrigger, default settings) in one asyncio loop,
+   a 10 ms ticker measuring loop lag, each trigger's first event timed;
 3. report per contender: SSH connections and exec requests per host (from sshd's own log:
    "Accepted publickey", "Starting session: command"), completion latency (the END timestamp the
    job wrote on the host -> the trigger's event) p50/p90/max, loop lag p99/max, watcher RSS and
@@ -31,9 +32,7 @@ import asyncio
 import json
 import os
 import random
-import re
 import resource
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -50,92 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BENCH_USER_DIR = "fanout-bench"  # under the target user's home
 
-
-# ------------------------------------------------------------------------------- host side
-class Group:
-    """A cgroup around the sshd instances of one contender (v1 cpuacct+memory, else v2)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = f"{name}-{os.getpid()}"
-        v1 = Path("/sys/fs/cgroup/cpuacct")
-        if v1.is_dir() and (Path("/sys/fs/cgroup/memory")).is_dir():
-            self.dirs = [v1 / self.name, Path("/sys/fs/cgroup/memory") / self.name]
-            self.v2 = False
-        else:
-            self.dirs = [Path("/sys/fs/cgroup") / self.name]
-            self.v2 = True
-        for d in self.dirs:
-            d.mkdir(exist_ok=True)
-
-    def add(self, pid: int) -> None:
-        for d in self.dirs:
-            (d / "cgroup.procs").write_text(str(pid))
-
-    def cpu_seconds(self) -> float:
-        if self.v2:
-            stat = (self.dirs[0] / "cpu.stat").read_text()
-            return int(re.search(r"usage_usec (\d+)", stat).group(1)) / 1e6  # type: ignore[union-attr]
-        return int((self.dirs[0] / "cpuacct.usage").read_text()) / 1e9
-
-    def memory(self) -> int:
-        """Resident memory of the group's processes (page cache of logs excluded where known)."""
-        if self.v2:
-            stat = (self.dirs[0] / "memory.stat").read_text()
-            return int(re.search(r"^anon (\d+)", stat, re.M).group(1))  # type: ignore[union-attr]
-        stat = (self.dirs[1] / "memory.stat").read_text()
-        return int(re.search(r"^total_rss (\d+)", stat, re.M).group(1))  # type: ignore[union-attr]
-
-    def remove(self) -> None:
-        for d in self.dirs:
-            try:
-                procs = (d / "cgroup.procs").read_text().split()
-                parent = d.parent / "cgroup.procs"
-                for pid in procs:
-                    try:
-                        parent.write_text(pid)
-                    except OSError:
-                        pass
-                d.rmdir()
-            except OSError:
-                pass
-
-
-class Host:
-    def __init__(self, contender: str, index: int, group: Group) -> None:
-        from testkit import sshd
-
-        self.state = tempfile.mkdtemp(prefix=f"fanout-{contender}{index}-")
-        self.info = sshd.start(self.state)
-        self.conn_id = f"fanout_{contender}_{index}"
-        extra = {"private_key": self.info["key_text"], "host_key": self.info["host_public_key"]}
-        os.environ[f"AIRFLOW_CONN_{self.conn_id.upper()}"] = json.dumps(
-            {
-                "conn_type": "ssh",
-                "host": self.info["host"],
-                "port": self.info["port"],
-                "login": self.info["user"],
-                "extra": extra,
-            }
-        )
-        group.add(int(self.info["pid"]))
-        self.log = Path(self.info["log_path"])
-
-    def log_mark(self) -> int:
-        return self.log.stat().st_size
-
-    def log_counts(self, mark: int) -> tuple[int, int]:
-        with self.log.open("rb") as f:
-            f.seek(mark)
-            text = f.read().decode("utf-8", "replace")
-        return text.count("Accepted publickey"), text.count("Starting session: command")
-
-    def stop(self) -> None:
-        from testkit import sshd
-
-        try:
-            sshd.stop(self.state)
-        finally:
-            shutil.rmtree(self.state, ignore_errors=True)
+from fanout_host import Group, Host, launch_ours, launch_peer  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -143,37 +57,6 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
-
-
-# ------------------------------------------------------------------------------- launching
-def launch_ours(host: Host, jobs: list[dict[str, Any]], state_dir: str) -> None:
-    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
-
-    hook = OrchesjobHook(host.conn_id, state_dir=state_dir)
-    for job in jobs:
-        _, rec = hook.start(["sh", "-c", job["cmd"]], f"fanout/{job['tag']}")
-        job["job_id"] = rec.job_id
-
-
-def launch_peer(host: Host, jobs: list[dict[str, Any]], base_dir: str) -> None:
-    from airflow.providers.ssh.utils.remote_job import RemoteJobPaths, build_posix_wrapper_command
-
-    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
-
-    client = OrchesjobHook(host.conn_id).get_conn()  # a paramiko client: one exec per job
-    for job in jobs:
-        paths = RemoteJobPaths(job_id=job["tag"], remote_os="posix", base_dir=base_dir)
-        # the same argv as ours (the wrapper appends its own redirections to the command)
-        _, out, _ = client.exec_command(
-            build_posix_wrapper_command(f"sh -c {shlex.quote(job['cmd'])}", paths)
-        )
-        out.read()
-        job.update(
-            job_id=job["tag"],
-            job_dir=paths.job_dir,
-            log_file=paths.log_file,
-            exit_code_file=paths.exit_code_file,
-        )
 
 
 # ------------------------------------------------------------------------------- watching
@@ -248,7 +131,8 @@ async def watch(
 
         for key, obj in loop_registry().items():
             if key[0] == "watch":
-                channels[key[1]] = {"opens": obj.opens, "pid": (obj.hello or {}).get("pid")}
+                channels[key[1]] = {"opens": obj.opens, "pid": (obj.hello or {}).get("pid"),
+                                    "drops": obj.drops[-3:]}
                 pid = (obj.hello or {}).get("pid")
                 if pid:
                     try:
@@ -291,6 +175,10 @@ def watcher_main(contender: str, jobs_file: str, state_dir: str, ready_file: str
 def run_cell(
     n: int, hosts: dict[str, list[Host]], groups: dict[str, Group], contenders: list[str], opts: Any
 ) -> dict:
+    """One cell: the same N jobs (the same sleeps) for every contender. By default the
+    contenders run one after the other, in an order that alternates between cells, so neither
+    one's load (execs, connects, a thousand ends) is in the other's numbers; ``--together``
+    runs them at the same time as before (then both share the machine's two cores)."""
     h = len(hosts[contenders[0]])
     home = hosts[contenders[0]][0].info["home"]
     run = uuid.uuid4().hex[:8]
@@ -300,32 +188,54 @@ def run_cell(
     for p in (f"{home}/{BENCH_USER_DIR}", bench_dir):
         os.chown(p, uid, uid)
     state_dir = f"{bench_dir}/oj-state"
-    # every job waits on a FIFO (a barrier that costs nothing while it waits: `cat` blocked in
-    # open) that is opened once both watchers are up, then sleeps 5-10 s and writes its END time
-    per_thread = max(1, 8 // h)
-    barrier = f"{bench_dir}/go.fifo"
-    os.mkfifo(barrier, 0o666)
-    os.chmod(barrier, 0o666)
-    jobs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
-    for c in contenders:
-        for i in range(n):
-            tag = f"{c}{i:05d}"
-            host = hosts[c][i % h]
-            end_file = f"{bench_dir}/{tag}.end"
-            sleep = random.uniform(opts.min_sleep, opts.max_sleep)
-            cmd = f"cat {barrier} >/dev/null; sleep {sleep:.2f}; date +%s.%N > {end_file}"
-            jobs[c].append(
-                {"tag": tag, "conn_id": host.conn_id, "host": i % h, "end_file": end_file, "cmd": cmd}
-            )
+    sleeps = [random.uniform(opts.min_sleep, opts.max_sleep) for _ in range(n)]
+    order = list(contenders) if run_cell.count % 2 == 0 else list(reversed(contenders))  # type: ignore[attr-defined]
+    run_cell.count += 1  # type: ignore[attr-defined]
+    phases = [order] if opts.together else [[c] for c in order]
+    results: dict[str, Any] = {"n": n, "h": h, "late_start": False, "order": "together" if opts.together
+                               else ",".join(order), "launch_s": 0.0}
+    for k, phase in enumerate(phases):
+        # every job waits on a FIFO (a barrier that costs nothing while it waits: `cat` blocked
+        # in open) that is opened once the phase's watchers are up, then sleeps 5-10 s and
+        # writes its END time
+        barrier = f"{bench_dir}/go{k}.fifo"
+        os.mkfifo(barrier, 0o666)
+        os.chmod(barrier, 0o666)
+        jobs: dict[str, list[dict[str, Any]]] = {c: [] for c in phase}
+        for c in phase:
+            for i in range(n):
+                tag = f"{c}{i:05d}"
+                end_file = f"{bench_dir}/{tag}.end"
+                cmd = f"cat {barrier} >/dev/null; sleep {sleeps[i]:.2f}; date +%s.%N > {end_file}"
+                jobs[c].append(
+                    {"tag": tag, "conn_id": hosts[c][i % h].conn_id, "host": i % h, "end_file": end_file,
+                     "cmd": cmd}
+                )
+        results["launch_s"] += launch(phase, hosts, jobs, state_dir, bench_dir)
+        results.update(watch_phase(phase, hosts, groups, jobs, barrier, state_dir, opts))
+    if not opts.keep:
+        shutil.rmtree(bench_dir, ignore_errors=True)
+    return results
+
+
+run_cell.count = 0  # type: ignore[attr-defined]
+
+
+def launch(
+    phase: list[str], hosts: dict[str, list[Host]], jobs: dict[str, list[dict[str, Any]]], state_dir: str,
+    bench_dir: str,
+) -> float:
+    """Start the phase's jobs, a few threads per host; the seconds it took."""
     # Import in this thread first: threads importing the same packages for the first time can
     # deadlock on Python's per-module import locks (airflow.providers.ssh did, on 3.12).
     import airflow.providers.ssh.utils.remote_job  # noqa: F401
 
     import orchesjob_provider.hooks.orchesjob  # noqa: F401
 
+    per_thread = max(1, 8 // len(hosts[phase[0]]))
     t_launch = time.time()
     threads = []
-    for c in contenders:
+    for c in phase:
         for hi, host in enumerate(hosts[c]):
             mine = [j for j in jobs[c] if j["host"] == hi]
             fn = launch_ours if c == "ours" else launch_peer
@@ -336,12 +246,19 @@ def run_cell(
         t.start()
     for t in threads:
         t.join()
-    launch_s = time.time() - t_launch
-    marks = {c: [host.log_mark() for host in hosts[c]] for c in contenders}
-    cpu0 = {c: groups[c].cpu_seconds() for c in contenders}
+    return time.time() - t_launch
+
+
+def watch_phase(
+    phase: list[str], hosts: dict[str, list[Host]], groups: dict[str, Group],
+    jobs: dict[str, list[dict[str, Any]]], barrier: str, state_dir: str, opts: Any,
+) -> dict[str, Any]:
+    """Start one watcher per contender of the phase, release the jobs, measure until done."""
+    marks = {c: [host.log_mark() for host in hosts[c]] for c in phase}
+    cpu0 = {c: groups[c].cpu_seconds() for c in phase}
     procs = {}
     tmp = tempfile.mkdtemp(prefix="fanout-cell-")
-    for c in contenders:
+    for c in phase:
         jf = f"{tmp}/{c}.json"
         Path(jf).write_text(json.dumps(jobs[c]))
         procs[c] = subprocess.Popen(
@@ -362,21 +279,20 @@ def run_cell(
             stdout=subprocess.DEVNULL,
             stderr=open(f"{tmp}/{c}.err", "w") if not os.environ.get("FANOUT_DEBUG") else sys.stderr,
         )
-    while not all(os.path.exists(f"{tmp}/{c}.ready") for c in contenders):
+    while not all(os.path.exists(f"{tmp}/{c}.ready") for c in phase):
         if any(p.poll() is not None for p in procs.values()):
             break
         time.sleep(0.1)
     time.sleep(3.0)  # the triggers subscribe / make their first poll
     fd = os.open(barrier, os.O_WRONLY)  # releases every job blocked on the FIFO at once
     os.close(fd)
-    late = False
-    mem_peak = {c: 0 for c in contenders}
+    mem_peak = {c: 0 for c in phase}
     while any(p.poll() is None for p in procs.values()):
-        for c in contenders:
+        for c in phase:
             mem_peak[c] = max(mem_peak[c], groups[c].memory())
         time.sleep(0.5)
-    results: dict[str, Any] = {"n": n, "h": h, "launch_s": launch_s, "late_start": late}
-    for c in contenders:
+    results: dict[str, Any] = {}
+    for c in phase:
         procs[c].wait()
         try:
             res = json.loads(Path(f"{tmp}/{c}.ready.result").read_text())
@@ -416,8 +332,6 @@ def run_cell(
             "channels": res["channels"],
         }
     shutil.rmtree(tmp, ignore_errors=True)
-    if not opts.keep:
-        shutil.rmtree(bench_dir, ignore_errors=True)
     return results
 
 
@@ -479,6 +393,9 @@ def main() -> None:
     ap.add_argument("--max-sleep", type=float, default=10.0)
     ap.add_argument("--poll-cost", type=int, default=1000, help="jobs for the poll-round cost (0: skip)")
     ap.add_argument("--keep", action="store_true", help="keep the job files")
+    ap.add_argument(
+        "--together", action="store_true", help="run the contenders at once (default: one after the other)"
+    )
     ap.add_argument("--table-from", help="print the table from the per-cell JSON lines of a run's stderr")
     ap.add_argument("--watch", help=argparse.SUPPRESS)
     ap.add_argument("--jobs", help=argparse.SUPPRESS)

@@ -13,18 +13,18 @@ launcher, and exits. When the target ends, bash writes the exit record at once (
 format, ``printf`` to a temporary name and ``mv``): from then on readers report the outcome,
 as they did a few milliseconds after the end with the classic supervisor.
 
-Most jobs on a local filesystem end with nothing left to do (a network filesystem can be shared by
-several hosts, so there the finisher always runs: see ``_quick_end``): the target exited by itself (no signal reached it or the
-wrapper) and left no process behind (bash, a subreaper, has no children: it reads
-``/proc/$$/task/$$/children``, which every orphan of the job would be in). Then bash simply
-exits. The exit record is the outcome; the job's row says RUNNING until the next reader or
-writer of the row stores it (liveness.reconcile: the worker is gone and the record is there;
-the watch channel stores the ends of each round in one transaction). That is what makes a
-thousand jobs ending together cheap: a Python start per end was ~35 ms of host CPU each, and
-with a scan of every process for leftovers ~100 ms (benchmarks/fanout_bench.py). What is given
-up: the record is renamed into place but not fsynced (a host crash right after the end can
-leave no record; the job then reads LOST with an unknown outcome, as if the host had crashed a
-moment earlier).
+Most jobs on a local filesystem end with nothing left to do (a network filesystem can be shared
+by several hosts, so there the finisher always runs: see ``_quick_end``): the target exited by
+itself (no signal reached it or the wrapper) and left no process behind (bash, a subreaper, has
+no children: it reads ``/proc/$$/task/$$/children``, which every orphan of the job would be
+in). Then bash simply exits. The exit record is the outcome; the job's row says RUNNING until
+the next reader or writer of the row stores it (liveness.reconcile: the worker is gone and the
+record is there; the watch channel stores the ends of each round in one transaction). That is
+what makes a thousand jobs ending together cheap: a Python start per end was ~35 ms of host CPU
+each, and with a scan of every process for leftovers ~100 ms (benchmarks/fanout_bench.py). What
+is given up: the record is renamed into place but not fsynced (a host crash right after the end
+can leave no record; the job then reads LOST with an unknown outcome, as if the host had
+crashed a moment earlier).
 
 Otherwise (a signal, an exit code above 128, processes left behind, no subreaper) bash execs the
 *finisher* - the same interpreter and the same agent directory - in the same process (still
@@ -44,6 +44,13 @@ the light job cannot run with the same behaviour: no bash >= 4.2 in /bin or /usr
 with ``#!`` nor an ELF binary, a bad working directory: the classic path reports those
 exactly, as exit code -1), or an environment
 carrying ``SHELLOPTS``/``BASHOPTS`` (read-only in bash, so the target would see bash's).
+
+Jobs with locks or slots, and jobs with a check, run light too: the Python supervisor waits for
+their turn and runs the check (finite work) before it hands over. The wrapper then holds the
+job's lock-queue wake channel (``FD_HELD``, closed for the target), and its finisher after it,
+so waiters wake when the job's worker ends, as before. With a check the wrapper writes no exit
+record and always runs its finisher, which rechecks first and records after (checks.py): the
+recheck's environment is the finisher's, i.e. the job's as bash passed it on.
 
 What differs from the classic supervisor: the exit status comes from bash, which reports a
 signal death as 128+N; an exit code 129...192 is stored as -(code - 128), "killed by signal"
@@ -70,6 +77,9 @@ BASH_CANDIDATES = ("/bin/bash", "/usr/bin/bash")
 #: Descriptor numbers in the wrapper: pid report (to the supervisor), the sync launcher's
 #: pipe, the two logs, the supervisor's go-ahead (end-of-file once RUNNING is recorded).
 FD_PID, FD_NOTIFY, FD_OUT, FD_ERR, FD_ACK = 3, 4, 5, 6, 7
+#: The lock-queue wake channel of a job with locks or slots (lockwait.py), held by the wrapper
+#: and then its finisher: waiters wake when the last of them ends, never because of the target.
+FD_HELD = 8
 
 #: The wrapper, run as ``bash -p -c SCRIPT orchesjob-job <fixed args> -- <argv>``. ``-p``: no
 #: BASH_ENV file, no functions imported from the environment (the job's environment cannot
@@ -87,7 +97,7 @@ trap '_oj_t=1; _oj_s=1' HUP INT
   case ${10} in x*) PWD=${10#x};; *) unset PWD;; esac
   case ${11} in x*) OLDPWD=${11#x};; *) unset OLDPWD;; esac
   shift 13
-  exec "$@" 1>&5 2>&6 3>&- 4>&- 5>&- 6>&- 7<&-
+  exec "$@" 1>&5 2>&6 3>&- 4>&- 5>&- 6>&- 7<&- 8>&-
 ) &
 _oj_pid=$!
 set +m
@@ -101,8 +111,11 @@ exec 7<&-
 _oj_code=$_oj_rc
 if [ "$_oj_rc" -gt 128 ] && [ "$_oj_rc" -le 192 ]; then _oj_code=$((128 - _oj_rc)); fi
 printf -v _oj_now '%(%s)T' -1
-printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$5.tmp" && command -p mv -f "$5.tmp" "$5" && _oj_rec=1
-if [ -n "$_oj_rec" ] && [ "$8" = 1 ] && [ "${12}" = 1 ] && [ -z "$_oj_s" ] && [ "$_oj_rc" -le 128 ]; then
+if [ -n "$5" ]; then
+  printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$5.tmp" && command -p mv -f "$5.tmp" "$5" && _oj_rec=1
+fi
+if [ -n "$_oj_rec" ] && [ "$8" = 1 ] && [ "${12}" = 1 ] && [ -z "$_oj_s" ] && [ "$_oj_rc" -le 128 ] \
+   && [ "${_oj_now:-0}" -gt 0 ]; then
   _oj_kids=x
   { _oj_kids=; read -r -d '' _oj_kids; } 2>/dev/null <"/proc/$$/task/$$/children"
   if [ -z "$_oj_kids" ]; then exit 0; fi
@@ -190,10 +203,14 @@ def _exec_wrapper(bash, args, cwd, env, fds):
     os.execve(bash, [bash, "-p", "-c", SCRIPT, "orchesjob-job", *args], env)
 
 
-def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
-    # type: (str, str, List[str], Optional[str], Dict[str, str], int, int, int) -> Optional[Tuple[int, int, int]]
+def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=None, record=True):
+    # type: (str, str, List[str], Optional[str], Dict[str, str], int, int, int, Optional[int], bool) -> Optional[Tuple[int, int, int]]
     """Fork the wrapper and read the target's pid: (wrapper pid, target pid, go-ahead fd),
     or None if the light job is not for this target (nothing was started then).
+
+    ``held``: a descriptor the wrapper keeps open until it and its finisher end (the lock-queue
+    wake channel). ``record`` False: the wrapper writes no exit record; its finisher does, after
+    the recheck (a job with a check: its record must wait for the verdict).
 
     The caller records RUNNING, then closes the go-ahead fd: only then does the wrapper run
     the finisher, so a fast target's final status never overtakes its RUNNING row."""
@@ -204,17 +221,20 @@ def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
     if not python or bash is None or not _startable(argv, cwd, env):
         return None
     state_dir = os.path.abspath(state_dir)  # the finisher runs in the job's directory
+    record_path = exitrec.path(state_dir, job_id) if record else ""
     args = [python, agent_root(), state_dir, job_id,
-            exitrec.path(state_dir, job_id), repr(tree.kill_grace()), repr(store.busy_timeout()),
+            record_path, repr(tree.kill_grace()), repr(store.busy_timeout()),
             "0", _opt(env, "SHLVL"), _opt(env, "PWD"), _opt(env, "OLDPWD"), _quick_end(state_dir),
             "--", *argv]
     pid_r, pid_w = os.pipe()
     ack_r, ack_w = os.pipe()
+    fds = {FD_PID: pid_w, FD_NOTIFY: notify_fd, FD_OUT: out_fd, FD_ERR: err_fd, FD_ACK: ack_r}
+    if held is not None:
+        fds[FD_HELD] = held
     wrapper = os.fork()
     if wrapper == 0:
         try:
-            _exec_wrapper(bash, args, cwd, env, {FD_PID: pid_w, FD_NOTIFY: notify_fd, FD_OUT: out_fd,
-                                            FD_ERR: err_fd, FD_ACK: ack_r})
+            _exec_wrapper(bash, args, cwd, env, fds)
         finally:
             os._exit(127)
     os.close(pid_w)
@@ -237,17 +257,17 @@ def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
     return wrapper, int(text), ack_w
 
 
-def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd):
-    # type: (supervisor._Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int) -> bool
+def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=None, record=True):
+    # type: (supervisor._Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int, Optional[int], bool) -> bool
     """In the forked supervisor: start the wrapper, record it as the job's worker and the target
     as RUNNING, tell the launcher; False (nothing started): the supervisor runs the job itself.
-    The logs are closed here once handed over."""
+    The logs are closed here once handed over. ``held``, ``record``: as in ``start``."""
     import signal
 
     from remote_agent import procs, supervisor
     from remote_agent.vocab import RUNNING, STARTING
 
-    started = start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd)
+    started = start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held, record)
     if started is None:
         return False
     os.close(out_fd)
@@ -308,6 +328,9 @@ def finish_main(args):
     from remote_agent import supervisor
 
     state_dir, job_id, target, code, grace, busy, reaper, ended = args[:8]
+    # bash passed the job's environment on and runs in the job's directory: a recheck runs
+    # there with it, as the classic supervisor's does.
+    job_env = dict(os.environ)
     # The agent's own settings, not whatever the job's environment says.
     os.environ["ORCHESJOB_KILL_GRACE"] = grace
     os.environ["ORCHESJOB_BUSY_TIMEOUT"] = busy
@@ -332,7 +355,8 @@ def finish_main(args):
     except Exception:
         conn = None  # _Db retries the write on a fresh connection
     supervisor._finish(supervisor._Db(state_dir, conn), state_dir, job_id, int(code), notify,
-                       leftovers, finished_at=int(ended) if ended.isdigit() else None)
+                       leftovers, check_env=(None, job_env),
+                       finished_at=int(ended) if ended.isdigit() else None)
 
 
 def _is_open(fd):

@@ -40,6 +40,8 @@ RECHECK = 0.5
 #: Longest block between readings of the queue even when every blocker can wake us.
 SAFETY = 30.0
 READY = b"R"
+#: The wake channel this supervisor holds (take_turn): a light job hands it to its wrapper.
+HELD = []  # type: List[int]
 
 
 class _Stop(Exception):
@@ -144,7 +146,9 @@ def take_turn(state_dir, job_id, notify_fd, granted=False):
     The first time it has to wait it sends the launcher the READY byte, so an async start
     returns at once with the job WAITING instead of waiting out its start timeout.
     """
-    channel = open_channel(state_dir, job_id)  # kept open until the process ends  # noqa: F841
+    channel = open_channel(state_dir, job_id)  # kept open until the process ends
+    if channel is not None:
+        HELD.append(channel)
     if granted:
         return True
 

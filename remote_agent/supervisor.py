@@ -49,8 +49,7 @@ def launch(state_dir, job_id, argv, cwd, env, queued=None, light=False):
     transaction) or "wait" (it waits for its turn first); see lockwait.py.
     ``light``: hand the waiting to a bash wrapper (light.py) where it can keep every guarantee.
     An async start asks for it; a sync start does not, since its launcher (a Python process)
-    stays for the whole run anyway and the wrapper's finisher would add a Python start. A job
-    with a check or with locks/slots keeps this supervisor (see _supervise)."""
+    stays for the whole run anyway and the wrapper's finisher would add a Python start."""
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -224,14 +223,19 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
                                                    checking, notify_fd):
         return 0  # satisfied, a check error, or aborted meanwhile: nothing runs
     out_fd, err_fd = (_open_log(state_dir, job_id, stream) for stream in STREAMS)
-    # The light wrapper writes the exit record the moment the target ends and its finisher has
-    # neither the job's environment nor this process's lock-queue pipe: a job with a check (the
-    # recheck decides before the record) or with locks/slots (waiters block on our pipe) keeps
-    # this supervisor for its whole run.
-    if light and check is None and not queued:
+    # The light wrapper takes over from here (light.py): it holds our lock-queue wake channel
+    # (waiters block on it), and with a check it leaves the exit record to its finisher, which
+    # rechecks first.
+    if light:
         from remote_agent.light import hand_over
 
-        if hand_over(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd):
+        held = None
+        if queued:
+            from remote_agent.lockwait import HELD
+
+            held = HELD[0] if HELD else None
+        if hand_over(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd,
+                     held=held, record=check is None):
             return 0
     try:
         pid = spawn(argv, cwd, full_env, out_fd, err_fd)

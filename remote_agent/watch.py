@@ -18,10 +18,11 @@ apart, 0.2 s by default):
   grew, and only whole lines while the job runs (as ``poll``).
 
 It never keeps a transaction open (autocommit reads; in a rollback-journal database a held read
-transaction would block every writer) and writes only the offsets callers ask it to ``record``,
-batched into one short transaction per round. It exits 0 when its stdin reaches EOF (the channel
-closed). Offsets stay the caller's: each event says where its bytes start, and a ``sub`` again
-with the caller's offsets restarts from there.
+transaction would block every writer). It writes, in one short transaction per round and only
+after that round's events went out, the offsets callers ask it to ``record`` and the outcome of
+the jobs it found ended with nobody left to store it (a light job's quick end, light.py). It
+exits 0 when its stdin reaches EOF (the channel closed). Offsets stay the caller's: each event
+says where its bytes start, and a ``sub`` again with the caller's offsets restarts from there.
 """
 
 import json
@@ -181,7 +182,9 @@ class Watcher(object):
             sub = self.subs[cmd["sid"]] = Sub(cmd["sid"], cmd["job_id"], cmd["offsets"])
             self._open()
             row = store.get_job(self.conn, sub.job_id) if self.conn is not None else None
-            self.send(sub, reconcile(self.conn, row, deferred=self.settle) if row is not None and self.conn else None)
+            if row is not None and self.conn is not None:
+                row = reconcile(self.conn, row, deferred=self.settle)
+            self.send(sub, row)
 
     def send(self, sub, row):
         # type: (Sub, Optional[Dict[str, Any]]) -> None
@@ -275,7 +278,8 @@ class Watcher(object):
                 self.send(sub, reconcile(self.conn, row, deferred=self.settle))
             elif row["status"] in ACTIVE and (check or (
                     dir_changed and os.path.exists(exitrec.path(self.state_dir, sub.job_id)))):
-                row = reconcile(self.conn, row, deferred=self.settle)  # a dead supervisor, or an end not yet in the DB
+                # a dead supervisor, or an end not yet in the DB
+                row = reconcile(self.conn, row, deferred=self.settle)
                 if row["status"] != sub.status:
                     self.send(sub, row)
 

@@ -93,6 +93,7 @@ class WatchChannel:
         self.process: Any = None
         self.unsupported_until = 0.0
         self.opens = 0  # watch execs started (tests and benchmarks)
+        self.drops: list[str] = []  # why the channel dropped or could not open, latest last
         self.hello: Mapping[str, Any] | None = None  # the current channel's hello (agent pid, ...)
         self._idle: asyncio.TimerHandle | None = None
 
@@ -158,20 +159,32 @@ class WatchChannel:
                 try:
                     await self._open()
                 except WatchUnsupported as e:
+                    self.drops.append(f"unsupported: {e}")
                     self.unsupported_until = time.monotonic() + self.UNSUPPORTED_FOR
                     self._fail_all(e)
                     return
                 except AgentUnavailable as e:
+                    self.drops.append(str(e))
                     attempt += 1
                     self._fail_all(e)
+                    await asyncio.sleep(reconnect_delay(attempt))
+                    continue
+                except Exception as e:  # never end silently: the triggers would wait on nothing
+                    self.drops.append(f"open failed: {e!r}")
+                    attempt += 1
+                    self._fail_all(AgentUnavailable(f"orchesjob watch on {self.hook.where}: {e!r}"))
                     await asyncio.sleep(reconnect_delay(attempt))
                     continue
                 attempt = 0
                 for sub in list(self.subs.values()):
                     self.write(sub_line(sub.sid, sub.job_id, sub.offsets))
-                error = await self._read()
+                try:
+                    error = await self._read()
+                except Exception as e:
+                    error = AgentUnavailable(f"orchesjob watch on {self.hook.where}: {e!r}")
                 self._close_process()
                 if error is not None:
+                    self.drops.append(str(error))
                     attempt += 1
                     self._fail_all(error)
                     await asyncio.sleep(reconnect_delay(attempt, cap=5.0))

@@ -4,6 +4,7 @@ is one bash process (the wrapper, remote_agent/light.py): at most 1 MB of propor
 guarantees. Real processes, signals and SQLite; every job counts its runs in a side-effect file.
 """
 
+import fcntl
 import os
 import shutil
 import signal
@@ -204,3 +205,55 @@ def test_a_sync_start_keeps_the_classic_supervisor(agent):
     job = agent.start_ok(agent.key(), "sh", "-c", f"cat /proc/$PPID/comm > '{out}'")
     agent.wait_status(job["job_id"])
     assert out.read_text().strip() == "bash"
+
+
+def test_a_job_with_a_check_runs_light_and_its_record_waits_for_the_recheck(agent):
+    """The check runs in the supervisor, then the wrapper takes over; at the end the wrapper
+    writes no exit record: its finisher rechecks with the job's environment, then records."""
+    runs, gate, done = agent.workdir / "runs", agent.workdir / "gate", agent.workdir / "done"
+    check_gate = agent.workdir / "check-gate"
+    argv = ["sh", "-c", f"echo run >> '{runs}'; while [ ! -e '{gate}' ]; do sleep 0.02; done; touch '{done}'"]
+    # the recheck waits for its own gate (once the job has created `done`), and checks that it
+    # sees the job's environment, which only the request carries
+    wait_gate = f"while [ ! -e '{check_gate}' ]; do sleep 0.02; done"
+    check = {"argv": ["sh", "-c", f"if [ -e '{done}' ]; then {wait_gate}; fi; "
+                                  f"[ \"$MY_JOB_VAR\" = yes ] && test -e '{done}'"]}
+    req = {"protocol": 1, "op": "start", "run_key": agent.key(), "argv": argv, "mode": "resume",
+           "check": check, "env": {"MY_JOB_VAR": "yes"}}
+    job = agent.rpc_ok(req)["job"]
+    wait_until(runs.exists, message="job ran")
+    worker = agent.status(job["job_id"])["worker_pid"]
+    assert exe(worker) == "bash"
+    gate.touch()
+    wait_until(lambda: exe(worker) != "bash", timeout=10, message="the finisher took over")
+    time.sleep(0.3)  # the recheck is blocked on its gate: no record may exist yet
+    assert not (agent.home / "logs" / f"{job['job_id']}.exit").exists()
+    assert agent.status(job["job_id"])["status"] == "RUNNING"
+    check_gate.touch()
+    final = agent.wait_status(job["job_id"])
+    assert (final["status"], final["phase"], final["exit_code"]) == ("SUCCEEDED", "verified", 0), final
+    assert runs.read_text() == "run\n"
+
+
+def test_a_job_with_a_lock_runs_light_and_its_waiter_wakes_when_it_ends(agent):
+    cmd, runs, go = gated(agent)
+    holder = agent.start_ok(agent.key("h"), *cmd, extra=["--lock-write", "R"])
+    wait_until(runs.exists, message="holder ran")
+    assert exe(holder["worker_pid"]) == "bash"
+    # the wake channel is held (flock) by the wrapper now that the supervisor is gone: waiters
+    # block on it instead of re-reading the queue every 0.5 s (lockwait.py)
+    fd = os.open(agent.home / "locks" / f"{holder['job_id']}.fifo", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+    marker = agent.workdir / "second"
+    waiter = agent.start_ok(agent.key("w"), "sh", "-c", f"echo ran > '{marker}'", extra=["--lock-write", "R"])
+    assert agent.status(waiter["job_id"])["status"] == "WAITING"
+    time.sleep(0.5)
+    assert not marker.exists(), "the waiter ran beside the holder"
+    go.touch()
+    wait_until(marker.exists, timeout=10, message="the waiter ran")
+    assert agent.status(holder["job_id"])["status"] == "SUCCEEDED"
+    assert runs.read_text() == "run\n"

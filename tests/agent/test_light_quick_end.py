@@ -45,6 +45,10 @@ def record(agent, job_id):
     return (agent.home / "logs" / f"{job_id}.exit").read_text().split()
 
 
+def resume(agent, key, argv):
+    return agent.rpc_ok({"protocol": 1, "op": "start", "run_key": key, "argv": argv, "mode": "resume"})
+
+
 def test_a_clean_end_leaves_nothing_running_and_the_next_reader_stores_it(agent):
     job, cmd, runs = end_unread(agent, 3)
     assert record(agent, job["job_id"])[:2] == ["v1", "3"]
@@ -55,7 +59,7 @@ def test_a_clean_end_leaves_nothing_running_and_the_next_reader_stores_it(agent)
     row = agent.job_row(job["job_id"])
     assert row["status"] == "FAILED" and row["exit_code"] == 3, row
     assert row["finished_at"] == int(record(agent, job["job_id"])[2])
-    rep = agent.rpc_ok({"protocol": 1, "op": "start", "run_key": job["run_key"], "argv": cmd, "mode": "resume"})
+    rep = resume(agent, job["run_key"], cmd)
     assert rep["action"] == "adopted" and rep["job"]["job_id"] == job["job_id"], rep
     time.sleep(0.2)
     assert runs.read_text() == "run\n"
@@ -64,7 +68,7 @@ def test_a_clean_end_leaves_nothing_running_and_the_next_reader_stores_it(agent)
 def test_a_resume_stores_and_adopts_an_end_nobody_read(agent):
     job, cmd, runs = end_unread(agent, 0)
     assert stored(agent, job["job_id"]) == "RUNNING"
-    rep = agent.rpc_ok({"protocol": 1, "op": "start", "run_key": job["run_key"], "argv": cmd, "mode": "resume"})
+    rep = resume(agent, job["run_key"], cmd)
     assert rep["action"] == "adopted" and rep["job"]["status"] == "SUCCEEDED", rep
     assert stored(agent, job["job_id"]) == "SUCCEEDED"  # the start's transaction stored it
     time.sleep(0.2)

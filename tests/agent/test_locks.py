@@ -57,10 +57,14 @@ def start(agent, runs, key, name, seconds, *flags, gate=None):
 
 def wait_done(agent, keys, timeout=60):
     """Wait until the latest job of every key in ``keys`` is stored as finished (read straight from
-    the database: a CLI call per key and round would cost more than the jobs); returns them."""
+    the database: a CLI call per key and round would cost more than the jobs); returns them.
+
+    A light job that ended cleanly is stored by the next reader (light.py, quick end): the next
+    job in the queue does that for its holder, but nobody for the last one. So when only such
+    ends are left, one ``status --running`` (a reader of every active job) stores them."""
     box = {}
 
-    def done():
+    def read():
         conn = agent.db()
         try:
             rows = conn.execute("SELECT * FROM jobs ORDER BY attempt_no").fetchall()
@@ -69,6 +73,18 @@ def wait_done(agent, keys, timeout=60):
         box["jobs"] = {r["run_key"]: dict(r) for r in rows if r["run_key"] in keys}
         return len(box["jobs"]) == len(keys) and all(
             j["status"] not in ("STARTING", "RUNNING") for j in box["jobs"].values())
+
+    def ended_unstored():
+        return any(j["status"] == "RUNNING" and (agent.home / "logs" / f"{j['job_id']}.exit").exists()
+                   for j in box["jobs"].values())
+
+    def done():
+        if read():
+            return True
+        if ended_unstored():
+            agent.ok("status", "--running")
+            return read()
+        return False
 
     wait_until(done, timeout=timeout, interval=0.05, message="every job finished")
     return box["jobs"]
