@@ -96,7 +96,8 @@ def test_proc_helpers_see_a_child():
     try:
         assert procs.proc_ppid(p.pid) == os.getpid()
         assert p.pid in procs.descendants(os.getpid())
-        assert "sleep 30" in procs.proc_cmdline(p.pid)
+        # between fork and exec the child's cmdline is empty (or the parent's): wait for the exec
+        assert procs.wait_until(lambda: "sleep 30" in procs.proc_cmdline(p.pid), timeout=5)
         assert procs.pid_start_time(p.pid) is not None
     finally:
         procs.terminate(p.pid, timeout=5)
