@@ -8,25 +8,26 @@
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
 #   3 sshd     loopback OpenSSH server + throwaway user (python -m testkit.sshd)
 #   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e (so tests/unit
-#              too), then tests/faults, each on xdist workers
+#              too); then tests/faults under .venvs/af3 and under .venvs/af2, on xdist workers
+#              (the fault legs run before the lanes start: they bound event-loop lags)
 #   5 e2e lane IN THE BACKGROUND from here on (its output goes to its logs, printed when it is
 #              joined at the end): tests/e2e without xdist (one real Airflow stack running every
 #              event case at once, tests/e2e/events_runner.py), then the CeleryExecutor stack
 #              (Redis + two Celery workers, tests/e2e/test_celery_executor.py). Both mostly wait
 #              on Airflow's loops, so they run beside the legs below instead of after them.
-#   6 af2      the same for tests/unit + tests/provider and tests/faults under .venvs/af2 (MWAA
-#              2.10.3 pins)
-#   7 af32     tests/unit + tests/provider under .venvs/af32 (Airflow 3.2.1, MWAA 3.2.1 pins)
-#   8 agent    pytest tests/agent (the whole suite, on xdist workers) with AGENT_PYTHON = each
-#              pyenv CPython 3.6..3.13 other than the af3 venv's own (the af3 leg covers that one)
-#   9 join     wait for the e2e lane; print its legs' output
+#   6 agent    a second background lane: pytest tests/agent (the whole suite, on xdist workers)
+#              with AGENT_PYTHON = each pyenv CPython 3.6..3.13 other than the af3 venv's own
+#              (the af3 leg covers that one), one interpreter after the other
+#   7 af2      tests/unit + tests/provider under .venvs/af2 (MWAA 2.10.3 pins)
+#   8 af32     tests/unit + tests/provider under .venvs/af32 (Airflow 3.2.1, MWAA 3.2.1 pins)
+#   9 join     wait for both lanes; print their legs' output
 #
 # Under CI=true a skipped fault/e2e test is a failure (tests/conftest.py).
 # Fails fast. The last lines printed are the pytest summary line of every leg that ran.
 # Knobs: PYTEST_TIMEOUT (per test, default 300 s), PYTEST_ARGS (extra args for every leg),
 #        PYTEST_WORKERS (xdist workers of the parallel legs, default 3; 0 = no xdist),
 #        SKIP_LINT=1, SKIP_OLD_PYTHONS=1, KEEP_GOING=1 (run every pytest leg, fail at the end),
-#        E2E_LANE=serial (run the e2e lane in the foreground, after af3-faults, as before).
+#        E2E_LANE=serial, AGENT_LANE=serial (run that lane's legs in the foreground instead).
 set -euo pipefail
 { # The whole script is one block, read before it runs: editing this file mid-run is harmless.
 
@@ -136,8 +137,8 @@ finish_leg() {
 
 # ---- the background lane: legs that run one after the other beside the foreground legs
 # Each leg's output goes to its log only; lane_join prints it (in full when the leg failed).
-LANE_PID=""
-LANE_LEGS=()    # "leg allow-empty" per leg, in order
+LANE_PIDS=()    # one per background lane
+LANE_LEGS=()    # "leg allow-empty" per leg of every lane, in order
 # lane_leg <leg> <python> <pytest args...>   (inside the lane's subshell)
 lane_leg() {
     local leg="$1" py="$2" t0=$SECONDS rc; shift 2
@@ -148,12 +149,13 @@ lane_leg() {
     echo "$rc" > "$LOGS/$leg.rc"
     echo "$((SECONDS - t0))" > "$LOGS/$leg.secs"
 }
-# lane_join: wait for the lane; print and record each of its legs like a foreground leg.
+# lane_join: wait for the lanes; print and record each of their legs like a foreground leg.
 lane_join() {
-    [[ -n "$LANE_PID" ]] || return 0
-    step lane-join "wait for the background e2e lane (${LANE_LEGS[*]%% *})"
-    wait "$LANE_PID" || true
-    LANE_PID=""
+    [[ ${#LANE_PIDS[@]} -gt 0 ]] || return 0
+    step lane-join "wait for the background lanes (${LANE_LEGS[*]%% *})"
+    local pid
+    for pid in "${LANE_PIDS[@]}"; do wait "$pid" || true; done
+    LANE_PIDS=()
     local entry leg allow rc secs
     for entry in "${LANE_LEGS[@]}"; do
         leg="${entry%% *}"; allow="${entry##* }"
@@ -168,10 +170,12 @@ lane_join() {
 }
 # on an early exit: interrupt the lane's pytest (SIGINT: its fixtures stop their stacks and sshds)
 lane_abort() {
-    [[ -n "$LANE_PID" ]] || return 0
+    [[ ${#LANE_PIDS[@]} -gt 0 ]] || return 0
     local entry pid pids=() i alive
-    kill "$LANE_PID" 2>/dev/null || true   # the lane starts no further leg
-    wait "$LANE_PID" 2>/dev/null || true
+    for pid in "${LANE_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true   # the lane starts no further leg
+        wait "$pid" 2>/dev/null || true
+    done
     for entry in "${LANE_LEGS[@]}"; do
         pid="$(cat "$LOGS/${entry%% *}.pid" 2>/dev/null || true)"
         if [[ -n "$pid" ]] && kill -INT "$pid" 2>/dev/null; then pids+=("$pid"); fi
@@ -182,7 +186,7 @@ lane_abort() {
         [[ $alive == 0 ]] && break
         sleep 1
     done
-    LANE_PID=""
+    LANE_PIDS=()
 }
 
 # --------------------------------------------------------------------------- 0 prereqs
@@ -233,45 +237,41 @@ export AIRFLOW_HOME="$RUN_TMP/airflow-af3"
 run_pytest af3 "$AF3" 0 "${XDIST[@]}" --ignore=tests/faults --ignore=tests/e2e tests
 # Fault tests mostly wait out cuts and timeouts (each has its own namespace host); on their own
 # pool they share the machine only with each other (measured max event-loop lag 4-7 ms, bound 200).
+# Both Airflow generations' fault legs run here, before the background lanes start.
 step pytest-af3-faults "pytest tests/faults under .venvs/af3, ${PYTEST_WORKERS} workers"
 run_pytest af3-faults "$AF3" 0 "${XDIST[@]}" tests/faults
+step pytest-af2-faults "pytest tests/faults under .venvs/af2, ${PYTEST_WORKERS} workers"
+export AIRFLOW_HOME="$RUN_TMP/airflow-af2-faults"
+run_pytest af2-faults "$AF2" 0 "${XDIST[@]}" tests/faults
 
 # --------------------------------------------------------------------------- 5 e2e lane
 # The real-stack legs time what they observe (heartbeat timeouts, trigger polls) but mostly wait:
 # measured beside the legs below they pass with the same margins (README "The two commands").
 E2E_ARGS=(tests/e2e --ignore=tests/e2e/test_celery_executor.py)
 CELERY_ARGS=(tests/e2e/test_celery_executor.py)
-LANE_LEGS=("af3-e2e 0" "af3-celery 0")
 if [[ "${E2E_LANE:-background}" == serial ]]; then
     step pytest-af3-e2e "pytest tests/e2e under .venvs/af3: one stack, every case at once"
+    export AIRFLOW_HOME="$RUN_TMP/airflow-e2e"
     run_pytest af3-e2e "$AF3" 0 "${E2E_ARGS[@]}"
     step pytest-af3-celery "pytest tests/e2e/test_celery_executor.py: CeleryExecutor, Redis, two workers"
     run_pytest af3-celery "$AF3" 0 "${CELERY_ARGS[@]}"
-    LANE_LEGS=()
 else
     step e2e-lane "start in the background: tests/e2e (events stack), then the CeleryExecutor stack"
+    LANE_LEGS+=("af3-e2e 0" "af3-celery 0")
     (
         export AIRFLOW_HOME="$RUN_TMP/airflow-e2e"
         lane_leg af3-e2e "$AF3" "${E2E_ARGS[@]}"
         lane_leg af3-celery "$AF3" "${CELERY_ARGS[@]}"
     ) &
-    LANE_PID=$!
-    echo "lane pid $LANE_PID; logs: ${LOGS#"$REPO"/}/af3-e2e.log, af3-celery.log"
+    LANE_PIDS+=($!)
+    echo "lane pid $!; logs: ${LOGS#"$REPO"/}/af3-e2e.log, af3-celery.log"
 fi
 
-# --------------------------------------------------------------------------- 6 af2
-step pytest-af2 "pytest tests/unit tests/provider under .venvs/af2 (MWAA 2.10.3 pins), ${PYTEST_WORKERS} workers"
-export AIRFLOW_HOME="$RUN_TMP/airflow-af2"
-run_pytest af2 "$AF2" 0 "${XDIST[@]}" tests/unit tests/provider
-step pytest-af2-faults "pytest tests/faults under .venvs/af2, ${PYTEST_WORKERS} workers"
-run_pytest af2-faults "$AF2" 0 "${XDIST[@]}" tests/faults
-
-# --------------------------------------------------------------------------- 7 af32
-step pytest-af32 "pytest tests/unit tests/provider under .venvs/af32 (Airflow 3.2.1, MWAA 3.2.1 pins), ${PYTEST_WORKERS} workers"
-export AIRFLOW_HOME="$RUN_TMP/airflow-af32"
-run_pytest af32 "$AF32" 0 "${XDIST[@]}" tests/unit tests/provider
-
-# --------------------------------------------------------------------------- 8 agent
+# --------------------------------------------------------------------------- 6 agent lane
+# The agent suite under each older CPython: CPU-bound in its children but at ~57 % of the two
+# cores (57 CPU-s in 50 s), while the provider legs below mostly wait (af2: 63 CPU-s in 131 s):
+# in a lane of their own beside them. AGENT_LANE=serial runs them in the foreground instead.
+AGENT_PYS=()    # "version path" per interpreter
 step agent-pythons "tests/agent with AGENT_PYTHON = each older CPython"
 if [[ "${SKIP_OLD_PYTHONS:-0}" == 1 ]]; then
     echo "skip: SKIP_OLD_PYTHONS=1"
@@ -280,7 +280,6 @@ elif ! command -v pyenv >/dev/null 2>&1 && [[ ! -d "${PYENV_ROOT:-$HOME/.pyenv}/
 else
     PYROOT="$( (pyenv root 2>/dev/null) || echo "${PYENV_ROOT:-$HOME/.pyenv}")"
     AF3_BASE_VER="$("$AF3" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-    found=0
     for minor in 6 7 8 9 10 11 12 13; do   # newest patch release of each minor, oldest first
         py="$(ls -d "$PYROOT"/versions/3."$minor".*/bin/python3 2>/dev/null \
               | grep -E "/versions/3\.$minor\.[0-9]+/bin/python3$" | sort -V | tail -n 1 || true)"
@@ -288,14 +287,37 @@ else
         if [[ "3.$minor" == "$AF3_BASE_VER" ]]; then
             echo "skip: 3.$minor (already covered: the af3 leg runs the agent under it)"; continue
         fi
-        found=1
-        ver="$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
-        # pytest runs under the af3 venv; every agent process the tests start runs under $py.
-        AGENT_PYTHON="$py" AIRFLOW_HOME="$RUN_TMP/airflow-agent-$ver" \
-            run_pytest "agent-$ver" "$AF3" 0 "${XDIST[@]}" tests/agent
+        AGENT_PYS+=("$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])') $py")
     done
-    if [[ $found == 0 ]]; then echo "skip: no pyenv CPython 3.6..3.13 found"; fi
+    if [[ ${#AGENT_PYS[@]} == 0 ]]; then echo "skip: no pyenv CPython 3.6..3.13 found"; fi
 fi
+# pytest runs under the af3 venv; every agent process the tests start runs under the leg's python.
+if [[ ${#AGENT_PYS[@]} -gt 0 && "${AGENT_LANE:-background}" == serial ]]; then
+    for entry in "${AGENT_PYS[@]}"; do
+        AGENT_PYTHON="${entry#* }" AIRFLOW_HOME="$RUN_TMP/airflow-agent-${entry%% *}" \
+            run_pytest "agent-${entry%% *}" "$AF3" 0 "${XDIST[@]}" tests/agent
+    done
+elif [[ ${#AGENT_PYS[@]} -gt 0 ]]; then
+    for entry in "${AGENT_PYS[@]}"; do LANE_LEGS+=("agent-${entry%% *} 0"); done
+    (
+        for entry in "${AGENT_PYS[@]}"; do
+            AGENT_PYTHON="${entry#* }" AIRFLOW_HOME="$RUN_TMP/airflow-agent-${entry%% *}" \
+                lane_leg "agent-${entry%% *}" "$AF3" "${XDIST[@]}" tests/agent
+        done
+    ) &
+    LANE_PIDS+=($!)
+    echo "agent lane pid $!: ${#AGENT_PYS[@]} interpreters; logs: ${LOGS#"$REPO"/}/agent-*.log"
+fi
+
+# --------------------------------------------------------------------------- 7 af2
+step pytest-af2 "pytest tests/unit tests/provider under .venvs/af2 (MWAA 2.10.3 pins), ${PYTEST_WORKERS} workers"
+export AIRFLOW_HOME="$RUN_TMP/airflow-af2"
+run_pytest af2 "$AF2" 0 "${XDIST[@]}" tests/unit tests/provider
+
+# --------------------------------------------------------------------------- 8 af32
+step pytest-af32 "pytest tests/unit tests/provider under .venvs/af32 (Airflow 3.2.1, MWAA 3.2.1 pins), ${PYTEST_WORKERS} workers"
+export AIRFLOW_HOME="$RUN_TMP/airflow-af32"
+run_pytest af32 "$AF32" 0 "${XDIST[@]}" tests/unit tests/provider
 
 # --------------------------------------------------------------------------- 9 join
 lane_join
