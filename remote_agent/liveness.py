@@ -96,9 +96,11 @@ def reconcile(conn, row, locked=False, deferred=None):
     transaction of its own after re-reading the row; if the database cannot be written the
     caller still sees the outcome (or LOST).
 
-    ``deferred`` (a list): a reader that writes nothing now. The id of a job found gone is
-    appended to it instead, for one batched write later (watch.py writes the ends of a round
-    in one transaction, so a burst of ends costs one commit, not one each).
+    ``deferred`` (a list): a reader that writes nothing now. The id of every job it reports
+    ended (or LOST) is appended to it instead, for one batched write later, even while the
+    job's worker is still finishing (watch.py writes the ends of a round in one transaction, so
+    a burst of ends costs one commit, not one each; a worker that writes after it finds its row
+    ended and keeps only its exit code, as after an abort).
     """
     if row["status"] not in ACTIVE or not is_this_host(row.get("host_id")):
         return row  # another host's job (a shared state dir): only that host can judge it
@@ -110,6 +112,8 @@ def reconcile(conn, row, locked=False, deferred=None):
         if outcome is None:
             return row
         if not locked:
+            if deferred is not None:
+                deferred.append(row["job_id"])  # its worker is still finishing: store it anyway
             return dict(row, **_outcome_values(outcome, row))
     else:
         # Read only now that the supervisor is known gone: it writes the record before it ends.

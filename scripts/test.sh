@@ -15,9 +15,10 @@
 #              event case at once, tests/e2e/events_runner.py), then the CeleryExecutor stack
 #              (Redis + two Celery workers, tests/e2e/test_celery_executor.py). Both mostly wait
 #              on Airflow's loops, so they run beside the legs below instead of after them.
-#   6 agent    a second background lane: pytest tests/agent (the whole suite, on xdist workers)
-#              with AGENT_PYTHON = each pyenv CPython 3.6..3.13 other than the af3 venv's own
-#              (the af3 leg covers that one), one interpreter after the other
+#   6 agent    pytest tests/agent (the whole suite, on xdist workers) with AGENT_PYTHON = each
+#              pyenv CPython 3.6..3.13 other than the af3 venv's own (the af3 leg covers that
+#              one): in a second background lane, one interpreter after the other, the last two
+#              in the e2e lane after its stacks (so both lanes end about when af32 does)
 #   7 af2      tests/unit + tests/provider under .venvs/af2 (MWAA 2.10.3 pins)
 #   8 af32     tests/unit + tests/provider under .venvs/af32 (Airflow 3.2.1, MWAA 3.2.1 pins)
 #   9 join     wait for both lanes; print their legs' output
@@ -244,35 +245,11 @@ step pytest-af2-faults "pytest tests/faults under .venvs/af2, ${PYTEST_WORKERS} 
 export AIRFLOW_HOME="$RUN_TMP/airflow-af2-faults"
 run_pytest af2-faults "$AF2" 0 "${XDIST[@]}" tests/faults
 
-# --------------------------------------------------------------------------- 5 e2e lane
-# The real-stack legs time what they observe (heartbeat timeouts, trigger polls) but mostly wait:
-# measured beside the legs below they pass with the same margins (README "The two commands").
-E2E_ARGS=(tests/e2e --ignore=tests/e2e/test_celery_executor.py)
-CELERY_ARGS=(tests/e2e/test_celery_executor.py)
-if [[ "${E2E_LANE:-background}" == serial ]]; then
-    step pytest-af3-e2e "pytest tests/e2e under .venvs/af3: one stack, every case at once"
-    export AIRFLOW_HOME="$RUN_TMP/airflow-e2e"
-    run_pytest af3-e2e "$AF3" 0 "${E2E_ARGS[@]}"
-    step pytest-af3-celery "pytest tests/e2e/test_celery_executor.py: CeleryExecutor, Redis, two workers"
-    run_pytest af3-celery "$AF3" 0 "${CELERY_ARGS[@]}"
-else
-    step e2e-lane "start in the background: tests/e2e (events stack), then the CeleryExecutor stack"
-    LANE_LEGS+=("af3-e2e 0" "af3-celery 0")
-    (
-        export AIRFLOW_HOME="$RUN_TMP/airflow-e2e"
-        lane_leg af3-e2e "$AF3" "${E2E_ARGS[@]}"
-        lane_leg af3-celery "$AF3" "${CELERY_ARGS[@]}"
-    ) &
-    LANE_PIDS+=($!)
-    echo "lane pid $!; logs: ${LOGS#"$REPO"/}/af3-e2e.log, af3-celery.log"
-fi
-
-# --------------------------------------------------------------------------- 6 agent lane
-# The agent suite under each older CPython: CPU-bound in its children but at ~57 % of the two
-# cores (57 CPU-s in 50 s), while the provider legs below mostly wait (af2: 63 CPU-s in 131 s):
-# in a lane of their own beside them. AGENT_LANE=serial runs them in the foreground instead.
+# --------------------------------------------------------------------------- 5 the lanes
+# Which CPythons the agent suite runs under (pytest itself runs under the af3 venv; every agent
+# process the tests start runs under the leg's python).
 AGENT_PYS=()    # "version path" per interpreter
-step agent-pythons "tests/agent with AGENT_PYTHON = each older CPython"
+step agent-pythons "find the older CPythons for tests/agent"
 if [[ "${SKIP_OLD_PYTHONS:-0}" == 1 ]]; then
     echo "skip: SKIP_OLD_PYTHONS=1"
 elif ! command -v pyenv >/dev/null 2>&1 && [[ ! -d "${PYENV_ROOT:-$HOME/.pyenv}/versions" ]]; then
@@ -290,23 +267,66 @@ else
         AGENT_PYS+=("$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])') $py")
     done
     if [[ ${#AGENT_PYS[@]} == 0 ]]; then echo "skip: no pyenv CPython 3.6..3.13 found"; fi
+    echo "agent suite under: ${AGENT_PYS[*]%% *}"
 fi
-# pytest runs under the af3 venv; every agent process the tests start runs under the leg's python.
-if [[ ${#AGENT_PYS[@]} -gt 0 && "${AGENT_LANE:-background}" == serial ]]; then
-    for entry in "${AGENT_PYS[@]}"; do
-        AGENT_PYTHON="${entry#* }" AIRFLOW_HOME="$RUN_TMP/airflow-agent-${entry%% *}" \
-            run_pytest "agent-${entry%% *}" "$AF3" 0 "${XDIST[@]}" tests/agent
-    done
-elif [[ ${#AGENT_PYS[@]} -gt 0 ]]; then
-    for entry in "${AGENT_PYS[@]}"; do LANE_LEGS+=("agent-${entry%% *} 0"); done
+# agent_leg <lane|fg> "<version> <path>"
+agent_leg() {
+    local how="$1" ver="${2%% *}" py="${2#* }"
+    if [[ $how == lane ]]; then
+        AGENT_PYTHON="$py" AIRFLOW_HOME="$RUN_TMP/airflow-agent-$ver" \
+            lane_leg "agent-$ver" "$AF3" "${XDIST[@]}" tests/agent
+    else
+        AGENT_PYTHON="$py" AIRFLOW_HOME="$RUN_TMP/airflow-agent-$ver" \
+            run_pytest "agent-$ver" "$AF3" 0 "${XDIST[@]}" tests/agent
+    fi
+}
+
+# The real-stack legs time what they observe (heartbeat timeouts, trigger polls) but mostly wait:
+# measured beside the legs below they pass with the same margins (README "The two commands").
+# The agent suite keeps the cores ~57 % busy (57 CPU-s in 50 s) and the provider legs mostly
+# wait (af2: 63 CPU-s in 131 s), so from here on three streams share the machine: the
+# foreground (af2, af32), the e2e lane (then the last two agent legs) and the agent lane.
+E2E_ARGS=(tests/e2e --ignore=tests/e2e/test_celery_executor.py)
+CELERY_ARGS=(tests/e2e/test_celery_executor.py)
+SERIAL_AGENT=()
+if [[ "${AGENT_LANE:-background}" == serial ]]; then
+    SERIAL_AGENT=("${AGENT_PYS[@]+"${AGENT_PYS[@]}"}"); AGENT_PYS=()
+fi
+N_AGENT=${#AGENT_PYS[@]}
+E2E_AGENT=()    # the last two interpreters, when there are more than two
+LANE_AGENT=("${AGENT_PYS[@]+"${AGENT_PYS[@]}"}")
+if [[ $N_AGENT -gt 2 ]]; then
+    E2E_AGENT=("${AGENT_PYS[@]:$((N_AGENT - 2))}")
+    LANE_AGENT=("${AGENT_PYS[@]:0:$((N_AGENT - 2))}")
+fi
+if [[ "${E2E_LANE:-background}" == serial ]]; then
+    step pytest-af3-e2e "pytest tests/e2e under .venvs/af3: one stack, every case at once"
+    export AIRFLOW_HOME="$RUN_TMP/airflow-e2e"
+    run_pytest af3-e2e "$AF3" 0 "${E2E_ARGS[@]}"
+    step pytest-af3-celery "pytest tests/e2e/test_celery_executor.py: CeleryExecutor, Redis, two workers"
+    run_pytest af3-celery "$AF3" 0 "${CELERY_ARGS[@]}"
+    LANE_AGENT+=("${E2E_AGENT[@]+"${E2E_AGENT[@]}"}"); E2E_AGENT=()
+else
+    step e2e-lane "start in the background: tests/e2e (events stack), the CeleryExecutor stack, then agent legs ${E2E_AGENT[*]%% *}"
+    LANE_LEGS+=("af3-e2e 0" "af3-celery 0")
+    for entry in "${E2E_AGENT[@]+"${E2E_AGENT[@]}"}"; do LANE_LEGS+=("agent-${entry%% *} 0"); done
     (
-        for entry in "${AGENT_PYS[@]}"; do
-            AGENT_PYTHON="${entry#* }" AIRFLOW_HOME="$RUN_TMP/airflow-agent-${entry%% *}" \
-                lane_leg "agent-${entry%% *}" "$AF3" "${XDIST[@]}" tests/agent
-        done
+        export AIRFLOW_HOME="$RUN_TMP/airflow-e2e"
+        lane_leg af3-e2e "$AF3" "${E2E_ARGS[@]}"
+        lane_leg af3-celery "$AF3" "${CELERY_ARGS[@]}"
+        for entry in "${E2E_AGENT[@]+"${E2E_AGENT[@]}"}"; do agent_leg lane "$entry"; done
     ) &
     LANE_PIDS+=($!)
-    echo "agent lane pid $!: ${#AGENT_PYS[@]} interpreters; logs: ${LOGS#"$REPO"/}/agent-*.log"
+    echo "e2e lane pid $!; logs: ${LOGS#"$REPO"/}/af3-e2e.log, af3-celery.log, agent-*.log"
+fi
+if [[ ${#LANE_AGENT[@]} -gt 0 ]]; then
+    step agent-lane "start in the background: tests/agent under ${LANE_AGENT[*]%% *}"
+    for entry in "${LANE_AGENT[@]}"; do LANE_LEGS+=("agent-${entry%% *} 0"); done
+    (
+        for entry in "${LANE_AGENT[@]}"; do agent_leg lane "$entry"; done
+    ) &
+    LANE_PIDS+=($!)
+    echo "agent lane pid $!; logs: ${LOGS#"$REPO"/}/agent-*.log"
 fi
 
 # --------------------------------------------------------------------------- 7 af2
@@ -318,6 +338,10 @@ run_pytest af2 "$AF2" 0 "${XDIST[@]}" tests/unit tests/provider
 step pytest-af32 "pytest tests/unit tests/provider under .venvs/af32 (Airflow 3.2.1, MWAA 3.2.1 pins), ${PYTEST_WORKERS} workers"
 export AIRFLOW_HOME="$RUN_TMP/airflow-af32"
 run_pytest af32 "$AF32" 0 "${XDIST[@]}" tests/unit tests/provider
+if [[ ${#SERIAL_AGENT[@]} -gt 0 ]]; then
+    step agent-pythons "tests/agent with AGENT_PYTHON = each older CPython (AGENT_LANE=serial)"
+    for entry in "${SERIAL_AGENT[@]}"; do agent_leg fg "$entry"; done
+fi
 
 # --------------------------------------------------------------------------- 9 join
 lane_join
