@@ -120,3 +120,15 @@ def test_a_running_job_is_not_cleaned(agent):
     rep = agent.ok("clean", "--all")
     assert rep["deleted"] == 0, rep
     assert stored(agent, job["job_id"]) == "RUNNING" and pid_alive(job["worker_pid"])
+
+
+def test_abort_of_an_end_nobody_read_keeps_its_outcome(agent):
+    """abort reconciles first: a job that ended without a finisher is not running, whatever its
+    row still says, and its outcome stays (exit code 4 of the wrapper's record)."""
+    job, _, runs = end_unread(agent, 4)
+    assert stored(agent, job["job_id"]) == "RUNNING"
+    res = agent.run("abort", "--job-id", job["job_id"])
+    assert res.code == 4 and "not running" in res.err, res
+    row = agent.job_row(job["job_id"])
+    assert (row["status"], row["exit_code"], row["aborted_at"]) == ("FAILED", 4, None), row
+    assert runs.read_text() == "run\n"
