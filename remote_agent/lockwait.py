@@ -1,8 +1,9 @@
 """Named locks and slots on the host, the waiting part: a queued job's supervisor waits here for
 its turn before it spawns the target (see locks.py for the rule).
 
-How a waiter waits without polling. Every queued job's supervisor keeps a *wake channel* open
-for as long as it lives: a named FIFO ``<state_dir>/locks/<job_id>.fifo`` that it holds open
+How a waiter waits without polling. Every queued job's worker keeps a *wake channel* open for
+as long as it lives (the supervisor, then the light job's wrapper and its finisher, which it
+hands the descriptor to: light.py): a named FIFO ``<state_dir>/locks/<job_id>.fifo`` held open
 read-write and ``flock``ed exclusively. A waiter opens the channels of the jobs in its way
 read-only and blocks in ``select``: when the last process holding a channel ends (the job ended
 and its supervisor exited, or the supervisor was killed, even with -9) the kernel reports
