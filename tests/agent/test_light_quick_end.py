@@ -99,10 +99,14 @@ def test_a_target_killed_by_a_signal_runs_the_finisher(agent):
 
 
 def test_quick_end_off_keeps_the_finisher(agent):
-    cmd, _, gate = gated(agent, 0)
+    cmd, runs, gate = gated(agent, 0)
     job = agent.start_ok(agent.key(), *cmd, env={"ORCHESJOB_QUICK_END": "0"})
     gate.touch()
+    # nobody reads the job: only its finisher can store the row
     wait_until(lambda: stored(agent, job["job_id"]) == "SUCCEEDED", timeout=15, message="finisher stored it")
+    row = agent.job_row(job["job_id"])
+    assert (row["exit_code"], row["finished_at"]) == (0, int(record(agent, job["job_id"])[2])), row
+    assert runs.read_text() == "run\n"
 
 
 def test_clean_stores_then_deletes_an_end_nobody_read(agent):
