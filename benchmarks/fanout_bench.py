@@ -173,7 +173,8 @@ def watcher_main(contender: str, jobs_file: str, state_dir: str, ready_file: str
 
 # ------------------------------------------------------------------------------- one cell
 def run_cell(
-    n: int, hosts: dict[str, list[Host]], groups: dict[str, Group], contenders: list[str], opts: Any
+    n: int, hosts: dict[str, list[Host]], groups: dict[str, Group], contenders: list[str], opts: Any,
+    flip: bool = False,
 ) -> dict:
     """One cell: the same N jobs (the same sleeps) for every contender. By default the
     contenders run one after the other, in an order that alternates between cells, so neither
@@ -189,8 +190,7 @@ def run_cell(
         os.chown(p, uid, uid)
     state_dir = f"{bench_dir}/oj-state"
     sleeps = [random.uniform(opts.min_sleep, opts.max_sleep) for _ in range(n)]
-    order = list(contenders) if run_cell.count % 2 == 0 else list(reversed(contenders))  # type: ignore[attr-defined]
-    run_cell.count += 1  # type: ignore[attr-defined]
+    order = list(reversed(contenders)) if flip else list(contenders)
     phases = [order] if opts.together else [[c] for c in order]
     results: dict[str, Any] = {"n": n, "h": h, "late_start": False, "order": "together" if opts.together
                                else ",".join(order), "launch_s": 0.0}
@@ -217,8 +217,6 @@ def run_cell(
         shutil.rmtree(bench_dir, ignore_errors=True)
     return results
 
-
-run_cell.count = 0  # type: ignore[attr-defined]
 
 
 def launch(
@@ -453,7 +451,7 @@ def main() -> None:
             for n in ns:
                 sub = {c: hosts[c][:h] for c in contenders}
                 print(f"cell N={n} H={h} ...", file=sys.stderr, flush=True)
-                rows.append(run_cell(n, sub, groups, contenders, opts))
+                rows.append(run_cell(n, sub, groups, contenders, opts, flip=len(rows) % 2 == 1))
                 print(json.dumps(rows[-1], default=str), file=sys.stderr, flush=True)
         if opts.poll_cost and "ours" in contenders:
             poll_cost = poll_round_cost(hosts["ours"][0], groups["ours"], opts.poll_cost)

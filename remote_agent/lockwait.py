@@ -41,8 +41,6 @@ RECHECK = 0.5
 #: Longest block between readings of the queue even when every blocker can wake us.
 SAFETY = 30.0
 READY = b"R"
-#: The wake channel this supervisor holds (take_turn): a light job hands it to its wrapper.
-HELD = []  # type: List[int]
 
 
 class _Stop(Exception):
@@ -143,13 +141,11 @@ def take_turn(state_dir, job_id, notify_fd, granted=False):
     """Wait until this queued job may take its claims; True to spawn the target, False when it
     must not run (aborted or cancelled meanwhile, queue timeout, SIGTERM while waiting).
 
-    ``granted``: its turn came in the start transaction; only the wake channel is opened.
+    The caller holds the job's wake channel (``open_channel``) from before this call to the
+    job's end. ``granted``: its turn came in the start transaction: nothing to wait for.
     The first time it has to wait it sends the launcher the READY byte, so an async start
     returns at once with the job WAITING instead of waiting out its start timeout.
     """
-    channel = open_channel(state_dir, job_id)  # kept open until the process ends
-    if channel is not None:
-        HELD.append(channel)
     if granted:
         return True
 

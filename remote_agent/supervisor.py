@@ -208,9 +208,11 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
     assert conn is not None
     if not _record(conn, job_id, (STARTING,), worker_pid=me, worker_start=procs.start_time(me)):
         return 0  # aborted or declared lost before we got here: run nothing
+    channel = None  # a queued job's wake channel, held by its worker until the job ends
     if queued:  # STARTING -> (WAITING for its locks and slots) -> spawn; see lockwait.py
         from remote_agent import lockwait
 
+        channel = lockwait.open_channel(state_dir, job_id)
         if not lockwait.take_turn(state_dir, job_id, notify_fd, granted=queued == "granted"):
             return 0  # aborted, cancelled or timed out in the queue: nothing ran
     db = _Db(state_dir, conn)
@@ -229,13 +231,8 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
     if light:
         from remote_agent.light import hand_over
 
-        held = None
-        if queued:
-            from remote_agent.lockwait import HELD
-
-            held = HELD[0] if HELD else None
         if hand_over(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd,
-                     held=held, record=check is None):
+                     held=channel, record=check is None):
             return 0
     try:
         pid = spawn(argv, cwd, full_env, out_fd, err_fd)

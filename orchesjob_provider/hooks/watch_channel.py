@@ -93,9 +93,14 @@ class WatchChannel:
         self.process: Any = None
         self.unsupported_until = 0.0
         self.opens = 0  # watch execs started (tests and benchmarks)
-        self.drops: list[str] = []  # why the channel dropped or could not open, latest last
+        self.drops: list[str] = []  # why the channel dropped or could not open, the latest last
         self.hello: Mapping[str, Any] | None = None  # the current channel's hello (agent pid, ...)
         self._idle: asyncio.TimerHandle | None = None
+
+    MAX_DROPS = 20  # reasons kept for support and tests (a triggerer lives for weeks)
+
+    def _dropped(self, reason: str) -> None:
+        self.drops = [*self.drops[1 - self.MAX_DROPS :], reason]
 
     @property
     def supported(self) -> bool:
@@ -159,18 +164,18 @@ class WatchChannel:
                 try:
                     await self._open()
                 except WatchUnsupported as e:
-                    self.drops.append(f"unsupported: {e}")
+                    self._dropped(f"unsupported: {e}")
                     self.unsupported_until = time.monotonic() + self.UNSUPPORTED_FOR
                     self._fail_all(e)
                     return
                 except AgentUnavailable as e:
-                    self.drops.append(str(e))
+                    self._dropped(str(e))
                     attempt += 1
                     self._fail_all(e)
                     await asyncio.sleep(reconnect_delay(attempt))
                     continue
                 except Exception as e:  # never end silently: the triggers would wait on nothing
-                    self.drops.append(f"open failed: {e!r}")
+                    self._dropped(f"open failed: {e!r}")
                     attempt += 1
                     self._fail_all(AgentUnavailable(f"orchesjob watch on {self.hook.where}: {e!r}"))
                     await asyncio.sleep(reconnect_delay(attempt))
@@ -184,7 +189,7 @@ class WatchChannel:
                     error = AgentUnavailable(f"orchesjob watch on {self.hook.where}: {e!r}")
                 self._close_process()
                 if error is not None:
-                    self.drops.append(str(error))
+                    self._dropped(str(error))
                     attempt += 1
                     self._fail_all(error)
                     await asyncio.sleep(reconnect_delay(attempt, cap=5.0))
