@@ -18,7 +18,14 @@ from orchesjob_provider.protocol import (
     abort_timeout,
     normalize_offsets,
 )
-from orchesjob_provider.task_state import KEEP, TaskIdent, kill_action, read_task_state_async
+from orchesjob_provider.task_state import (
+    KEEP,
+    READ_TIMEOUT,
+    TaskIdent,
+    kill_action,
+    read_task_state_async,
+)
+from orchesjob_provider.triggers.cancels import finish_despite_cancels, on_kill_budget
 from orchesjob_provider.version_compat import (
     TRIGGER_HAS_ON_KILL,
     BaseTrigger,
@@ -198,7 +205,8 @@ class OrchesjobTrigger(BaseTrigger):
                 await asyncio.sleep(self._sleep_for(watch))
         except asyncio.CancelledError:
             if not TRIGGER_HAS_ON_KILL:
-                await self._abort_if_task_killed()
+                budget = abort_timeout(self.abort_grace_seconds) + READ_TIMEOUT * 5
+                await finish_despite_cancels(self._abort_if_task_killed(), budget, self.log)
             raise
         finally:
             hook.release()
@@ -264,8 +272,11 @@ class OrchesjobTrigger(BaseTrigger):
     # -- kill while deferred --------------------------------------------------------------------
     async def on_kill(self) -> None:
         """Airflow 3.3+: a user action (mark failed/success, clear) unassigned the deferred task;
-        never called on a triggerer shutdown."""
-        await self._abort("task killed by a user action while deferred")
+        never called on a triggerer shutdown. The triggerer cancels again while this runs
+        (triggers/cancels.py): the abort outlasts that."""
+        cause = "task killed by a user action while deferred"
+        budget = on_kill_budget(abort_timeout(self.abort_grace_seconds))
+        await finish_despite_cancels(self._abort(cause), budget, self.log)
 
     async def _abort(self, cause: str) -> None:
         """Abort and acknowledge the job: a later try of the run key starts a new attempt.

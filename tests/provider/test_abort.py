@@ -225,17 +225,41 @@ def _start(orch_conn, state_dir, remote, sshd, tag):
     return hook, job, wait_for_pids(remote, pidfile)
 
 
-async def _run_then_cancel(trigger, kill: bool):
-    task = asyncio.ensure_future(trigger.run().__anext__())
-    await asyncio.sleep(1.5)  # the trigger is polling the running job
+#: what Airflow 3.3's triggerer passes as the cancel message of a user action
+USER_ACTION = "__airflow_user_action__"
+
+
+async def _run_then_cancel(trigger, kill: bool, resync: float = 0.2):
+    """Drive the trigger the way the triggerer does (jobs/triggerer_job_runner.py, run_trigger):
+    run() in a task; the kill cancels that task, and on Airflow 3.3+ a user action's cancel then
+    awaits on_kill in the same task. The triggerer cancels the task again on every state sync
+    (~1 s there, ``resync`` here) until it has ended, and swallows a cancel of on_kill."""
+
+    async def run_trigger():
+        try:
+            async for _ in trigger.run():
+                raise AssertionError("the job is still running: no event expected")
+        except asyncio.CancelledError as e:
+            if kill and e.args and e.args[0] == USER_ACTION and _has_trigger_on_kill():
+                try:
+                    await asyncio.wait_for(trigger.on_kill(), timeout=30)
+                except asyncio.CancelledError:
+                    pass  # what Airflow does
+            raise
+
+    task = asyncio.ensure_future(run_trigger())
+    await asyncio.sleep(1.5)  # the trigger is waiting on the running job
     assert not task.done()
-    if kill and hasattr(trigger, "on_kill") and _has_trigger_on_kill():
-        await trigger.on_kill()
-    task.cancel()
-    try:
+    cancels = 0
+    while not task.done():
+        task.cancel(USER_ACTION if kill else None)
+        cancels += 1
+        # the first sync comes at on_kill's first await: on a loaded triggerer a sync lands
+        # there when the abort's SSH work is slow (CI, Airflow 3.3); here it surely does
+        await asyncio.wait([task], timeout=resync if cancels > 1 else 0)
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
+    return cancels
 
 
 def _has_trigger_on_kill() -> bool:
@@ -323,9 +347,11 @@ def test_kill_while_deferred(orch_conn, state_dir, remote, sshd, killed):
         # Airflow < 3.3: the trigger decides from the task instance's state in the DB
         trigger.task_instance = _real_ti(orch_conn, state_dir, "failed" if killed else "deferred")
     with _triggerer_comms(getattr(trigger, "task_instance", None)):
-        asyncio.run(_run_then_cancel(trigger, kill=killed))
+        cancels = asyncio.run(_run_then_cancel(trigger, kill=killed))
     status = hook.get_job(job.job_id).status
     if killed:
+        # the abort outlived the triggerer's repeated cancels (once it did not: CI, Airflow 3.3)
+        assert cancels > 1, "the abort ended before a second cancel came: nothing was proven"
         assert status == "ABORTED" and hook.get_job(job.job_id).acked_at is not None
         assert_gone(remote, pids)
     else:
