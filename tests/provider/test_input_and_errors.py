@@ -168,9 +168,15 @@ def _conn_for(case, sshd, other_key):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_ssh_failures_are_one_actionable_line(case, sshd, airflow_db, state_dir, other_key, capfd):
-    if case == "unknown_host_key" and _known_hosts_has(sshd):
-        pytest.skip("~/.ssh/known_hosts of the test runner already trusts the test sshd")
+def test_ssh_failures_are_one_actionable_line(
+    case, sshd, airflow_db, state_dir, other_key, capfd, tmp_path, monkeypatch
+):
+    if case == "unknown_host_key":
+        # a HOME of its own: the runner's ~/.ssh/known_hosts may trust the test sshd already
+        # (this case was skipped once in CI for that), and then nothing would be proven
+        (tmp_path / "home").mkdir()
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        assert not _known_hosts_has(sshd)
     conn_id = f"orch_{case}"
     set_conn(conn_id, _conn_for(case, sshd, other_key))
     remote_python = "python3-not-here" if case == "missing_python" else "python3"
