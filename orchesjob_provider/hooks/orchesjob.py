@@ -70,6 +70,10 @@ __all__ = [
     "OrchesjobWrongState",
 ]
 
+#: the wait between our connect attempts (SSHHook's own spacing): seconds, plus up to as much
+#: again at random
+CONNECT_RETRY_WAIT = (3.0, 2.0)
+
 
 class OrchesjobHook(BaseHook):
     """
@@ -173,7 +177,8 @@ class OrchesjobHook(BaseHook):
                 if attempt >= self._connect_attempts or not isinstance(e, OSError):
                     raise AgentUnavailable(self._connect_error(e)) from None  # final, or out of tries
                 attempt += 1
-                time.sleep(3 + random.uniform(0, 2))  # SSHHook's own spacing
+                base, spread = CONNECT_RETRY_WAIT
+                time.sleep(base + random.uniform(0, spread))
         transport = client.get_transport()
         tune_socket(getattr(transport, "sock", None), dead_after(self._conn_timeout()))
         # paramiko's keepalive expects no answer; it only keeps bytes in flight so that the

@@ -107,6 +107,20 @@ def remote(sshd):
     return run
 
 
+@pytest.fixture
+def quick_sshhook_retries(monkeypatch):
+    """SSHHook of ssh provider 3.14 (the Airflow 2.10 leg) retries every failed connect 3 times,
+    3-5 s apart (Airflow 3's provider too); the outcome is the same each time, so tests of
+    connect failures drop the spacing."""
+    from airflow.providers.ssh.hooks import ssh as ssh_mod
+    from tenacity import wait_none
+
+    monkeypatch.setattr(ssh_mod, "wait_fixed", lambda *_: wait_none(), raising=False)
+    monkeypatch.setattr(ssh_mod, "wait_random", lambda *_: wait_none(), raising=False)
+    # where the provider lets us, our hook retries instead (OrchesjobHook.get_conn)
+    monkeypatch.setattr("orchesjob_provider.hooks.orchesjob.CONNECT_RETRY_WAIT", (0.0, 0.0))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_in_process_api_per_worker():
     """Airflow 3.0-3.2 build a new in-process Execution API app for every ``dag.test()`` (Cadwyn

@@ -61,17 +61,6 @@ def kind_of(error: BaseException | None) -> str:
     return f"other: {msg}"
 
 
-@pytest.fixture
-def quick_sshhook_retries(monkeypatch):
-    """SSHHook of ssh provider 3.14 (the Airflow 2.10 leg) retries every failed connect 3 times,
-    3-5 s apart; the decision is the same each time, so the spacing is dropped here."""
-    from airflow.providers.ssh.hooks import ssh as ssh_mod
-    from tenacity import wait_none
-
-    monkeypatch.setattr(ssh_mod, "wait_fixed", lambda *_: wait_none(), raising=False)
-    monkeypatch.setattr(ssh_mod, "wait_random", lambda *_: wait_none(), raising=False)
-
-
 CELLS = list(itertools.product(HOST_KEY, NO_CHECK, ALLOW_CHANGE, KNOWN))
 
 

@@ -169,7 +169,7 @@ def _conn_for(case, sshd, other_key):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_ssh_failures_are_one_actionable_line(
-    case, sshd, airflow_db, state_dir, other_key, capfd, tmp_path, monkeypatch
+    case, sshd, airflow_db, state_dir, other_key, capfd, tmp_path, monkeypatch, quick_sshhook_retries
 ):
     if case == "unknown_host_key":
         # a HOME of its own: the runner's ~/.ssh/known_hosts may trust the test sshd already
