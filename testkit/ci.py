@@ -10,7 +10,7 @@ from typing import Iterable, Optional
 #: Test directories (relative to the repo root) whose tests are fault or end-to-end proofs.
 PROOF_DIRS = ("tests/faults", "tests/e2e")
 #: Markers that make any test such a proof.
-PROOF_MARKERS = ("netns", "e2e")
+PROOF_MARKERS = ("netns", "e2e", "fault")
 
 
 def in_ci(environ: Optional[dict] = None) -> bool:

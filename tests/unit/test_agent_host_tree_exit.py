@@ -303,10 +303,10 @@ def test_supervisor_write_is_retried_until_the_lock_is_released(state, monkeypat
     holder = sqlite3.connect(os.path.join(state, "orchesjob.db"), isolation_level=None,
                              check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
-    threading.Timer(1.0, lambda: holder.execute("ROLLBACK")).start()
     calls = []
     db = supervisor._Db(state, None)
-    t0 = time.monotonic()
+    t0 = time.monotonic()  # before the timer starts: the lock is surely held for 1 s from here
+    threading.Timer(1.0, lambda: holder.execute("ROLLBACK")).start()
     ok = db.write("retrying", vocab.ACTIVE, before=lambda: calls.append(1), status=vocab.SUCCEEDED,
                   exit_code=0, finished_at=2)
     db.close()

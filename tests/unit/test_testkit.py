@@ -125,6 +125,7 @@ def test_in_ci_unset():
         ("tests/e2e", [], True),
         ("tests/unit/test_x.py::test_y", ["netns"], True),
         ("tests/provider/test_x.py::test_y", ["e2e", "ssh"], True),
+        ("tests/agent/test_x.py::test_y", ["fault"], True),
         ("tests/provider/test_x.py::test_y", ["ssh", "airflow"], False),
         ("tests/faultsy/test_x.py::test_y", [], False),
         ("tests/agent/test_e2e_like.py::test_faults", [], False),
