@@ -23,15 +23,17 @@ async def _recancel(task: asyncio.Task, every: float) -> int:
     return n
 
 
+async def _abort(done: list) -> None:
+    """An abort that takes 0.3 s (an SSH round trip and the SIGTERM grace, shortened)."""
+    await asyncio.sleep(0.3)
+    done.append("aborted")
+
+
 def test_the_work_ends_although_the_caller_is_cancelled_again_and_again():
     done = []
 
-    async def abort():
-        await asyncio.sleep(0.3)
-        done.append("aborted")
-
     async def on_kill():
-        await finish_despite_cancels(abort(), 5.0, LOG)
+        await finish_despite_cancels(_abort(done), 5.0, LOG)
         return "returned"
 
     async def main():
@@ -49,12 +51,8 @@ def test_without_it_the_second_cancel_loses_the_work():
     """The failure this module exists for: the same driver, the work awaited directly."""
     done = []
 
-    async def abort():
-        await asyncio.sleep(0.3)
-        done.append("aborted")
-
     async def main():
-        task = asyncio.ensure_future(abort())
+        task = asyncio.ensure_future(_abort(done))
         await asyncio.sleep(0)
         await _recancel(task, 0.01)
         return task.cancelled()
