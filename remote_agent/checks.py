@@ -229,14 +229,11 @@ def before_run(db, state_dir, job_id, spec, cwd, env, current, notify_fd):
     STARTING, phase ``checking``), so a long check never holds an SSH call open, and a retry
     that comes meanwhile reattaches to this job like to a running one.
     """
-    from remote_agent.supervisor import READY
+    from remote_agent.handoff import READY, tell
     from remote_agent.timeutil import now_ts
     from remote_agent.vocab import ACTIVE, CHECK_ERROR, FAILED, RUNNING_PHASE, SATISFIED, STARTING, SUCCEEDED
 
-    try:
-        os.write(notify_fd, READY)
-    except OSError:
-        pass  # the launcher is gone (SSH dropped): nothing to tell
+    tell(notify_fd, READY)
     try:  # both logs exist from the start, as for a job without a check (``logs`` reads them)
         os.close(os.open(paths.log_path(state_dir, job_id, STDOUT), os.O_WRONLY | os.O_CREAT, 0o600))
     except OSError:

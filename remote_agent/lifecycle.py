@@ -262,14 +262,14 @@ def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, que
     # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float, Optional[str]) -> Row
     job_id = result.row["job_id"]
     if result.action == STARTED:
-        from remote_agent import supervisor  # only a start needs it (and its signal import)
+        from remote_agent import handoff, supervisor  # only a start needs them (and signal)
 
         supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env, queued,
                                                     light=not sync)
         if sync:
-            supervisor.wait_finished(read_fd)
+            handoff.wait_finished(read_fd)
         else:
-            supervisor.wait_ready(read_fd, max(0.0, start_timeout))
+            handoff.wait_ready(read_fd, max(0.0, start_timeout))
         os.close(read_fd)
         _reap(supervisor_pid)
     reader = Reader(state_dir)

@@ -264,7 +264,7 @@ def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, 
     The logs are closed here once handed over. ``held``, ``record``: as in ``start``."""
     import signal
 
-    from remote_agent import procs, supervisor
+    from remote_agent import handoff, procs
     from remote_agent.vocab import RUNNING, STARTING
 
     started = start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held, record)
@@ -285,10 +285,7 @@ def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, 
 
         tree.end_processes(find, tree.kill_grace(), signal.SIGTERM, signal.SIGKILL)
     else:
-        try:
-            os.write(notify_fd, supervisor.READY)
-        except OSError:
-            pass  # the launcher is gone (SSH dropped): nothing to tell
+        handoff.tell(notify_fd, handoff.READY)
     os.close(go_ahead)  # the wrapper may run its finisher now
     db.close()
     return True

@@ -6,9 +6,7 @@ connection, then forks. The child becomes the supervisor: a new session with std
 returns as soon as the launcher prints its reply. Forking instead of exec'ing a second
 interpreter saves a whole Python start-up (the largest cost of an async start).
 
-The supervisor tells the launcher what happened through a pipe: one byte ``R`` once the
-target runs and its pid is stored, and end-of-file when the final status is stored (or the
-supervisor died). A sync start therefore wakes the moment the job ends, with no polling.
+The supervisor tells the launcher what happened through a pipe (handoff.py).
 
 Names: orchesjob called this process the "worker". The code calls it the supervisor
 (``supervisor_pid``); the database columns ``worker_pid``/``worker_start``, the job object's
@@ -23,6 +21,7 @@ import sys
 import time
 
 from remote_agent import checks, exitrec, paths, procs, store, tree
+from remote_agent.handoff import READY, RECORDED, tell
 from remote_agent.timeutil import now_ts
 from remote_agent.vocab import ACTIVE, FAILED, RUNNING, STARTING, STREAMS, SUCCEEDED
 
@@ -32,7 +31,6 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
     from typing import Callable, Dict, List, Optional, Tuple  # noqa: F401
 
 
-READY = b"R"
 #: How long the supervisor keeps retrying a database write that fails (the write lock held
 #: past the busy timeout, a full disk, slow storage) before it gives up: 7 days. The exit
 #: record (exitrec.py) carries the outcome meanwhile and afterwards.
@@ -208,6 +206,7 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
     assert conn is not None
     if not _record(conn, job_id, (STARTING,), worker_pid=me, worker_start=procs.start_time(me)):
         return 0  # aborted or declared lost before we got here: run nothing
+    tell(notify_fd, RECORDED)
     channel = None  # a queued job's wake channel, held by its worker until the job ends
     if queued:  # STARTING -> (WAITING for its locks and slots) -> spawn; see lockwait.py
         from remote_agent import lockwait
@@ -260,10 +259,7 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
         db.keep_exit_code(job_id, _exit_code(reaped[pid]) if pid in reaped else wait_exit(pid))
         return 0
     if check is None:  # with a check, READY went out when the check started
-        try:
-            os.write(notify_fd, READY)
-        except OSError:
-            pass  # the launcher is gone (SSH dropped): nothing to tell
+        tell(notify_fd, READY)
     rc = wait_exit(pid)
     _finish(db, state_dir, job_id, rc, (notify_fd,), job_processes, check_env=(cwd, full_env))
     return 0
@@ -395,20 +391,3 @@ def _reap_into(statuses):
         statuses[ended] = status
 
 
-def wait_ready(read_fd, timeout):
-    # type: (int, Optional[float]) -> bool
-    """Wait for the supervisor's READY byte or end-of-file; False on timeout."""
-    import select
-
-    ready, _, _ = select.select([read_fd], [], [], timeout)
-    if not ready:
-        return False
-    os.read(read_fd, 1)
-    return True
-
-
-def wait_finished(read_fd):
-    # type: (int) -> None
-    """Block until the supervisor closed the pipe (final status stored, or it died)."""
-    while os.read(read_fd, 4096):
-        pass
