@@ -27,6 +27,7 @@ import signal
 import time
 
 from remote_agent import locks, paths, store, store_locks
+from remote_agent.handoff import READY, tell
 from remote_agent.liveness import lost_reason, reconcile
 from remote_agent.vocab import ACTIVE, CANCELLED, STARTING, STDERR
 
@@ -40,7 +41,6 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 RECHECK = 0.5
 #: Longest block between readings of the queue even when every blocker can wake us.
 SAFETY = 30.0
-READY = b"R"
 
 
 class _Stop(Exception):
@@ -171,10 +171,7 @@ def take_turn(state_dir, job_id, notify_fd, granted=False):
                 return verdict
             if not told:
                 told = True
-                try:
-                    os.write(notify_fd, READY)
-                except OSError:
-                    pass  # the launcher is gone: nothing to tell
+                tell(notify_fd, READY)
             _block(state_dir, watch_list(blockers), deadline)
     except _Stop:
         _cancel(state_dir, job_id, "stopped (SIGTERM) while waiting for its locks; it did not run")

@@ -19,7 +19,7 @@ AGENT_DIR = Path(remote_agent.__file__).resolve().parent
 RELEASED = {
     "0.2.0": "8df61c6d17fa74a40be2620e63c5d90819a2d4982ef4f92f0436e89dee9c5c0d",
     "0.3.0": "2b3f0dc39e35d280eb15339f75f373cbc65ecd9323210e494c2ac8b3731d1f84",
-    "0.4.0": "8226bcb380254a5a393371fca8f6f9e20765a0c7007963a789aa8f74f770a809",
+    "0.4.0": "582679db655cf4ac602ade6cc49ca94a1c99ece3e8ea1fa92eceab48b625c652",
 }
 
 
