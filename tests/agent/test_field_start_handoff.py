@@ -41,9 +41,8 @@ def _hold_the_lock_before_the_supervisor(agent, key, launcher):
 
 def test_a_zero_start_timeout_waits_for_the_supervisor_to_record_itself(agent):
     agent.start_ok(agent.key("init"), "true")  # the database exists before the race
-    runs = agent.workdir / "runs"
     for attempt in range(20):
-        key = agent.key(f"k{attempt}")
+        key, runs = agent.key(f"k{attempt}"), agent.workdir / f"runs-{attempt}"  # one per attempt
         launcher = agent.popen_bg(
             [*agent.argv, "start", "--run-key", key, "--start-timeout", "0", "--",
              "sh", "-c", f"echo run >> '{runs}'; exec sleep 60"],
@@ -52,7 +51,8 @@ def test_a_zero_start_timeout_waits_for_the_supervisor_to_record_itself(agent):
         holder = _hold_the_lock_before_the_supervisor(agent, key, launcher)
         if holder is not None:
             break
-        launcher.wait(timeout=30)
+        launcher.wait(timeout=30)  # the race was lost: this attempt's job runs; stop it
+        agent.ok("abort", "--run-key", key, "--grace-seconds", "1")
     else:
         pytest.fail("the supervisor recorded itself before the test could hold the lock, 20 times")
     try:
