@@ -10,7 +10,7 @@
 # PREREQS_ABSENT="nftables ..." pretends those are missing and PREREQS_DRY_RUN=1 prints the apt
 # commands instead of running them (tests/unit/test_testkit.py checks the logic that way).
 
-PREREQS_ALL=(openssh-server openssh-client nftables iproute2 python3 sshfs redis-server)
+PREREQS_ALL=(openssh-server openssh-client nftables iproute2 python3 sshfs redis-server postgresql)
 
 prereqs_binary() {  # the binary that proves a package is installed
     case "$1" in
@@ -21,6 +21,9 @@ prereqs_binary() {  # the binary that proves a package is installed
         python3) echo /usr/bin/python3 ;;
         sshfs) echo sshfs ;;
         redis-server) echo /usr/bin/redis-server ;;  # the Celery broker of the CeleryExecutor e2e
+        # the e2e events stack's metadata DB (testkit/postgres.py); Debian keeps the server's
+        # binaries off PATH, under /usr/lib/postgresql/<major>/bin; this one is the Debian default's
+        postgresql) echo /usr/lib/postgresql/15/bin/initdb ;;
         *) echo "prereqs: unknown package $1" >&2; return 2 ;;
     esac
 }

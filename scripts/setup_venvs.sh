@@ -23,6 +23,10 @@ AF3_DEPS=(
     # the CeleryExecutor end-to-end test (tests/e2e/test_celery_executor.py): the executor MWAA
     # runs; its redis client comes with the provider (celery[redis])
     "apache-airflow-providers-celery"
+    # the e2e events stack's metadata DB is PostgreSQL (testkit/postgres.py): Airflow's postgres
+    # extra (the postgres provider: psycopg2-binary for the sync engine, asyncpg for the
+    # api-server's async one); the stack's own read queries use psycopg2 too
+    "apache-airflow[postgres]==3.3.*"
     "pytest" "pytest-timeout" "pytest-xdist"
     "ruff" "mypy" "vermin"
 )

@@ -13,9 +13,16 @@ pids, so a later ``stop`` finds them).
 
 Components: ``api-server`` (serves the execution API that Airflow 3 task processes talk to),
 ``scheduler`` (with the LocalExecutor: its forked workers run the tasks), ``dag-processor``,
-``triggerer``. Each one runs in its own session / process group and is stopped with
+``triggerer``; with ``schedulers=N`` / ``triggerers=N`` (PostgreSQL only: SQLite allows one
+scheduler) also ``scheduler-2`` .. ``scheduler-N`` and ``triggerer-2`` .. ``triggerer-N``.
+Each one runs in its own session / process group and is stopped with
 SIGTERM then SIGKILL of the whole group (plus any descendant that left the group, such as a
 task runner, which Airflow 3 puts in a process group of its own).
+
+The metadata DB is SQLite (``<home>/airflow.db``; the default, what scripts/demo.sh runs) or, with
+``database="postgres"``, a throwaway PostgreSQL cluster in ``<home>/postgres`` (testkit/postgres.py:
+started before ``db migrate``, stopped after the components; ``restart_component("postgres")``
+restarts it).
 
 The settings (see ``stack_env``) are tuned for a small, busy machine and a quick test: SQLite +
 LocalExecutor (allowed on Airflow 3), parallelism 2, 1-2 s scheduler/parsing intervals, and a
@@ -29,6 +36,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -40,6 +48,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from testkit import REPO
+from testkit.postgres import Postgres
 from testkit.procs import (
     _read,
     all_pids,
@@ -70,6 +79,22 @@ class StackError(RuntimeError):
     pass
 
 
+def base_component(name: str) -> str:
+    """The airflow sub-command of a component: ``scheduler-2`` -> ``scheduler``."""
+    m = re.fullmatch(r"(.+)-(\d+)", name)
+    return m.group(1) if m else name
+
+
+def expand_components(base: Sequence[str], schedulers: int = 1, triggerers: int = 1) -> tuple:
+    """``base`` with ``scheduler-2..N`` after ``scheduler`` and ``triggerer-2..N`` after ``triggerer``."""
+    out: List[str] = []
+    for name in base:
+        out.append(name)
+        extra = {"scheduler": schedulers, "triggerer": triggerers}.get(name, 1)
+        out.extend(f"{name}-{i}" for i in range(2, extra + 1))
+    return tuple(out)
+
+
 def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.5,
                what: str = "condition", diag: Optional[Callable[[], str]] = None) -> Any:
     """testkit.procs.wait_until with this module's defaults (0.5 s polls)."""
@@ -93,6 +118,9 @@ class AirflowStack:
         extra_env: Optional[Dict[str, str]] = None,
         api_port: Optional[int] = None,
         heartbeat_timeout: int = 20,
+        database: Optional[str] = None,
+        schedulers: int = 1,
+        triggerers: int = 1,
     ) -> None:
         self.home = os.path.abspath(home)
         self.dags_folder = os.path.abspath(dags_folder or os.path.join(self.home, "dags"))
@@ -112,6 +140,20 @@ class AirflowStack:
             self.procs = {k: int(v) for k, v in state["procs"].items()}
         if not connections and state.get("connections"):
             self.connections = dict(state["connections"])
+        pg_state = state.get("postgres") or {}
+        self.database = database or ("postgres" if pg_state else "sqlite")
+        if self.database not in ("sqlite", "postgres"):
+            raise StackError(f"unknown database {self.database!r} (sqlite or postgres)")
+        if self.database == "sqlite" and schedulers > 1:
+            raise StackError("more than one scheduler needs PostgreSQL (SQLite has no row locks)")
+        self.postgres: Optional[Postgres] = None
+        if self.database == "postgres":
+            self.postgres = Postgres(os.path.join(self.home, "postgres"), port=pg_state.get("port"),
+                                     password=pg_state.get("password"))
+        schedulers = max(schedulers, int(state.get("schedulers") or 1))
+        triggerers = max(triggerers, int(state.get("triggerers") or 1))
+        self.schedulers, self.triggerers = schedulers, triggerers
+        self.components = expand_components(type(self).components, schedulers, triggerers)
 
     # ---- paths / state
     @property
@@ -138,7 +180,9 @@ class AirflowStack:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             json.dump({"procs": self.procs, "api_port": self.api_port, "jwt_secret": self.jwt_secret,
                        "fernet_key": self.fernet_key, "connections": self.connections,
-                       "dags_folder": self.dags_folder, "venv": self.venv}, f, indent=1)
+                       "dags_folder": self.dags_folder, "venv": self.venv,
+                       "postgres": self.postgres.state() if self.postgres else None,
+                       "schedulers": self.schedulers, "triggerers": self.triggerers}, f, indent=1)
         os.replace(tmp, self._state_path())
 
     def component_log(self, name: str) -> str:
@@ -162,7 +206,8 @@ class AirflowStack:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # sqlite3's busy timeout (default 5 s): on a loaded 2-core machine a writer can hold
             # the lock longer, and a scheduler that hits "database is locked" exits.
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}?timeout={SQLITE_BUSY_TIMEOUT}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+                self.postgres.url if self.postgres else f"sqlite:///{self.db_path}?timeout={SQLITE_BUSY_TIMEOUT}"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
             # LocalExecutor forks `parallelism` workers up front: keep it small on a small box.
@@ -219,6 +264,10 @@ class AirflowStack:
         os.makedirs(self.dags_folder, exist_ok=True)
         os.makedirs(self.log_dir, exist_ok=True)
         self._save_state()
+        if self.postgres is not None:
+            # the server runs as the postgres system user: it must traverse the home to its data dir
+            os.chmod(self.home, 0o711)
+            self.postgres.setup()
         self.airflow("db", "migrate", timeout=600)
 
     # ---- processes
@@ -229,11 +278,37 @@ class AirflowStack:
         """The command line of a component (a subclass extends it for the components it adds)."""
         if name not in self.components:
             raise StackError(f"unknown component {name!r}")
-        args = [self.airflow_bin, name]
+        args = [self.airflow_bin, base_component(name)]
         if name == "api-server":
             args += ["--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1",
                      "--apps", "all"]
         return args
+
+    #: the module that names a component's Airflow job (``job.hostname``) after the component
+    _HOSTNAME_MODULE = "orchesjob_stack_hostname"
+
+    def component_env(self, name: str) -> Dict[str, str]:
+        """Environment of one component beyond ``env()``. With more than one triggerer, each
+        triggerer's job row (``job.hostname``, which ``trigger.triggerer_id`` points to) names its
+        component (``triggerer-2``): all run on this one machine, so the real host name would not
+        tell which process runs a trigger (``component_of_job``)."""
+        if self.triggerers < 2 or base_component(name) != "triggerer":
+            return {}
+        pydir = os.path.join(self.home, "stack-py")
+        os.makedirs(pydir, exist_ok=True)
+        with open(os.path.join(pydir, self._HOSTNAME_MODULE + ".py"), "w") as f:
+            f.write("import os\n\n\ndef get():\n    return os.environ['ORCHESJOB_STACK_COMPONENT']\n")
+        path = os.environ.get("PYTHONPATH")
+        return {"ORCHESJOB_STACK_COMPONENT": name,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{self._HOSTNAME_MODULE}.get",
+                "PYTHONPATH": pydir + (os.pathsep + path if path else "")}
+
+    def component_of_job(self, job_id: Any) -> Optional[str]:
+        """The component whose Airflow job row is ``job_id`` (triggerers of a multi-triggerer
+        stack: see component_env), or None."""
+        rows = self.query("SELECT hostname FROM job WHERE id = ?", (job_id,))
+        name = rows[0]["hostname"] if rows else None
+        return name if name in self.components else None
 
     def start_component(self, name: str) -> int:
         args = self.component_args(name)
@@ -241,8 +316,9 @@ class AirflowStack:
         log = open(self.component_log(name), "ab")
         log.write(f"\n==== {time.strftime('%H:%M:%S')} starting {' '.join(args)}\n".encode())
         log.flush()
-        p = subprocess.Popen(args, env=self.env(), cwd=self.home, stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(args, env={**self.env(), **self.component_env(name)}, cwd=self.home,
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
         log.close()
         self._popen[name] = p
         self.procs[name] = p.pid
@@ -329,15 +405,37 @@ class AirflowStack:
                 pass
 
     def restart_component(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Stop a component with ``sig`` (default SIGKILL: it dies, as a crashed container) and
+        start it again; ``postgres``: ``pg_ctl restart -m fast`` (returns its new pid)."""
+        if name == "postgres":
+            return self.restart_postgres()
         self.stop_component(name, sig)
-        return self.start_component(name)
+        pid = self.start_component(name)
+        if name == "api-server":
+            self.wait_api()
+        return pid
+
+    def restart_api_server(self, sig: int = signal.SIGKILL) -> int:
+        """Kill the API server (every task's execution API) and start it again; wait until it answers."""
+        return self.restart_component("api-server", sig)
+
+    def restart_postgres(self) -> int:
+        """Restart the PostgreSQL server (every open session of every component is cut)."""
+        if self.postgres is None:
+            raise StackError("this stack runs on SQLite: no postgres to restart")
+        self.postgres.restart()
+        return self.postgres.pid() or 0
 
     def stop(self) -> None:
-        """Stop every component (scheduler first so it launches nothing new). Idempotent."""
+        """Stop every component (schedulers first so they launch nothing new), then PostgreSQL.
+        Idempotent."""
         order = ["scheduler", "triggerer", "dag-processor", "api-server"]
-        names = sorted(self.procs, key=lambda n: order.index(n) if n in order else 99)
+        names = sorted(self.procs, key=lambda n: order.index(base_component(n))
+                       if base_component(n) in order else 99)
         for name in names:
             self.stop_component(name, signal.SIGTERM, grace=5 if name == "api-server" else 15)
+        if self.postgres is not None:
+            self.postgres.stop()
 
     def __enter__(self) -> AirflowStack:
         return self
@@ -347,6 +445,9 @@ class AirflowStack:
 
     # ---- metadata DB (read-only queries; the writers are Airflow's own processes)
     def query(self, sql: str, params: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+        """Rows of a read query (``?`` placeholders, either backend) as dicts."""
+        if self.postgres is not None:
+            return self._query_postgres(sql, params)
         if not os.path.exists(self.db_path):
             return []
         for attempt in range(10):
@@ -363,6 +464,29 @@ class AirflowStack:
                 time.sleep(0.2 * (attempt + 1))
         return []
 
+    def _query_postgres(self, sql: str, params: Sequence[Any], patience: float = 60) -> List[Dict[str, Any]]:
+        """The query through psycopg2 (the af3 venv has it: Airflow's own driver), read-only, in
+        autocommit. Retried while the server cannot be reached (a restart) up to ``patience`` s."""
+        import psycopg2  # not stdlib: only a PostgreSQL stack needs it
+        import psycopg2.extras
+
+        assert self.postgres is not None
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                con = psycopg2.connect(connect_timeout=10, **self.postgres.dsn())
+                try:
+                    con.set_session(readonly=True, autocommit=True)
+                    with con.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                        cur.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
+                        return [dict(r) for r in cur.fetchall()]
+                finally:
+                    con.close()
+            except psycopg2.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
+
     def dag_parsed(self, dag_id: str) -> bool:
         rows = self.query("SELECT d.dag_id FROM dag d JOIN serialized_dag s ON s.dag_id = d.dag_id "
                           "WHERE d.dag_id = ?", (dag_id,))
@@ -371,7 +495,9 @@ class AirflowStack:
     def import_errors(self) -> List[Dict[str, Any]]:
         try:
             return self.query("SELECT filename, stacktrace FROM import_error")
-        except sqlite3.OperationalError:
+        except Exception as e:  # before `db migrate` made the table (either backend)
+            if "import_error" not in str(e):
+                raise
             return []
 
     def wait_dag_parsed(self, dag_id: str, timeout: float = 180) -> None:
@@ -639,18 +765,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--conn", action="append", default=[], metavar="ID=JSON", help="an Airflow connection")
     ap.add_argument("--api-port", type=int)
     ap.add_argument("--heartbeat-timeout", type=int, default=20)
-    ap.add_argument("--components", default=",".join(COMPONENTS))
+    ap.add_argument("--components", help="comma-separated (default: every component of the stack)")
+    ap.add_argument("--database", choices=("sqlite", "postgres"), help="metadata DB (default sqlite)")
+    ap.add_argument("--schedulers", type=int, default=1)
+    ap.add_argument("--triggerers", type=int, default=1)
     args = ap.parse_args(argv)
     stack = AirflowStack(args.home, args.dags, venv=args.venv, connections=_parse_conns(args.conn),
-                         api_port=args.api_port, heartbeat_timeout=args.heartbeat_timeout)
+                         api_port=args.api_port, heartbeat_timeout=args.heartbeat_timeout,
+                         database=args.database, schedulers=args.schedulers, triggerers=args.triggerers)
     if args.action == "start":
         stack.setup()
-        stack.start([c for c in args.components.split(",") if c])
+        stack.start([c for c in args.components.split(",") if c] if args.components else None)
         print(json.dumps({"home": stack.home, "api_port": stack.api_port, "procs": stack.procs}))
     elif args.action == "stop":
         stack.stop()
     elif args.action == "status":
-        for name in COMPONENTS:
+        for name in stack.components:
             alive = "alive" if stack.component_alive(name) else "down"
             print(f"{name:14s} {alive} pid={stack.procs.get(name)}")
     elif args.action == "env":

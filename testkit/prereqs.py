@@ -14,6 +14,8 @@ PACKAGES = {
     "python3": "/usr/bin/python3",  # for the target user (root's pyenv is not theirs to run)
     "sshfs": "sshfs",  # a state dir on a real network filesystem (tests/agent/test_field_host_network_fs.py)
     "redis-server": "/usr/bin/redis-server",  # the Celery broker of tests/e2e/test_celery_executor.py
+    # the e2e events stack's metadata DB (testkit/postgres.py; Debian 12's server is 15)
+    "postgresql": "/usr/lib/postgresql/15/bin/initdb",
 }
 
 
