@@ -85,7 +85,7 @@ with DAG(
     start_date=datetime(2024, 1, 1),
     catchup=False,
     is_paused_upon_creation=False,
-    default_args={{"retries": 1, "retry_delay": timedelta(seconds=1)}},
+    default_args={{"retries": 1, "retry_delay": timedelta(seconds={retry_delay!r})}},
 ):
     OrchesjobOperator(
         task_id={task_id!r},
@@ -159,7 +159,8 @@ class Case:
     """One event on one DAG: its names, its files on the target, its timeline and its outcome."""
 
     def __init__(self, name: str, token: str, sshd, stack: stack_mod.AirflowStack, t0: float,
-                 deferrable: bool, strict: bool = False, conn_id: str = CONN_ID, poll_interval: float = 1):
+                 deferrable: bool, strict: bool = False, conn_id: str = CONN_ID, poll_interval: float = 1,
+                 phase: int = 0, outage: Optional[str] = None, retry_delay: int = 1):
         self.name = name
         self.dag_id = f"orchesjob_ev_{name}_{token}"
         self.run_id = f"ev_{token}"
@@ -170,6 +171,14 @@ class Case:
         self.state_dir = f"{sshd.home}/ev-state-{tok}"
         self.deferrable, self.strict = deferrable, strict
         self.conn_id, self.poll_interval = conn_id, poll_interval
+        # A case of phase N triggers its dag run only once every case of a lower phase is over
+        # (the control-plane cases disturb the whole stack); ``outage`` names the shared outage
+        # (OUTAGES) the case takes part in.
+        self.phase, self.outage_name = phase, outage
+        self.retry_delay = retry_delay
+        # supervise: a component that exits is started again (and noted) instead of failing the case
+        self.supervise = False
+        self.restarted: List[str] = []
         self.remote = Remote(sshd, self.state_dir)
         self.stack = stack
         self.t0 = t0
@@ -189,7 +198,8 @@ class Case:
         )
         return DAG_TEMPLATE.format(case=self.name, dag_id=self.dag_id, task_id=TASK_ID, conn_id=self.conn_id,
                                    command=command, state_dir=self.state_dir, deferrable=self.deferrable,
-                                   strict=self.strict, poll_interval=self.poll_interval)
+                                   strict=self.strict, poll_interval=self.poll_interval,
+                                   retry_delay=self.retry_delay)
 
     # ---- looking
     def note(self, msg: str) -> None:
@@ -253,6 +263,14 @@ class Case:
             if self.teardown.is_set():
                 raise RuntimeError(f"[{self.name}] the run is being torn down (while waiting for {what})")
             dead = self.stack.dead_components()
+            if dead and self.supervise:  # a process manager's Restart=always (systemd, k8s)
+                for n in dead:
+                    last = stack_mod.tail(self.stack.component_log(n), 1)[:200]
+                    self.note(f"{n} exited (last line: {last!r}); started again (as a process manager does)")
+                    self.stack.stop_component(n, signal.SIGKILL)
+                    self.stack.start_component(n)
+                    self.restarted.append(n)
+                dead = []
             if dead:  # fail now with the reason, not at the deadline
                 raise stack_mod.StackError(
                     f"[{self.name}] Airflow's {', '.join(dead)} exited (while waiting for {what}):\n"
@@ -599,7 +617,7 @@ def scenario_triggerer_sigkill(c: Case) -> None:
     job_id = job["job_id"]
     # The other deferred cases need a live triggerer (a user's kill reaches the remote job through
     # the trigger's on_kill): kill it only once they are over.
-    others = [o for o in c.extra["cases"].values() if o is not c and o.deferrable]
+    others = [o for o in c.extra["cases"].values() if o is not c and o.deferrable and o.phase == c.phase]
     c.wait(lambda: all(o.done.is_set() for o in others), "the other deferred cases to end",
            timeout=STEP * 2)
     c.note("the other deferred cases are over")
@@ -610,16 +628,19 @@ def scenario_triggerer_sigkill(c: Case) -> None:
             "WHERE ti.dag_id = ? AND ti.run_id = ?", (c.dag_id, c.run_id))
 
     old = c.wait(lambda: [r for r in my_trigger() if r["triggerer_id"]], "the trigger to be assigned")
-    c.stack.stop_component("triggerer", signal.SIGKILL)
-    c.note("kill -9 of the triggerer")
+    # the triggerer (of the stack's two) that runs the trigger (its job row names it)
+    holder = c.stack.component_of_job(old[0]["triggerer_id"])
+    assert holder and holder.startswith("triggerer"), f"trigger {old} is run by {holder!r}"
+    c.stack.stop_component(holder, signal.SIGKILL)
+    c.note(f"kill -9 of {holder} (it ran the trigger)")
     after = [j for j in c.history() if j["job_id"] == job_id]
     assert after and after[0]["status"] == "RUNNING", (
         f"[{c.name}] the kill ended the remote job\n{c.summary()}")
-    c.stack.start_component("triggerer")
-    c.note("new triggerer started")
+    c.stack.start_component(holder)
+    c.note(f"new {holder} started")
     old_id = old[0]["triggerer_id"]
     rows = c.wait(lambda: [r for r in my_trigger() if r["triggerer_id"] and r["triggerer_id"] != old_id],
-                  "the trigger to be picked up by the new triggerer")
+                  "the trigger to be picked up by a live triggerer")
     c.note(f"trigger picked up again: {rows}")
     c.remote.touch(c.release)
     c.note("released the remote job")
@@ -628,6 +649,205 @@ def scenario_triggerer_sigkill(c: Case) -> None:
     logs = "\n".join(c.log(n) for n in range((c.ti() or {}).get("try_number") or 1, 0, -1))
     assert f"Remote job {job_id} SUCCEEDED" in logs, logs
     c.assert_one_job(job_id)
+
+
+# ------------------------------------------------------------------ Airflow's control plane fails
+# (issue 17: "Airflow's own control plane failing must not run a job twice"). These cases disturb
+# the whole stack (a dead API server fails every running task's heartbeats; a scheduler's death
+# kills the tasks it runs; a PostgreSQL restart cuts every component's sessions), so each runs in
+# a phase of its own, after every case of the lower phases is over (Case.phase, _run_case).
+class Outage:
+    """One API server outage shared by the cases of a phase: it begins once every member's job
+    runs (``begin``: the last member to arrive kills the API server) and ends once every member
+    saw what it waits for (``end``: the last one starts it again)."""
+
+    def __init__(self, stack: stack_mod.AirflowStack, members: int) -> None:
+        self.stack = stack
+        self.down_at = 0.0
+        self.begin_barrier = threading.Barrier(members, action=self._down, timeout=STEP * 2)
+        self.end_barrier = threading.Barrier(members, action=self._up, timeout=STEP * 2)
+
+    def _down(self) -> None:
+        self.stack.stop_component("api-server", signal.SIGKILL)
+        self.down_at = time.monotonic()
+        print("[outage] api-server killed (SIGKILL)", flush=True)
+
+    def _up(self) -> None:
+        self.stack.start_component("api-server")
+        self.stack.wait_api(STEP)
+        print(f"[outage] api-server started again after {time.monotonic() - self.down_at:.1f}s", flush=True)
+
+    def begin(self, c: Case) -> None:
+        c.note("waiting for the other members of the API server outage")
+        self.begin_barrier.wait()
+        c.note("the API server is down (SIGKILL)")
+
+    def end(self, c: Case) -> None:
+        c.note("ready for the API server to come back")
+        self.end_barrier.wait()
+        c.note(f"the API server answers again ({time.monotonic() - self.down_at:.1f}s after the kill)")
+
+    def abort(self) -> None:
+        self.begin_barrier.abort()
+        self.end_barrier.abort()
+
+
+def _outage(c: Case) -> Outage:
+    return c.extra["outages"][c.outage_name]
+
+
+def _task_gone(c: Case, ti: Dict[str, Any]) -> bool:
+    """No process of the task instance (its supervisor, its task runner) left on this machine."""
+    return not c.stack.task_processes(ti["id"], ti["pid"])
+
+
+def _gone_or_note(c: Case, ti: Dict[str, Any], what: str, timeout: float) -> bool:
+    """Poll until the try's processes are gone (at most ``timeout``: not asserted, noted)."""
+    try:
+        c.wait(lambda: _task_gone(c, ti), what, timeout=timeout, interval=0.5)
+        c.note(f"{what}: yes")
+        return True
+    except AssertionError:
+        c.note(f"{what}: still there after {timeout}s (going on)")
+        return False
+
+
+def scenario_api_down_sync_end(c: Case) -> None:
+    """a. A sync job ends while the API server is down: try 1 acknowledged the SUCCEEDED job but
+    cannot report success; Airflow fails it (no more heartbeats) and retries; the retry must
+    adopt the job's result (same clear epoch), not start attempt 2."""
+    outage = _outage(c)
+    job = c.start_and_wait_running()
+    ti1 = c.ti()
+    assert ti1 is not None
+    outage.begin(c)
+    c.remote.touch(c.release)
+    c.note("released the remote job (the API server is down)")
+    done = c.wait_job_status(job["job_id"], ("SUCCEEDED", "FAILED", "ABORTED", "LOST"), STEP,
+                             "the job to end")
+    assert done["status"] == "SUCCEEDED", done
+    c.wait(lambda: any(j["job_id"] == job["job_id"] and j["acked_at"] for j in c.history()),
+           "try 1 to acknowledge the job's result", interval=1.0)
+    c.note("the job SUCCEEDED and try 1 acknowledged it")
+    _gone_or_note(c, ti1, "try 1's processes gone (it could not report success)", STEP)
+    outage.end(c)
+    ti = c.wait_finished(1)
+    c.note(f"finished at try {ti['try_number']}: actions "
+           + ", ".join(f"try {n}: {c.action(n)}" for n in range(1, ti["try_number"] + 1)))
+    c.assert_outcome("success", 1)
+    assert c.stack.dag_run_state(c.dag_id, c.run_id) == "success", c.summary()
+    c.assert_one_job(job["job_id"])
+
+
+def scenario_api_down_heartbeats(c: Case) -> None:
+    """c. The API server stays down longer than the task SDK's heartbeat budget while a sync job
+    runs: the supervisor SIGTERMs the task (on_kill cannot ask Airflow anything); the job goes
+    on; the retry reattaches: 1 execution."""
+    outage = _outage(c)
+    job = c.start_and_wait_running()
+    ti1 = c.ti()
+    assert ti1 is not None
+    outage.begin(c)
+    c.wait(lambda: _task_gone(c, ti1), "the task SDK to give up on its heartbeats and end try 1",
+           timeout=STEP, interval=0.5)
+    c.note("try 1's processes are gone (too many failed heartbeats)")
+    after = [j for j in c.history() if j["job_id"] == job["job_id"]]
+    assert after and after[0]["status"] == "RUNNING", (
+        f"[{c.name}] the heartbeat kill ended the remote job\n{c.summary()}")
+    outage.end(c)
+    act = c.wait_new_try_acted(2)
+    c.remote.touch(c.release)
+    c.note("released the remote job")
+    ti = c.wait_finished(2)
+    assert act in ("reattached", "adopted"), f"[{c.name}] try 2 {act}\n{c.summary()}"
+    c.assert_outcome("success", 1)
+    assert ti["try_number"] == 2, c.summary()
+    c.assert_one_job(job["job_id"])
+
+
+def scenario_api_down_deferred_end(c: Case) -> None:
+    """b. The same as (a) for a deferred task: the job ends while the API server is down (the
+    trigger, in the triggerer, sees it end; the task cannot resume on a worker until the API
+    server is back): 1 execution, success."""
+    outage = _outage(c)
+    job = c.start_and_wait_running()
+    outage.begin(c)
+    c.remote.touch(c.release)
+    c.note("released the remote job (the API server is down)")
+    done = c.wait_job_status(job["job_id"], ("SUCCEEDED", "FAILED", "ABORTED", "LOST"), STEP,
+                             "the job to end")
+    assert done["status"] == "SUCCEEDED", done
+    c.wait(lambda: (c.ti() or {}).get("state") != "deferred", "the trigger to fire", interval=0.5)
+    c.note(f"the trigger fired: task {c.ti()}")
+
+    def resume_failed() -> bool:
+        ti = c.ti() or {}
+        return ti.get("try_number", 1) >= 2 or ti.get("state") in ("up_for_retry", "failed", "success")
+    try:  # the resumed try cannot start without the execution API: see it fail (not asserted)
+        c.wait(resume_failed, "the resumed try to fail without the API server", timeout=60, interval=0.5)
+    except AssertionError:
+        pass
+    c.note(f"task before the API server comes back: {c.ti()}")
+    outage.end(c)
+    ti = c.wait_finished(1)
+    c.note(f"finished at try {ti['try_number']}: actions "
+           + ", ".join(f"try {n}: {c.action(n)}" for n in range(1, ti["try_number"] + 1)))
+    c.assert_outcome("success", 1)
+    assert c.stack.dag_run_state(c.dag_id, c.run_id) == "success", c.summary()
+    c.assert_one_job(job["job_id"])
+
+
+def scenario_postgres_restart_deferred(c: Case) -> None:
+    """d. PostgreSQL restarts (every session of every component cut) while the task is deferred:
+    the same try picks the job's end up, 1 execution, success."""
+    job = c.start_and_wait_running()
+    c.wait(lambda: "working" in c.trigger_logs(1), "the trigger to show the job's first output",
+           interval=0.5)
+    # Airflow 3.3's scheduler exits when its loop's transaction loses the server ("Exception when
+    # executing SchedulerJob._run_scheduler_loop": psycopg2 "server closed the connection
+    # unexpectedly"); a deployment's process manager starts it again: so does the case.
+    c.supervise = True
+    pid = c.stack.restart_postgres()
+    c.note(f"PostgreSQL restarted (pg_ctl restart -m fast; new postmaster {pid})")
+    ti = c.ti()
+    assert ti and ti["state"] == "deferred", ti
+    c.remote.touch(c.release)
+    c.note("released the remote job")
+    c.wait_finished(1)
+    c.assert_outcome("success", 1)
+    c.assert_one_job(job["job_id"])
+    # every component runs again (the ones that exited were started again by c.wait)
+    c.wait(lambda: all(c.stack.component_alive(n) for n in c.stack.components), "every component to run",
+           timeout=60)
+    c.note(f"components started again after the restart: {c.restarted or 'none'}")
+
+
+def scenario_scheduler_killed(c: Case) -> None:
+    """f. One of the two schedulers dies (SIGKILL of its whole process tree, as a container dies:
+    the LocalExecutor workers it forked and the task they run go with it) while the sync job
+    runs; the other scheduler resets the orphaned task and runs it again: the new try
+    reattaches, 1 execution, success."""
+    job = c.start_and_wait_running()
+    ti1 = c.ti()
+    assert ti1 is not None
+    runs = [p for p in c.stack.task_processes(ti1["id"], ti1["pid"])]
+    owner = next((n for n in c.stack.components if n.startswith("scheduler") and c.stack.procs.get(n)
+                  and any(p in stack_mod.descendants(c.stack.procs[n]) for p in runs)), None)
+    assert owner, f"no scheduler runs the task's processes {runs}: {c.stack.procs}"
+    c.stack.stop_component(owner, signal.SIGKILL)
+    c.note(f"kill -9 of {owner} and every process under it (the task's {len(runs)} included)")
+    after = [j for j in c.history() if j["job_id"] == job["job_id"]]
+    assert after and after[0]["status"] == "RUNNING", (
+        f"[{c.name}] the scheduler's death ended the remote job\n{c.summary()}")
+    act = c.wait_new_try_acted(2)
+    c.remote.touch(c.release)
+    c.note("released the remote job")
+    c.wait_finished(2)
+    assert act == "reattached", f"[{c.name}] the new try did not reattach (it {act})\n{c.summary()}"
+    c.assert_outcome("success", 1)
+    c.assert_one_job(job["job_id"])
+    c.stack.start_component(owner)  # the stack is whole again for the later phases
+    c.note(f"{owner} started again")
 
 
 # name -> (scenario, Case options). test_resume_after_crash.py checks the first two, and
@@ -645,18 +865,64 @@ CASES: Dict[str, Tuple[Callable[[Case], None], Dict[str, Any]]] = {
                              {"deferrable": True, "conn_id": CONN_ID_OUTAGE,
                               "poll_interval": OUTAGE_POLL_INTERVAL}),
     "supervisor_killed": (scenario_supervisor_killed, {"deferrable": False}),
+    # Airflow's control plane fails (test_control_plane.py), each phase after the lower ones
+    # (retry_delay: a try that Airflow fails while the API server is down is retried only once the
+    # API server is surely back; with 1 s the retry, too, could not start and the dag run failed)
+    "api_down_sync_end": (scenario_api_down_sync_end,
+                          {"deferrable": False, "phase": 1, "outage": "api", "retry_delay": 60}),
+    "api_down_heartbeats": (scenario_api_down_heartbeats,
+                            {"deferrable": False, "phase": 1, "outage": "api", "retry_delay": 60}),
+    "api_down_deferred_end": (scenario_api_down_deferred_end,
+                              {"deferrable": True, "phase": 1, "outage": "api", "retry_delay": 90}),
+    "scheduler_killed": (scenario_scheduler_killed, {"deferrable": False, "phase": 2}),
+    "postgres_restart_deferred": (scenario_postgres_restart_deferred, {"deferrable": True, "phase": 3}),
 }
-#: how long a test waits for its case (the stack's start-up included)
+#: the cases of test_control_plane.py
+CONTROL_PLANE = ("api_down_sync_end", "api_down_heartbeats", "api_down_deferred_end", "scheduler_killed",
+                 "postgres_restart_deferred")
+#: how long a test waits for its case (the stack's start-up and the lower phases included)
 CASE_TIMEOUT = 840
+
+#: the events stack's settings beyond testkit's (sized so each control-plane case ends soon)
+STACK_ENV = {
+    # Sync cases hold a worker slot for their whole wait: room for all of them at once (per
+    # scheduler: each of the two runs its own LocalExecutor).
+    "AIRFLOW__CORE__PARALLELISM": "8",
+    # A dead scheduler's tasks are reset (and so run again, as a new try) by the other one: it
+    # looks for them every 10 s (default 300) once the dead one's heartbeat is 30 s old (default).
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "30",
+    # The task SDK's budget without the API server: each call is tried 3 times, 1..4 s apart
+    # (default 5 times, up to 90 s apart); 3 failed heartbeats (the default) end the task, so a
+    # task gives up within about 30 s of losing the API server instead of minutes.
+    "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "3",
+    "AIRFLOW__WORKERS__EXECUTION_API_RETRY_WAIT_MIN": "1",
+    "AIRFLOW__WORKERS__EXECUTION_API_RETRY_WAIT_MAX": "4",
+    "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "3",
+}
+
+def _wait_lower_phases(c: Case) -> None:
+    earlier = [o for o in c.extra["cases"].values() if o.phase < c.phase]
+    if not earlier:
+        return
+    c.note(f"phase {c.phase}: waiting for the {len(earlier)} case(s) of the lower phases to end")
+    while not all(o.done.wait(1.0) for o in earlier):
+        if c.teardown.is_set():
+            raise RuntimeError(f"[{c.name}] the run is being torn down (while waiting for its phase)")
+    c.note(f"phase {c.phase} begins")
+
 
 def _run_case(c: Case, fn: Callable[[Case], None], ready: threading.Event, started_ok: List[bool]) -> None:
     try:
         ready.wait()
         if not started_ok:
             raise RuntimeError("the Airflow stack did not start")
+        _wait_lower_phases(c)
         fn(c)
         c.note("OK")
     except BaseException as e:  # reported by the case's test
+        if c.outage_name and c.outage_name in c.extra.get("outages", {}):
+            c.extra["outages"][c.outage_name].abort()  # the other members fail now, not at a deadline
         c.error = e
         c.error_tb = "".join(traceback.format_tb(e.__traceback__))
         c.note(f"FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -690,22 +956,25 @@ def running_cases(names: Optional[List[str]] = None
         raise
     sshd = sshd1.target()
     conns = {CONN_ID: sshd.conn_uri(), CONN_ID_OUTAGE: sshd2.target().conn_uri()}
-    # Sync cases hold a worker slot for their whole wait: room for all of them at once.
-    # 45 s: a task whose worker was killed is retried soon enough, and a stall of the SQLite-backed
-    # API server (bounded by its 15 s busy timeout) never turns the running tasks into zombies
-    st = stack_mod.AirflowStack(home, dags, connections=conns, heartbeat_timeout=45,
-                                extra_env={"AIRFLOW__CORE__PARALLELISM": "8"})
+    # PostgreSQL, two schedulers and two triggerers (issue 17: the control plane fails in parts).
+    # 45 s: a task whose worker was killed is retried soon enough, and a stall of the API server
+    # never turns the running tasks into zombies.
+    st = stack_mod.AirflowStack(home, dags, connections=conns, heartbeat_timeout=45, database="postgres",
+                                schedulers=2, triggerers=2, extra_env=STACK_ENV)
     t0 = time.monotonic()
     cases: Dict[str, Case] = {}
     ready = threading.Event()
     started_ok: List[bool] = []
     threads = []
+    outages: Dict[str, Outage] = {}
     for name, (_fn, opts) in selected.items():
         c = Case(name, token, sshd, st, t0, **opts)
-        c.extra.update(sshd2=sshd2, cases=cases)
+        c.extra.update(sshd2=sshd2, cases=cases, outages=outages)
         with open(os.path.join(dags, f"{c.dag_id}.py"), "w") as f:
             f.write(c.dag_source())
         cases[name] = c
+    for group in {c.outage_name for c in cases.values() if c.outage_name}:
+        outages[group] = Outage(st, sum(1 for c in cases.values() if c.outage_name == group))
     for name, (fn, _opts) in selected.items():
         t = threading.Thread(target=_run_case, args=(cases[name], fn, ready, started_ok),
                              name=f"case-{name}", daemon=True)

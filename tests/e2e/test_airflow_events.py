@@ -1,6 +1,7 @@
 """End to end: every Airflow event of DESIGN.md's table "What each Airflow event does to the
-remote job", on ONE real Airflow 3 stack (api-server, scheduler + LocalExecutor, dag-processor,
-triggerer; testkit/airflow_stack.py) and the real loopback sshd.
+remote job", on ONE real Airflow 3 stack (PostgreSQL, api-server, two schedulers + LocalExecutor,
+dag-processor, two triggerers; testkit/airflow_stack.py) and the real loopback sshd. The cases
+of this module run in phase 0, before the control-plane cases of test_control_plane.py.
 
 Each case has its own generated DAG (one OrchesjobOperator task, retries=1, retry_delay 1 s), its
 own agent state dir, side-effect file and release file on the target. The remote command appends
@@ -48,12 +49,13 @@ the cases of the selected tests.
 from __future__ import annotations
 
 import pytest
-from events_runner import CASES, check_case, e2e_marks
+from events_runner import CASES, CONTROL_PLANE, check_case, e2e_marks
 
 pytestmark = e2e_marks()
 
-#: the cases of this module (test_resume_after_crash.py has worker_sigkill and triggerer_sigkill)
-EVENTS = [name for name in CASES if name not in ("worker_sigkill", "triggerer_sigkill")]
+#: the cases of this module (test_resume_after_crash.py has worker_sigkill and triggerer_sigkill,
+#: test_control_plane.py the CONTROL_PLANE cases)
+EVENTS = [name for name in CASES if name not in ("worker_sigkill", "triggerer_sigkill", *CONTROL_PLANE)]
 
 
 @pytest.mark.parametrize("name", EVENTS)

@@ -3,9 +3,9 @@ same job goes on (DESIGN.md's first and third events).
 
 The cases run in the shared stack of tests/e2e (events_runner.py; session fixture ``events``),
 concurrently with the cases of test_airflow_events.py. The stack runs in a temporary
-AIRFLOW_HOME: SQLite metadata DB, LocalExecutor, `airflow api-server` (the execution API the task
-processes talk to), `scheduler`, `dag-processor` and `triggerer`, with a task heartbeat timeout
-of 20 s so the scheduler notices a killed task quickly. Each case's DAG has one OrchesjobOperator
+AIRFLOW_HOME: PostgreSQL metadata DB, LocalExecutor, `airflow api-server` (the execution API the
+task processes talk to), two schedulers, `dag-processor` and two triggerers, with a task heartbeat
+timeout of 45 s so the scheduler notices a killed task quickly. Each case's DAG has one OrchesjobOperator
 task (retries=1, retry_delay=1 s) whose remote job appends one line to a side-effect file on the
 target, waits for a release file, then prints `done`.
 
@@ -15,8 +15,10 @@ target, waits for a release file, then prints `done`.
   instance and retries it; try 2 must REATTACH to the same job, which then succeeds: one line in
   the side-effect file, one job (attempt_no 1) in the agent's history for the run key.
 * test_triggerer_killed_deferred_task_resumes (case triggerer_sigkill, deferrable=True): once the
-  other deferred cases are over, kill -9 the triggerer while it watches the job and start a new
-  one; the trigger is picked up again and the task finishes with the same single job.
+  other deferred cases of its phase are over, kill -9 the triggerer (of the two) that runs the
+  trigger and start it again; the trigger is picked up again (by the other triggerer once the
+  dead one's heartbeat is 15 s old, or by the new one) and the task finishes with the same single
+  job.
 
 The remote job runs until the case creates its release file, so it cannot finish "too early" on
 a slow machine (then try 2 would adopt instead of reattach). Every wait is a poll with a deadline.

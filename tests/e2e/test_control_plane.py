@@ -1,0 +1,77 @@
+"""End to end, issue 17: Airflow's own control plane failing must not run a job twice.
+
+The cases run on the shared events stack of tests/e2e (events_runner.py; session fixture
+``events``): PostgreSQL as the metadata DB, two schedulers (LocalExecutor each) and two
+triggerers, the api-server and the dag-processor. Each case has its own DAG (one
+OrchesjobOperator task, retries=1, retry_delay 1 s) whose remote job appends one line to a
+side-effect file (its line count = the executions), waits for the case's release file, prints
+`done`. Every case checks the executions, the final task state and the agent's history.
+
+A dead API server fails the heartbeats of every running task of the stack, a dead scheduler takes
+the tasks it runs with it and a PostgreSQL restart cuts every component's sessions: so these cases
+run in phases (events_runner: Case.phase) after the cases of test_airflow_events.py and
+test_resume_after_crash.py (phase 0) are over, one disturbance per phase:
+
+* phase 1, one API server outage shared by three cases (events_runner.Outage: the API server
+  is killed with SIGKILL once the three jobs run, started again once each case saw what it
+  waits for; it is down about 30-40 s, its own restart included):
+  - api_down_sync_end (a, sync): the job is released while the API server is down; it
+    SUCCEEDS, try 1 acknowledges the result but cannot report success (ConnectError); its
+    processes end; the API server comes back; Airflow fails try 1 (no heartbeats for 45 s) and
+    retries it; the retry must adopt the result: 1 execution, dag run success. FAILS on main
+    before the "Resume rule:" fix: try 2 starts attempt 2 (2 executions).
+  - api_down_deferred_end (b, deferrable): the job is released while the API server is down;
+    the trigger (in the triggerer, which needs no API server) fires; the resumed try cannot start
+    (up_for_retry); the API server comes back; the retry adopts: 1 execution, success.
+  - api_down_heartbeats (c, sync): the job keeps running; the task SDK gives up after 3 failed
+    heartbeats (each call tried 3 times, 1-4 s apart) and SIGTERMs the task (on_kill cannot read
+    Airflow's state: the job must stay RUNNING); the API server comes back; the retry reattaches;
+    the job is released: 1 execution, success.
+  Their DAGs retry after 60 s (a, c) / 90 s (b) instead of 1 s: a try that Airflow fails while
+  the API server is still down is retried once it is surely back (with 1 s the retry could not
+  start either and the dag run failed: the retries were used up by the outage, not by the job).
+* phase 2, scheduler_killed (f): the scheduler (of two) whose LocalExecutor runs the sync task is
+  killed with its whole process tree (the task with it, as when its container dies); the other
+  scheduler resets the orphaned task (health check 30 s, orphan check every 10 s); the new try
+  reattaches: 1 execution, success.
+* phase 3, postgres_restart_deferred (d): ``pg_ctl restart -m fast`` while the task is deferred,
+  then the job is released: 1 execution, success. Airflow 3.3's scheduler sometimes exits when
+  its loop's transaction loses the server; the case then starts it again, as a process manager
+  would (noted in its timeline), instead of failing.
+
+Every wait is a poll with a deadline; timings are noted in the case's timeline, never asserted.
+"""
+
+from __future__ import annotations
+
+from events_runner import check_case, e2e_marks
+
+pytestmark = e2e_marks()
+
+CASE_OF_TEST = {
+    "test_api_server_down_when_sync_job_ends": "api_down_sync_end",
+    "test_api_server_down_past_heartbeat_budget": "api_down_heartbeats",
+    "test_api_server_down_when_deferred_job_ends": "api_down_deferred_end",
+    "test_scheduler_killed_mid_run": "scheduler_killed",
+    "test_postgres_restarted_while_deferred": "postgres_restart_deferred",
+}
+
+
+def test_api_server_down_when_sync_job_ends(events):
+    check_case(events, "api_down_sync_end")
+
+
+def test_api_server_down_past_heartbeat_budget(events):
+    check_case(events, "api_down_heartbeats")
+
+
+def test_api_server_down_when_deferred_job_ends(events):
+    check_case(events, "api_down_deferred_end")
+
+
+def test_scheduler_killed_mid_run(events):
+    check_case(events, "scheduler_killed")
+
+
+def test_postgres_restarted_while_deferred(events):
+    check_case(events, "postgres_restart_deferred")
