@@ -494,6 +494,10 @@ def scenario_mark_failed_deferred(c: Case) -> None:
     # execution API answered 404 "Task Instance not found"), Airflow retried it, and the retry
     # ran the command again: seen once, not understood (README, "Kill and abort").
     c.wait(lambda: "trigger completed" in c.trigger_logs(1), "try 1's trigger to end", timeout=STEP)
+    # ... and once the dag run shows failed, as a user sees it: cleared before a scheduler had
+    # ended the run, that scheduler (on PostgreSQL, with two of them) marked the run failed just
+    # after the clear had reset it, and the cleared task was never scheduled again.
+    c.wait(lambda: c.stack.dag_run_state(c.dag_id, c.run_id) == "failed", "the dag run to be failed")
     c.stack.clear_task(c.dag_id, c.run_id, TASK_ID)
     c.note("user cleared the failed task")
     _new_attempt_after_clear(c, job)
