@@ -38,12 +38,21 @@ test_resume_after_crash.py (phase 0) are over, one disturbance per phase:
   then the job is released: 1 execution, success. Airflow 3.3's scheduler sometimes exits when
   its loop's transaction loses the server; the case then starts it again, as a process manager
   would (noted in its timeline), instead of failing.
+* phase 4, triggerer_sigkill_mapped (e): one mapped task of 50 deferred tasks on two hosts (the
+  runner's two sshds, alternately); each job prints a numbered line every 0.5 s until released
+  and then a last line with the count. Once every trigger streams, the triggerer (of two) that
+  runs most of them is killed with SIGKILL; the other takes them over (health check 15 s); the
+  killed one is started again; every job is released: 50 successes at try 1, each map index ran
+  once. A second test checks every task's log files hold each line exactly once: it is an
+  expected failure today (strict xfail): the taken-over triggers write their lines again from
+  the start (a provider bug, reported, not fixed here).
 
 Every wait is a poll with a deadline; timings are noted in the case's timeline, never asserted.
 """
 
 from __future__ import annotations
 
+import pytest
 from events_runner import check_case, e2e_marks
 
 pytestmark = e2e_marks()
@@ -54,6 +63,8 @@ CASE_OF_TEST = {
     "test_api_server_down_when_deferred_job_ends": "api_down_deferred_end",
     "test_scheduler_killed_mid_run": "scheduler_killed",
     "test_postgres_restarted_while_deferred": "postgres_restart_deferred",
+    "test_triggerer_killed_under_50_deferred_tasks": "triggerer_sigkill_mapped",
+    "test_triggerer_killed_under_50_deferred_tasks_log_lines_once": "triggerer_sigkill_mapped",
 }
 
 
@@ -75,3 +86,20 @@ def test_scheduler_killed_mid_run(events):
 
 def test_postgres_restarted_while_deferred(events):
     check_case(events, "postgres_restart_deferred")
+
+
+def test_triggerer_killed_under_50_deferred_tasks(events):
+    check_case(events, "triggerer_sigkill_mapped")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug (provider trigger, not fixed here): a trigger taken over by another triggerer "
+    "starts again from the offsets it was deferred with, so the lines the dead triggerer had "
+    "already written are written again (attempt=1.log.trigger.<new triggerer job>.log repeats "
+    "lines 1..k of .trigger.<old>.log). strict: once fixed this XPASSes and fails: drop the mark"))
+def test_triggerer_killed_under_50_deferred_tasks_log_lines_once(events):
+    """Every task's logs (its task log and every trigger log file) hold each numbered line of its
+    job exactly once: none lost, none repeated by the takeover."""
+    check_case(events, "triggerer_sigkill_mapped")
+    problems = events[1]["triggerer_sigkill_mapped"].extra["log_problems"]
+    assert not problems, "task logs vs the jobs' lines:\n" + "\n".join(problems)
