@@ -303,6 +303,7 @@ class OrchesjobHook(BaseHook):
         locks: Mapping[str, Sequence[str]] | None = None,
         slots: Mapping[str, int] | None = None,
         queue_timeout: float | None = None,
+        task_instance: str | None = None,
     ) -> tuple[str, JobRecord]:
         """Start (or, in ``resume`` mode, reattach to/adopt) the job for ``run_key``.
 
@@ -312,6 +313,9 @@ class OrchesjobHook(BaseHook):
         job was started under another epoch, the agent aborts it (SIGTERM, SIGKILL after
         ``grace_seconds``) if still active, acknowledges it, and starts a new attempt: the
         returned action is ``started`` and ``job.raw["superseded"]`` names the replaced job.
+        ``task_instance`` (with ``epoch``): the Airflow task instance starting it. A retry of the
+        same task instance and epoch adopts the key's SUCCEEDED job even if it was acknowledged
+        (Airflow retries only when it did not record the success); a failure runs again.
         ``check`` (``{"argv": [...], "timeout": s}``): the agent runs it before the command
         (passes: SUCCEEDED, phase ``satisfied``, nothing runs) and after a run that exited 0
         (still failing: FAILED, phase ``recheck_failed``); it also decides an unknown outcome.
@@ -328,6 +332,8 @@ class OrchesjobHook(BaseHook):
             extra["slots"] = dict(slots)
         if queue_timeout is not None:
             extra["queue_timeout"] = float(queue_timeout)
+        if task_instance is not None:
+            extra["task_instance"] = task_instance
         reply = self.call(
             "start",
             run_key=run_key,
