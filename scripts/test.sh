@@ -6,6 +6,8 @@
 #   1 venvs    scripts/setup_venvs.sh (.venvs/af3 = Airflow 3.3, .venvs/af2 = MWAA 2.10.3 pins,
 #              .venvs/af32 = MWAA 3.2.1 pins)
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
+#   2b docs    scripts/gen_cli_docs.py --check (docs/agent/cli-reference.md matches the parser),
+#              mkdocs build --strict (every internal link, anchor and included example resolves)
 #   3 sshd     loopback OpenSSH server + throwaway user (python -m testkit.sshd)
 #   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e (so tests/unit
 #              too); then tests/faults under .venvs/af3 and under .venvs/af2, on xdist workers
@@ -210,6 +212,13 @@ if [[ "${SKIP_LINT:-0}" != 1 ]]; then
     # construct/module/function that needs a newer Python.
     .venvs/af3/bin/vermin -t=3.6- --no-tips --violations --eval-annotations remote_agent orchesjob_provider/remote
 fi
+
+# --------------------------------------------------------------------------- 2b docs
+# The docs site (mkdocs.yml, docs/): the CLI reference must match the parser, then a strict
+# build in which every internal link and anchor must resolve and every included example exist.
+step docs "docs: scripts/gen_cli_docs.py --check, mkdocs build --strict"
+"$AF3" scripts/gen_cli_docs.py --check
+.venvs/af3/bin/mkdocs build --strict --quiet --site-dir "$RUN_TMP/site"
 
 step package "scripts/check_package.sh: build, twine check, the wheel under the MWAA 2.10.3 and 3.3.1 pins"; bash scripts/check_package.sh
 
