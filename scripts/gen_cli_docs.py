@@ -35,7 +35,7 @@ def load_parser_module():
         except ModuleNotFoundError as e:
             if e.name is None or not name.startswith(e.name):
                 raise  # the module exists but one of its own imports is missing: a real error
-    raise SystemExit("gen_cli_docs: no parser module found (tried %s)" % ", ".join(PARSER_MODULES))
+    raise SystemExit(f"gen_cli_docs: no parser module found (tried {', '.join(PARSER_MODULES)})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +84,7 @@ def render() -> str:
         "Every command's `--help`, as the agent prints it. The guide to these commands is",
         "[The `orchesjob` command line](cli.md).",
         "",
-        "Commands: " + ", ".join("[`%s`](#%s)" % (name, name) for name in subs) + ".",
+        "Commands: " + ", ".join(f"[`{name}`](#{name})" for name in subs) + ".",
         "",
         "## `orchesjob`",
         "",
@@ -94,7 +94,7 @@ def render() -> str:
         "",
     ]
     for name, sub in subs.items():
-        lines += ["## `%s`" % name, "", "```text", help_text(sub).rstrip(), "```", ""]
+        lines += [f"## `{name}`", "", "```text", help_text(sub).rstrip(), "```", ""]
     return "\n".join(lines)
 
 
@@ -108,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         if old != text:
             sys.stdout.writelines(difflib.unified_diff(
                 old.splitlines(True), text.splitlines(True), str(PAGE.relative_to(ROOT)), "generated"))
-            print("gen_cli_docs: %s is stale: run `python scripts/gen_cli_docs.py`"
-                  % PAGE.relative_to(ROOT), file=sys.stderr)
+            print(f"gen_cli_docs: {PAGE.relative_to(ROOT)} is stale: run `python scripts/gen_cli_docs.py`",
+                  file=sys.stderr)
             return 1
-        print("gen_cli_docs: %s is current" % PAGE.relative_to(ROOT))
+        print(f"gen_cli_docs: {PAGE.relative_to(ROOT)} is current")
         return 0
     PAGE.parent.mkdir(parents=True, exist_ok=True)
     PAGE.write_text(text)
-    print("gen_cli_docs: wrote %s" % PAGE.relative_to(ROOT))
+    print(f"gen_cli_docs: wrote {PAGE.relative_to(ROOT)}")
     return 0
 
 
