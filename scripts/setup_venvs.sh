@@ -4,7 +4,7 @@
 # the base interpreter, uv's version); when the stamp matches, the venv is left alone (~0.1 s).
 #
 #   .venvs/af3  latest apache-airflow 3.3.x + latest SSH provider + dev tools (mkdocs too) + project (-e)
-#   .venvs/af2  the MWAA 2.10.3 pin set (shared/MWAA_PINS.md) + pytest + project (-e, --no-deps)
+#   .venvs/af2  the MWAA 2.10.3 pin set (docs/installation.md "What Amazon MWAA pins") + pytest + project (-e, --no-deps)
 #   .venvs/af32 the MWAA 3.2.1 pin set (Airflow 3.2.1) + pytest + project (-e, --no-deps)
 #
 # Env knobs: VENV_ROOT (default <repo>/.venvs), ORCHESJOB_BASE_PYTHON (base interpreter),

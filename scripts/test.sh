@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (README: `bash scripts/test.sh`; CI: .ci/run).
+# The project's test command (README: `bash scripts/test.sh`; CI: .ci/run; docs/development/testing.md).
 #
 #   0 prereqs  system packages (openssh-server/-client, nftables, iproute2, python3): the missing
 #              ones, once, with apt-get (scripts/prereqs.sh); nothing later runs apt-get
@@ -40,7 +40,7 @@ AF2="$REPO/.venvs/af2/bin/python"
 AF32="$REPO/.venvs/af32/bin/python"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"
 # Most tests wait (on SSH, on jobs, on Airflow's polls) far more than they compute: 3 workers on
-# 2 cores halve the wall time of those legs (measured; see README "The two commands").
+# 2 cores halve the wall time of those legs (measured; see docs/development/testing.md).
 PYTEST_WORKERS="${PYTEST_WORKERS:-3}"
 XDIST=(-n "$PYTEST_WORKERS")
 read -r -a EXTRA_ARGS <<< "${PYTEST_ARGS:-}"
@@ -290,7 +290,7 @@ agent_leg() {
 }
 
 # The real-stack legs time what they observe (heartbeat timeouts, trigger polls) but mostly wait:
-# measured beside the legs below they pass with the same margins (README "The two commands").
+# measured beside the legs below they pass with the same margins (docs/development/testing.md).
 # The agent suite keeps the cores ~57 % busy (57 CPU-s in 50 s) and the provider legs mostly
 # wait (af2: 63 CPU-s in 131 s), so from here on three streams share the machine: the
 # foreground (af2, af32), the e2e lane and the agent lane. Never two agent legs at once: with
