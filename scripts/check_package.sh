@@ -58,8 +58,9 @@ SDIST="$(ls "$WORK"/dist/*.tar.gz)"
 log "twine check"
 "${UVX[@]}" --quiet --python "$BASE_PY" twine check --strict "$WHEEL" "$SDIST"
 "$BASE_PY" -I "$REPO/scripts/check_wheel.py" "$WHEEL" --version "$VERSION"
-if tar tzf "$SDIST" | grep -qE '^[^/]+/(tests|testkit|scripts|benchmarks)/'; then
-    log "ERROR: the sdist holds tests or tooling:"; tar tzf "$SDIST" | grep -E '^[^/]+/(tests|testkit|scripts|benchmarks)/' | head >&2
+if tar tzf "$SDIST" | grep -qE '^[^/]+/(tests|testkit|scripts|benchmarks|docs)/'; then
+    log "ERROR: the sdist holds tests, tooling or the docs site:"
+    tar tzf "$SDIST" | grep -E '^[^/]+/(tests|testkit|scripts|benchmarks|docs)/' | head >&2
     exit 1
 fi
 
