@@ -170,3 +170,14 @@ def test_readme_links_into_the_repo_resolve() -> None:
     assert targets
     missing = [t for t in targets if not (ROOT / t[len(base):]).exists()]
     assert not missing, "README links to missing files: " + ", ".join(missing)
+
+
+def test_the_mwaa_requirements_line_names_this_version() -> None:
+    """The copy-paste `requirements.txt` line (README, docs/installation.md) installs this release."""
+    import remote_agent
+
+    for page in (README, DOCS / "installation.md"):
+        pins = re.findall(r"^\s*airflow-provider-orchesjob==(\S+)$", page.read_text(), flags=re.M)
+        assert pins == [remote_agent.__version__], (
+            f"{page.relative_to(ROOT)}: requirements.txt line pins {pins}, the version is "
+            f"{remote_agent.__version__}")
