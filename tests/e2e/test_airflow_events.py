@@ -1,6 +1,7 @@
-"""End to end: every Airflow event of DESIGN.md's table "What each Airflow event does to the
-remote job", on ONE real Airflow 3 stack (api-server, scheduler + LocalExecutor, dag-processor,
-triggerer; testkit/airflow_stack.py) and the real loopback sshd.
+"""End to end: every Airflow event of the table in docs/guides/kill-and-abort.md ("Kill and abort:
+what each Airflow event does to the remote job"), on ONE real Airflow 3 stack (api-server,
+scheduler + LocalExecutor, dag-processor, triggerer; testkit/airflow_stack.py) and the real
+loopback sshd.
 
 Each case has its own generated DAG (one OrchesjobOperator task, retries=1, retry_delay 1 s), its
 own agent state dir, side-effect file and release file on the target. The remote command appends

@@ -5,7 +5,7 @@ with its right key / with a wrong key / not listed). One ping per cell and path,
 real loopback sshd; HOME is a temporary directory per cell (the worker side reads
 ~/.ssh/known_hosts through it), so cells are independent and parallel-safe.
 
-``EXPECTED`` is the README table "Host keys"; it is asserted for both paths, so the sync hook
+``EXPECTED`` is the table "Host keys" of docs/connection.md; it is asserted for both paths, so the sync hook
 (the SSH provider's SSHHook of this Airflow leg) proves the table and the async hook must match.
 """
 
@@ -29,7 +29,7 @@ KNOWN = ["right", "wrong", "absent"]
 
 
 def expected(host_key: str, no_check: str, allow_change: str, known: str) -> str:
-    """SSHHook.get_conn's decision (see README "Host keys"), one of ok/changed/unknown/config."""
+    """SSHHook.get_conn's decision (see docs/connection.md "Host keys"), one of ok/changed/unknown/config."""
     if host_key != "none" and no_check == "true":
         return "config"  # ValueError: Must check host key when provided
     listed = known if allow_change == "false" and known != "absent" else None
