@@ -215,8 +215,8 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
     # -- execute --------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         argv = validate_command(self.command, self.shell)
-        env = validate_env(self.env)
         self._mask_secret_env()  # again: execute() may be called without rendering (tests, subclasses)
+        env = validate_env(self._job_env())
         if self.cwd is not None and (not isinstance(self.cwd, str) or not self.cwd):
             raise bad("cwd must be a non-empty str")
         run_key = self.run_key or self.default_run_key(context)
