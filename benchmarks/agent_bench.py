@@ -71,7 +71,7 @@ TARGETS = {
     "start (async)": 3.0,
     "start --sync true": 4.0,
     # a start that declares a write lock (a fresh resource each run, so it never waits): the
-    # lock queue's transaction and the supervisor's turn before the spawn (README "Named locks")
+    # lock queue's transaction and the supervisor's turn before the spawn (docs/guides/locks-and-slots.md)
     "start --lock-write (async)": 3.0,
 }
 READ_OPS = ("status", "status --all", "status --running", "list", "list --status FAILED")

@@ -14,7 +14,7 @@ Options:
 * ``mini-py``   - a minimal Python supervisor: a fresh ``python -I -S`` that forks the target
                   and waits (the least a Python supervisor can be);
 * ``sh-wrap``   - a plain POSIX sh wrapper (dash here: ``sh -c '"$@" & wait $!'``), the floor
-                  of a shell wrapper, without the guarantees (see the README);
+                  of a shell wrapper, without the guarantees (see docs/agent/on-the-host.md);
 * ``shepherd``  - one Python process per host that forks and waits for all N jobs.
 
 Then the CPU of a whole job's life on the host (``--cpu-jobs`` async starts of ``true``), for

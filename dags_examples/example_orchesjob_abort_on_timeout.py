@@ -23,6 +23,7 @@ CONN_ID = os.environ.get("ORCHESJOB_EXAMPLE_CONN_ID", "orchesjob_default")
 STATE_DIR = os.environ.get("ORCHESJOB_EXAMPLE_STATE_DIR") or None
 OUT = os.environ.get("ORCHESJOB_EXAMPLE_OUT", "orchesjob-examples")
 
+# --8<-- [start:dag]
 with DAG(
     dag_id="example_orchesjob_abort_on_timeout",
     schedule=None,
@@ -43,3 +44,4 @@ with DAG(
         abort_grace_seconds=2,
         poll_interval=1,
     )
+# --8<-- [end:dag]

@@ -35,6 +35,7 @@ sleep 1
 touch "$OUT/done/$PARTITION"
 """
 
+# --8<-- [start:dag]
 with DAG(
     dag_id="example_orchesjob_check",
     schedule=None,
@@ -54,3 +55,4 @@ with DAG(
         check_timeout=60,
         poll_interval=1,
     )
+# --8<-- [end:dag]

@@ -21,6 +21,7 @@ CONN_ID = os.environ.get("ORCHESJOB_EXAMPLE_CONN_ID", "orchesjob_default")
 STATE_DIR = os.environ.get("ORCHESJOB_EXAMPLE_STATE_DIR") or None
 OUT = os.environ.get("ORCHESJOB_EXAMPLE_OUT", "orchesjob-examples")
 
+# --8<-- [start:dag]
 with DAG(
     dag_id="example_orchesjob_decorator",
     schedule=None,
@@ -42,3 +43,4 @@ with DAG(
         return [f"{r['run_key']}: {r['status']} (job {r['job_id']})" for r in records]
 
     summary(export_table.expand(table=["customers", "orders", "invoices"]))
+# --8<-- [end:dag]

@@ -14,6 +14,7 @@ Connections and places (every example reads the same three environment variables
 
 from __future__ import annotations
 
+# --8<-- [start:readme]
 import os
 from datetime import datetime, timedelta
 
@@ -33,6 +34,7 @@ for step in 1 2 3; do echo "importing part $step/3"; sleep 1; done
 echo "import of $BATCH_DATE done"
 """
 
+# --8<-- [start:dag]
 with DAG(
     dag_id="example_orchesjob_deferrable",
     schedule=None,
@@ -51,3 +53,5 @@ with DAG(
         poll_interval=1,
         timeout=timedelta(hours=2),  # then the remote job is aborted and the try fails
     )
+# --8<-- [end:dag]
+# --8<-- [end:readme]

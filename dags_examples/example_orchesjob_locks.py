@@ -36,6 +36,7 @@ echo "$STEP orders for $DAY by $$" >> "$OUT/example_orchesjob_locks.log"
 sleep 1
 """
 
+# --8<-- [start:dag]
 with DAG(
     dag_id="example_orchesjob_locks",
     schedule=None,
@@ -65,3 +66,4 @@ with DAG(
         slots={"heavy-io": 2},
         poll_interval=1,
     )
+# --8<-- [end:dag]

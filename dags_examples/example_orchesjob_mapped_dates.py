@@ -22,6 +22,7 @@ CONN_ID = os.environ.get("ORCHESJOB_EXAMPLE_CONN_ID", "orchesjob_default")
 STATE_DIR = os.environ.get("ORCHESJOB_EXAMPLE_STATE_DIR") or None
 OUT = os.environ.get("ORCHESJOB_EXAMPLE_OUT", "orchesjob-examples")
 
+# --8<-- [start:dag]
 with DAG(
     dag_id="example_orchesjob_mapped_dates",
     schedule=None,
@@ -49,3 +50,4 @@ with DAG(
         ],
         poll_interval=1,
     ).expand(env=last_days())
+# --8<-- [end:dag]

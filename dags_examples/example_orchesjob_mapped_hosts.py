@@ -23,6 +23,7 @@ HOSTS = sorted(os.environ.get("ORCHESJOB_EXAMPLE_HOSTS", "batch_host_1,batch_hos
 STATE_DIR = os.environ.get("ORCHESJOB_EXAMPLE_STATE_DIR") or None
 OUT = os.environ.get("ORCHESJOB_EXAMPLE_OUT", "orchesjob-examples")
 
+# --8<-- [start:dag]
 with DAG(
     dag_id="example_orchesjob_mapped_hosts",
     schedule=None,
@@ -44,3 +45,4 @@ with DAG(
         poll_interval=1,
         max_active_tis_per_dag=4,  # at most 4 hosts at once
     ).expand(ssh_conn_id=HOSTS)
+# --8<-- [end:dag]

@@ -24,6 +24,7 @@ CONN_ID = os.environ.get("ORCHESJOB_EXAMPLE_CONN_ID", "orchesjob_default")
 STATE_DIR = os.environ.get("ORCHESJOB_EXAMPLE_STATE_DIR") or None
 OUT = os.environ.get("ORCHESJOB_EXAMPLE_OUT", "orchesjob-examples")
 
+# --8<-- [start:dag]
 with DAG(
     dag_id="example_orchesjob_start_then_sensor",
     schedule=None,
@@ -63,3 +64,4 @@ with DAG(
     )
 
     meanwhile(start_report.output) >> wait_report
+# --8<-- [end:dag]

@@ -40,6 +40,7 @@ CONN_ID = os.environ.get("ORCHESJOB_EXAMPLE_CONN_ID", "orchesjob_default")
 STATE_DIR = os.environ.get("ORCHESJOB_EXAMPLE_STATE_DIR") or None
 OUT = os.environ.get("ORCHESJOB_EXAMPLE_OUT", "orchesjob-examples")
 
+# --8<-- [start:dag]
 with DAG(
     dag_id="example_orchesjob_strict_daily_import",
     schedule="@daily",
@@ -63,3 +64,4 @@ with DAG(
         env={"DAY": "{{ ds }}", "OUT": OUT},
         poll_interval=1,
     )
+# --8<-- [end:dag]

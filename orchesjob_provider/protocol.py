@@ -365,6 +365,19 @@ class WatchEvent:
             "message": self.message,
         }
 
+    def is_for(self, job_id: str | None = None, run_key: str | None = None) -> bool:
+        """Whether this event is about the job (or run key) a resumed try waits for.
+
+        An old try's trigger can still fire while it is being cancelled, and Airflow applies its
+        event to whichever try now owns the trigger id (SQLite reuses ids): such an event must
+        never decide a try that waits for another job. None on both sides: nothing to check.
+        """
+        if job_id is not None:
+            return self.job_id == job_id
+        if run_key is not None:
+            return self.run_key == run_key
+        return True
+
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> WatchEvent:
         job = payload.get("job")

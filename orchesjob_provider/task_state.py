@@ -59,6 +59,11 @@ class TaskIdent(NamedTuple):
         except (AttributeError, TypeError, ValueError):
             return None
 
+    def key(self) -> str:
+        """``dag/task/map_index/run_id``: the agent's ``task_instance``, stored with each job it
+        starts, so that only a retry of this task instance adopts its acknowledged success."""
+        return f"{self.dag_id}/{self.task_id}/{self.map_index}/{self.run_id}"
+
 
 def kill_action(state: str | None, timed_out: bool = False) -> str:
     """The table above: ``ABORT`` or ``KEEP`` for a state read in on_kill."""

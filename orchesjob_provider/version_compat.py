@@ -1,7 +1,7 @@
 """The one place that hides the import differences between Airflow 2.10+ and Airflow 3.x.
 
 Deliberately self-contained: no dependency on ``apache-airflow-providers-common-compat``
-(MWAA pins old versions of it; see MWAA_PINS.md).
+(MWAA pins old versions of it; see docs/installation.md).
 """
 
 from __future__ import annotations

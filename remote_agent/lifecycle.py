@@ -25,6 +25,7 @@ from remote_agent.vocab import (
     STARTED,
     STARTING,
     STREAMS,
+    SUCCEEDED,
     UNKNOWN,
 )
 
@@ -71,8 +72,9 @@ SUPERSEDE = "supersede"
 SUPERSEDED_REASON = "superseded: the task was cleared in Airflow"
 
 
-def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epoch=None, check=False):
-    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row], bool, Optional[str], bool) -> Tuple[str, Optional[Row], Optional[Row]]
+def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epoch=None, check=False,
+                 task_instance=None):
+    # type: (Optional[Row], bool, bool, Optional[Row], Optional[Row], bool, Optional[str], bool, Optional[str]) -> Tuple[str, Optional[Row], Optional[Row]]
     """The start decision table, pure (no I/O): returns (action, job, override).
 
     ``latest`` is the key's latest job, already reconciled (None if it never ran or was
@@ -96,6 +98,9 @@ def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epo
                                   has a check, not strict decides (passes: SUCCEEDED, no run)
     LOST, outcome unknown (1)     resume otherwise        UNKNOWN: not run again (acked or not)
     terminal, not acknowledged    resume                  ADOPTED: its result counts
+    SUCCEEDED, acknowledged,      resume, not strict,     ADOPTED: a retry of the same task
+    stored epoch and task         the request has both    instance and clear epoch means
+    instance == request's                                 Airflow never recorded the success
     terminal                      strict, no unlock       KEPT: its result stands
     none, but the key ran         strict, no unlock       error (exit 4): cleaned, unlock first
     none / terminal otherwise     strict with an unlock   STARTED, the unlock consumed
@@ -108,6 +113,15 @@ def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epo
     The epoch (``start``'s ``epoch``, stored on the job) changes whenever the task is cleared
     in Airflow: a job of another epoch belongs to a run the user has replaced. A job or a
     request without an epoch follows the other rows (older providers, the CLI).
+
+    Why a SUCCEEDED job of the request's own task instance and epoch is adopted even when
+    acknowledged (the ack is not proof that Airflow recorded the success): the
+    operator acknowledges before Airflow commits the try's state, and that commit can fail
+    (api-server down, worker killed after ``execute`` returned, a heartbeat timeout). Airflow
+    starts another try of the same epoch only when it did not record a success, so such a try
+    must adopt it. A FAILED or ABORTED job it acknowledged starts a new attempt: a retry of a
+    failure is what Airflow asked for, recorded or not. Another dag run sharing an explicit run
+    key has another ``task_instance``: for it an acknowledged success is history, as before.
     """
     if _other_epoch(latest, resume, strict, epoch):
         return SUPERSEDE, latest, None
@@ -120,7 +134,8 @@ def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epo
             if (rerun_unknown or check) and not strict:
                 return STARTED, None, None
             return UNKNOWN, latest, None
-        if resume and latest.get("acked_at") is None:
+        adopt = latest.get("acked_at") is None or _success_of_this_try(latest, strict, epoch, task_instance)
+        if resume and adopt:
             return ADOPTED, latest, None
     if not strict:
         return STARTED, None, None
@@ -132,6 +147,15 @@ def decide_start(latest, resume, strict, override, key, rerun_unknown=False, epo
                 "run_key already ran (attempt {}, job {}, since cleaned); unlock it to run again".format(
                     key["last_attempt_no"], key["last_job_id"]))
     return STARTED, None, override
+
+
+def _success_of_this_try(latest, strict, epoch, task_instance):
+    # type: (Row, bool, Optional[str], Optional[str]) -> bool
+    """A SUCCEEDED job started for this request's task instance in its clear epoch, i.e. by an
+    earlier try that Airflow retried (see decide_start); a strict key keeps its KEPT row."""
+    return (not strict and latest["status"] == SUCCEEDED and epoch is not None
+            and task_instance is not None and latest.get("epoch") == epoch
+            and latest.get("task_instance") == task_instance)
 
 
 def _other_epoch(latest, resume, strict, epoch):
@@ -146,8 +170,8 @@ def _other_epoch(latest, resume, strict, epoch):
 
 def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
           sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0, check=None,
-          claims=None, queue_timeout=None):
-    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float, Optional[Tuple[List[str], float]], Optional[Dict[str, Any]], Optional[float]) -> Tuple[StartResult, Row]
+          claims=None, queue_timeout=None, task_instance=None):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float, Optional[Tuple[List[str], float]], Optional[Dict[str, Any]], Optional[float], Optional[str]) -> Tuple[StartResult, Row]
     """Decide, launch if needed, and wait as asked; returns (decision, job as it now is).
 
     A superseded active job is stopped (as ``abort`` stops it, ``grace`` s) before the new
@@ -170,7 +194,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
         foreign = (latest is not None and latest["status"] in ACTIVE
                    and not host.is_this_host(latest.get("host_id")))
         action, job, used = decide_start(latest, resume, strict, override, key, rerun_unknown,
-                                         None if foreign else epoch, check is not None)
+                                         None if foreign else epoch, check is not None, task_instance)
         superseded = None  # type: Optional[Row]
         queued = None  # type: Optional[str]
         if action == SUPERSEDE and job is not None:
@@ -184,7 +208,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
                     latest["job_id"] if latest else "?",
                     "unlock" if used else ("rerun_unknown" if rerun_unknown else "the check decides"))
             row = _new_attempt(conn, key, run_key, argv, cwd, strict,
-                               latest["job_id"] if latest else None, reason, epoch, check)
+                               latest["job_id"] if latest else None, reason, epoch, check, task_instance)
             queued = _enqueue(conn, row, claims, queue_timeout)
             if used is not None:
                 store.use_override(conn, run_key, now_ts())
@@ -225,8 +249,9 @@ def _supersede(conn, row):
     return row
 
 
-def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, epoch=None, check=None):
-    # type: (sqlite3.Connection, Optional[Row], str, List[str], Optional[str], bool, Optional[str], Optional[str], Optional[str], Optional[Tuple[List[str], float]]) -> Row
+def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, epoch=None, check=None,
+                 task_instance=None):
+    # type: (sqlite3.Connection, Optional[Row], str, List[str], Optional[str], bool, Optional[str], Optional[str], Optional[str], Optional[Tuple[List[str], float]], Optional[str]) -> Row
     now = now_ts()
     me = os.getpid()
     row = {
@@ -241,6 +266,7 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, 
         "rerun_of_job_id": rerun_of if rerun_of is not None else (key or {}).get("last_job_id"),
         "rerun_reason": rerun_reason,
         "epoch": epoch,
+        "task_instance": task_instance,
         "boot_id": procs.boot_id(),
         "host_id": host.host_id(),
         # The launcher stands in as the supervisor until the forked one records itself, so a

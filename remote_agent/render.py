@@ -47,6 +47,7 @@ def job_object(row, state_dir):
     out["log_shown"] = {STDOUT: row.get("stdout_shown", 0), STDERR: row.get("stderr_shown", 0)}
     out["host_id"] = row.get("host_id")  # the host that runs it (None: before hosts were recorded)
     out["epoch"] = row.get("epoch")
+    out["task_instance"] = row.get("task_instance")
     # check / run / recheck (checks.py): null for a job without a check
     out["phase"] = row.get("phase")
     out["check"] = ({"argv": json.loads(row["check_argv"]), "timeout": row.get("check_timeout"),

@@ -108,7 +108,7 @@ def op_start(req, state_dir):
         resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0),
         rerun_unknown=_get(req, "rerun_unknown", bool, False),
         epoch=_get(req, "epoch", str), grace=_get(req, "grace_seconds", float, 5.0), check=_check(req),
-        claims=claims, queue_timeout=queue_timeout)
+        claims=claims, queue_timeout=queue_timeout, task_instance=_get(req, "task_instance", str))
     out = {"action": result.action, "strict_override_used": result.strict_override_used,
            "job": render.job_object(row, state_dir)}  # type: Dict[str, Any]
     if result.superseded is not None:

@@ -136,7 +136,15 @@ CREATE TABLE IF NOT EXISTS lock_queue (
 CREATE INDEX IF NOT EXISTS lock_queue_releasing ON lock_queue (job_id) WHERE releasing = 1
 """
 
-_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+# Level 8 (additive): the Airflow task instance a job was started for (``start``'s
+# ``task_instance``: dag/task/map index/run id). A retry of the same task instance and clear epoch
+# adopts its SUCCEEDED job even when acknowledged (lifecycle.decide_start); another dag run that
+# shares an explicit run key does not. NULL on older rows and CLI starts: the plain ack rule.
+_V8 = """
+ALTER TABLE jobs ADD COLUMN task_instance TEXT
+"""
+
+_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 LEVEL = len(_MIGRATIONS)
 assert 0 < store.SCHEMA_VERSION <= LEVEL
 

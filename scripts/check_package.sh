@@ -6,7 +6,7 @@
 #   2 twine    `twine check --strict` on both (uvx: twine is never installed in the project venvs)
 #   3 content  scripts/check_wheel.py: only remote_agent/ and orchesjob_provider/ in the wheel,
 #              version = remote_agent.__version__, the provider entry point
-#   4 install  per pin set (MWAA 2.10.3 and 3.3.1, shared/MWAA_PINS.md): a fresh venv, the wheel
+#   4 install  per pin set (MWAA 2.10.3 and 3.3.1, docs/installation.md): a fresh venv, the wheel
 #              and the pins in ONE resolve (so the wheel's ranges must admit the pins), then
 #              scripts/package_smoke.py under `python -I` from a scratch dir (no Airflow DB)
 #
@@ -20,7 +20,7 @@ PINSETS="${PKG_PINSETS:-2.10.3 3.3.1}"
 log() { printf '[check_package] %s\n' "$*" >&2; }
 if command -v uv >/dev/null 2>&1; then UV=(uv); UVX=(uv tool run); else UV=(python3 -m uv); UVX=(python3 -m uv tool run); fi
 
-pins_for() {  # the MWAA constraint pins that matter to us (shared/MWAA_PINS.md)
+pins_for() {  # the MWAA constraint pins that matter to us (docs/installation.md "What Amazon MWAA pins")
     case "$1" in
         2.10.3) echo "apache-airflow==2.10.3 apache-airflow-providers-ssh==3.14.0 paramiko==3.5.0 asyncssh==2.18.0 sshtunnel==0.4.0" ;;
         3.3.1) echo "apache-airflow==3.3.1 apache-airflow-providers-ssh==6.0.1 paramiko==5.0.0 asyncssh==2.24.0" ;;
@@ -58,8 +58,9 @@ SDIST="$(ls "$WORK"/dist/*.tar.gz)"
 log "twine check"
 "${UVX[@]}" --quiet --python "$BASE_PY" twine check --strict "$WHEEL" "$SDIST"
 "$BASE_PY" -I "$REPO/scripts/check_wheel.py" "$WHEEL" --version "$VERSION"
-if tar tzf "$SDIST" | grep -qE '^[^/]+/(tests|testkit|scripts|benchmarks)/'; then
-    log "ERROR: the sdist holds tests or tooling:"; tar tzf "$SDIST" | grep -E '^[^/]+/(tests|testkit|scripts|benchmarks)/' | head >&2
+if tar tzf "$SDIST" | grep -qE '^[^/]+/(tests|testkit|scripts|benchmarks|docs)/'; then
+    log "ERROR: the sdist holds tests, tooling or the docs site:"
+    tar tzf "$SDIST" | grep -E '^[^/]+/(tests|testkit|scripts|benchmarks|docs)/' | head >&2
     exit 1
 fi
 

@@ -3,8 +3,8 @@
 # a hash of everything that decides its contents (this script's dependency lists, pyproject.toml,
 # the base interpreter, uv's version); when the stamp matches, the venv is left alone (~0.1 s).
 #
-#   .venvs/af3  latest apache-airflow 3.3.x + latest SSH provider + dev tools + project (-e)
-#   .venvs/af2  the MWAA 2.10.3 pin set (shared/MWAA_PINS.md) + pytest + project (-e, --no-deps)
+#   .venvs/af3  latest apache-airflow 3.3.x + latest SSH provider + dev tools (mkdocs too) + project (-e)
+#   .venvs/af2  the MWAA 2.10.3 pin set (docs/installation.md "What Amazon MWAA pins") + pytest + project (-e, --no-deps)
 #   .venvs/af32 the MWAA 3.2.1 pin set (Airflow 3.2.1) + pytest + project (-e, --no-deps)
 #
 # Env knobs: VENV_ROOT (default <repo>/.venvs), ORCHESJOB_BASE_PYTHON (base interpreter),
@@ -29,6 +29,8 @@ AF3_DEPS=(
     "apache-airflow[postgres]==3.3.*"
     "pytest" "pytest-timeout" "pytest-xdist"
     "ruff" "mypy" "vermin"
+    # the docs step of scripts/test.sh: `mkdocs build --strict` (built-in theme, no network)
+    "mkdocs>=1.6,<2" "pymdown-extensions"
 )
 # MWAA 2.10.3 image pins. Without Airflow's constraint file (not reachable here) the resolver
 # picks the newest transitive deps; AF2_EXTRA_PINS holds the ones that must be held back.

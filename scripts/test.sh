@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The project's test command (README: `bash scripts/test.sh`; CI: .ci/run).
+# The project's test command (README: `bash scripts/test.sh`; CI: .ci/run; docs/development/testing.md).
 #
 #   0 prereqs  system packages (openssh-server/-client, nftables, iproute2, python3): the missing
 #              ones, once, with apt-get (scripts/prereqs.sh); nothing later runs apt-get
 #   1 venvs    scripts/setup_venvs.sh (.venvs/af3 = Airflow 3.3, .venvs/af2 = MWAA 2.10.3 pins,
 #              .venvs/af32 = MWAA 3.2.1 pins)
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
+#   2b docs    scripts/gen_cli_docs.py --check (docs/agent/cli-reference.md matches the parser),
+#              mkdocs build --strict (every internal link, anchor and included example resolves)
 #   3 sshd     loopback OpenSSH server + throwaway user (python -m testkit.sshd)
 #   4 af3      pytest under .venvs/af3 (Airflow 3): tests/ except faults and e2e (so tests/unit
 #              too); then tests/faults under .venvs/af3 and under .venvs/af2, on xdist workers
@@ -38,7 +40,7 @@ AF2="$REPO/.venvs/af2/bin/python"
 AF32="$REPO/.venvs/af32/bin/python"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"
 # Most tests wait (on SSH, on jobs, on Airflow's polls) far more than they compute: 3 workers on
-# 2 cores halve the wall time of those legs (measured; see README "The two commands").
+# 2 cores halve the wall time of those legs (measured; see docs/development/testing.md).
 PYTEST_WORKERS="${PYTEST_WORKERS:-3}"
 XDIST=(-n "$PYTEST_WORKERS")
 read -r -a EXTRA_ARGS <<< "${PYTEST_ARGS:-}"
@@ -211,6 +213,13 @@ if [[ "${SKIP_LINT:-0}" != 1 ]]; then
     .venvs/af3/bin/vermin -t=3.6- --no-tips --violations --eval-annotations remote_agent orchesjob_provider/remote
 fi
 
+# --------------------------------------------------------------------------- 2b docs
+# The docs site (mkdocs.yml, docs/): the CLI reference must match the parser, then a strict
+# build in which every internal link and anchor must resolve and every included example exist.
+step docs "docs: scripts/gen_cli_docs.py --check, mkdocs build --strict"
+"$AF3" scripts/gen_cli_docs.py --check
+.venvs/af3/bin/mkdocs build --strict --quiet --site-dir "$RUN_TMP/site"
+
 step package "scripts/check_package.sh: build, twine check, the wheel under the MWAA 2.10.3 and 3.3.1 pins"; bash scripts/check_package.sh
 
 # --------------------------------------------------------------------------- 3 sshd
@@ -281,7 +290,7 @@ agent_leg() {
 }
 
 # The real-stack legs time what they observe (heartbeat timeouts, trigger polls) but mostly wait:
-# measured beside the legs below they pass with the same margins (README "The two commands").
+# measured beside the legs below they pass with the same margins (docs/development/testing.md).
 # The agent suite keeps the cores ~57 % busy (57 CPU-s in 50 s) and the provider legs mostly
 # wait (af2: 63 CPU-s in 131 s), so from here on three streams share the machine: the
 # foreground (af2, af32), the e2e lane and the agent lane. Never two agent legs at once: with

@@ -13,7 +13,7 @@ What it adds to ``airflow_stack.AirflowStack``:
 The metadata DB stays SQLite: Airflow 3.3 accepts SQLite with the CeleryExecutor (Airflow 2 refused
 it); in Airflow 3 the workers never touch the metadata DB (task processes talk to the API server's
 execution API), so the only writers are the same as with the LocalExecutor stack. Measured start-up
-of this stack (db migrate + six components) is in README "The two commands".
+of this stack (db migrate + six components) is in docs/guides/kill-and-abort.md ("On the CeleryExecutor").
 """
 
 from __future__ import annotations

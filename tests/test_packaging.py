@@ -1,6 +1,7 @@
 """The distribution installs where users are: every MWAA pin set admits our dependency ranges.
 
-The pins are copied from shared/MWAA_PINS.md (amazon-mwaa-docker-images constraint files);
+The pins are copied from docs/installation.md "What Amazon MWAA pins" (amazon-mwaa-docker-images
+constraint files);
 a range narrowed by mistake (say paramiko<4) fails here before it fails on MWAA.
 """
 

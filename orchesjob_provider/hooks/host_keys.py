@@ -53,6 +53,46 @@ def check_known_hosts_extra(extras: dict[str, Any], conn_id: str) -> None:
     )
 
 
+def _flag(extras: dict[str, Any], name: str, conn_id: str) -> bool:
+    """An on/off extra: absent or null is off; JSON true/false or the strings "true"/"false"
+    (any case, surrounding blanks ignored) say it; anything else is refused, because the SSH
+    provider's versions read other values differently (3.14 keeps its default "no check" for
+    null) and a security switch must not depend on which one a worker has."""
+    value = extras.get(name)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise AgentUnavailable(
+        f"SSH connection {conn_id!r} is misconfigured: the {name} extra must be true or false, "
+        f"not {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class HostKeyChecking:
+    """The connection's host-key switches, decided once for the worker and the triggerer."""
+
+    no_host_key_check: bool
+    allow_host_key_change: bool
+
+
+def host_key_checking(extras: dict[str, Any], conn_id: str) -> HostKeyChecking:
+    """How both paths treat this connection's host keys (README / docs "Host keys").
+
+    Keys are verified unless ``no_host_key_check`` is true; ``allow_host_key_change`` skips
+    ~/.ssh/known_hosts. A ``host_key`` together with ``no_host_key_check`` is a contradiction
+    (SSHHook's own "Must check host key when provided"), refused in both paths alike.
+    """
+    check_known_hosts_extra(extras, conn_id)
+    no_check = _flag(extras, "no_host_key_check", conn_id)
+    if extras.get("host_key") is not None and no_check:
+        raise AgentUnavailable(
+            f"SSH connection {conn_id!r} is misconfigured: ValueError: Must check host key when provided"
+        )
+    return HostKeyChecking(no_check, _flag(extras, "allow_host_key_change", conn_id))
+
+
 @dataclass(frozen=True)
 class HostKeyPolicy:
     """What SSHHook.get_conn (paramiko) accepts as the server's host key, as data.
@@ -97,16 +137,9 @@ def known_host_keys(path: str, host: str, port: int) -> tuple[tuple[str, bytes],
 
 async def host_key_policy(extras: dict[str, Any], host: str, port: int, conn_id: str) -> HostKeyPolicy:
     """SSHHook's host-key decision for this connection (see README, "Host keys")."""
-    check_known_hosts_extra(extras, conn_id)
+    checking = host_key_checking(extras, conn_id)
+    no_check, allow_change = checking.no_host_key_check, checking.allow_host_key_change
     host_key = extras.get("host_key")
-    raw_no_check = extras.get("no_host_key_check")
-    # our sync hook forces no_host_key_check=False when the connection does not set it
-    no_check = raw_no_check is not None and str(raw_no_check).lower() == "true"
-    allow_change = str(extras.get("allow_host_key_change", "")).lower() == "true"
-    if host_key is not None and no_check:
-        raise AgentUnavailable(
-            f"SSH connection {conn_id!r} is misconfigured: ValueError: Must check host key when provided"
-        )
     trusted: tuple[tuple[str, bytes], ...] = ()
     if not allow_change:
         try:

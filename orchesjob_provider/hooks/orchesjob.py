@@ -39,7 +39,7 @@ from orchesjob_provider.hooks.connect import (
     run_on_channel,
     tune_socket,
 )
-from orchesjob_provider.hooks.host_keys import check_known_hosts_extra
+from orchesjob_provider.hooks.host_keys import host_key_checking
 from orchesjob_provider.protocol import (
     CALL_SLACK,
     DEFAULT_LOG_LIMIT,
@@ -128,6 +128,9 @@ class OrchesjobHook(BaseHook):
             kwargs = dict(self.ssh_hook_kwargs)
             if self.conn_timeout is not None:
                 kwargs.setdefault("conn_timeout", self.conn_timeout)
+            conn = BaseHook.get_connection(self.ssh_conn_id)
+            # decided before SSHHook parses the extras, so a bad value is our one line in both paths
+            checking = host_key_checking(conn.extra_dejson if conn.extra else {}, self.ssh_conn_id)
             try:
                 hook = SSHHook(ssh_conn_id=self.ssh_conn_id, **kwargs)
             except AirflowException:
@@ -136,13 +139,13 @@ class OrchesjobHook(BaseHook):
                 raise AgentUnavailable(
                     f"SSH connection {self.ssh_conn_id!r} is misconfigured: {type(e).__name__}: {e}"
                 ) from None
-            conn = hook.get_connection(self.ssh_conn_id)
-            extras = conn.extra_dejson if conn.extra else {}
-            check_known_hosts_extra(extras, self.ssh_conn_id)  # the triggerer refuses it too
-            # Old SSH providers (e.g. 3.14 on MWAA 2.10) skipped host key checks unless the
-            # connection asked for them; we verify unless the connection explicitly opts out.
-            if "no_host_key_check" not in extras and "no_host_key_check" not in kwargs:
-                hook.no_host_key_check = False
+            # Our decision, not the SSH provider's: old providers (3.14 on MWAA 2.10) skip host
+            # key checks unless the connection asks for them (also for a null extra); we verify
+            # unless the connection says true, exactly as the triggerer does.
+            if "no_host_key_check" not in kwargs:
+                hook.no_host_key_check = checking.no_host_key_check
+            if "allow_host_key_change" not in kwargs:
+                hook.allow_host_key_change = checking.allow_host_key_change
             # SSHHook retries every failed connect (3 tries, 3-5 s apart); a wrong key or host
             # key never passes on a retry. Where the provider lets us (ssh provider 4.x+), keep
             # its retries for network errors only, so such a failure is reported at once.
@@ -303,6 +306,7 @@ class OrchesjobHook(BaseHook):
         locks: Mapping[str, Sequence[str]] | None = None,
         slots: Mapping[str, int] | None = None,
         queue_timeout: float | None = None,
+        task_instance: str | None = None,
     ) -> tuple[str, JobRecord]:
         """Start (or, in ``resume`` mode, reattach to/adopt) the job for ``run_key``.
 
@@ -312,6 +316,9 @@ class OrchesjobHook(BaseHook):
         job was started under another epoch, the agent aborts it (SIGTERM, SIGKILL after
         ``grace_seconds``) if still active, acknowledges it, and starts a new attempt: the
         returned action is ``started`` and ``job.raw["superseded"]`` names the replaced job.
+        ``task_instance`` (with ``epoch``): the Airflow task instance starting it. A retry of the
+        same task instance and epoch adopts the key's SUCCEEDED job even if it was acknowledged
+        (Airflow retries only when it did not record the success); a failure runs again.
         ``check`` (``{"argv": [...], "timeout": s}``): the agent runs it before the command
         (passes: SUCCEEDED, phase ``satisfied``, nothing runs) and after a run that exited 0
         (still failing: FAILED, phase ``recheck_failed``); it also decides an unknown outcome.
@@ -328,6 +335,8 @@ class OrchesjobHook(BaseHook):
             extra["slots"] = dict(slots)
         if queue_timeout is not None:
             extra["queue_timeout"] = float(queue_timeout)
+        if task_instance is not None:
+            extra["task_instance"] = task_instance
         reply = self.call(
             "start",
             run_key=run_key,

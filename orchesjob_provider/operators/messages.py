@@ -10,7 +10,7 @@ from remote_agent.vocab import SATISFIED, UNKNOWN, VERIFIED
 ACTION_TEXT = {
     STARTED: "started a new remote job",
     REATTACHED: "reattached to the running remote job (an earlier try started it)",
-    ADOPTED: "adopted the finished, unacknowledged remote job (no new run)",
+    ADOPTED: "adopted the finished remote job: its result counts (no new run)",
     KEPT: "strict run key already ran; kept its recorded result (no new run; `orchesjob unlock` to rerun)",
     UNKNOWN: "the remote job's outcome is unknown (it may have completed); not run again",
 }

@@ -24,6 +24,7 @@ from orchesjob_provider.operators.validation import (
     validate_slots,
 )
 from orchesjob_provider.protocol import (
+    ADOPTED,
     EVENT_TERMINAL,
     EVENT_TIMEOUT,
     FAILED,
@@ -61,8 +62,10 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
 
     Every try calls ``start`` in *resume* mode with a run key that is the same on every try:
     a running job is reattached, a finished job whose result was not yet acknowledged is adopted,
-    and only a job whose result this operator already acknowledged (a reported failure, or a
-    success the user cleared) is run again. ``strict=True`` never runs a key twice.
+    a SUCCEEDED job of an earlier try of this task instance and clear epoch is adopted even if
+    acknowledged (a retry means Airflow never recorded that success), and only a failure this
+    operator already acknowledged, or a success the user cleared, is run again. ``strict=True``
+    never runs a key twice.
 
     Each start sends the task's clear epoch (``max_tries:clear_number``): a job started before the
     task was cleared is aborted and acknowledged by the agent, and a new attempt runs. On a kill,
@@ -212,8 +215,8 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
     # -- execute --------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         argv = validate_command(self.command, self.shell)
-        env = validate_env(self.env)
         self._mask_secret_env()  # again: execute() may be called without rendering (tests, subclasses)
+        env = validate_env(self._job_env())
         if self.cwd is not None and (not isinstance(self.cwd, str) or not self.cwd):
             raise bad("cwd must be a non-empty str")
         run_key = self.run_key or self.default_run_key(context)
@@ -236,6 +239,7 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
             start_timeout=self.start_timeout,
             rerun_unknown=self.rerun_unknown_outcome,
             epoch=clear_epoch(context),
+            task_instance=self._task_ident.key() if self._task_ident else None,
             grace_seconds=self.abort_grace_seconds,
             check=check,
             locks=validate_locks(self.locks),
@@ -263,6 +267,13 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
             self.hook.where,
         )
         self.log.info("Run key: %s", run_key)
+        if action == ADOPTED and job.raw.get("acked_at"):
+            self.log.warning(
+                "An earlier try of this clear epoch already reported job %s's success, yet Airflow "
+                "retried: it never recorded that try's outcome (api-server or worker lost). The "
+                "success is adopted, not run again; clear the task to run it again.",
+                job.job_id,
+            )
         waiting = waiting_message(job)
         if waiting:
             self.log.info("%s", waiting)
@@ -298,6 +309,8 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
                 secret_values=self._secret_values(),
             ),
             method_name="execute_complete",
+            # the job this try waits for: an event of any other job must not decide this try
+            kwargs={"job_id": job_id, "deadline": deadline},
         )
 
     def _wait_in_worker(self, job: JobRecord, offsets: dict[str, int], deadline: float | None) -> Any:
@@ -333,11 +346,28 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
                 if elapsed < min_gap:
                     time.sleep(min_gap - elapsed)
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        """Resume after the trigger: print the logs past the trigger's offsets, then finish."""
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        job_id: str | None = None,
+        deadline: float | None = None,
+    ) -> Any:
+        """Resume after the trigger: print the logs past the trigger's offsets, then finish.
+
+        ``job_id`` is the job this try deferred on (None for a try deferred by a provider before
+        0.5.0). An event of another job (an old try's trigger still being cancelled; on SQLite
+        Airflow reuses the trigger's id) is logged and this try goes on waiting for its own job.
+        """
         if not event:
             raise AirflowException("OrchesjobOperator resumed without a trigger event")
         ev = WatchEvent.from_payload(event)
+        if job_id is not None and not ev.is_for(job_id):
+            self.log.warning(
+                "Ignoring an event of remote job %s (%s): this try waits for job %s, not that one",
+                ev.job_id, ev.status, job_id,
+            )
+            return self._wait_again(job_id, deadline)
         self._job_id = ev.job_id
         if ev.status == EVENT_TERMINAL and ev.job is not None:
             return self._finish(ev.job, ev.offsets)
@@ -347,6 +377,17 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
             f"Watching remote job {ev.job_id} failed: {event.get('message')}; the job may still run: "
             f"the next try reattaches to it"
         )
+
+    def _wait_again(self, job_id: str, deadline: float | None) -> Any:
+        """Go on waiting for ``job_id`` after a stray event: finish it if it ended, else defer."""
+        self._job_id = job_id
+        job = self.hook.get_job(job_id)
+        if job is None:
+            raise AirflowException(f"Remote job {job_id} is not known on {self.hook.where}")
+        offsets = normalize_offsets(job.raw.get("log_shown"))
+        if job.is_terminal:
+            return self._finish(job, offsets)
+        self._defer(job_id, offsets, deadline)
 
     # -- outcome --------------------------------------------------------------------------------
     def _drain_logs(self, job_id: str, offsets: dict[str, int]) -> tuple[JobRecord | None, dict[str, int]]:

@@ -109,6 +109,10 @@ class OrchesjobSensor(AgentTaskMixin, BaseSensorOperator):
         if not event:
             raise AirflowException("OrchesjobSensor resumed without a trigger event")
         ev = WatchEvent.from_payload(event)
+        if not ev.is_for(self.job_id, self.run_key if not self.job_id else None):
+            self.log.warning("Ignoring an event of %s (job %s, run key %r): this sensor waits for %s",
+                             ev.status, ev.job_id, ev.run_key, self._what)
+            return self.execute(context)
         if ev.status == EVENT_TIMEOUT:
             raise AirflowSensorTimeout(f"OrchesjobSensor: {self._what} did not finish within {self.timeout}s")
         if ev.status != EVENT_TERMINAL or ev.job is None:

@@ -43,7 +43,7 @@ ACTIVE = frozenset({"STARTING", "RUNNING"})
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED"})
 ALL_STATUSES = ACTIVE | TERMINAL
 
-#: AGENT_CONTRACT.md item 5: the job object's keys, in this order.
+#: docs/agent/contract.md item 5: the job object's keys, in this order.
 JOB_KEYS = [
     "job_id",
     "run_key",

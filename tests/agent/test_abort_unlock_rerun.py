@@ -1,4 +1,4 @@
-"""AGENT_CONTRACT.md items 23-26: abort, unlock, rerun."""
+"""docs/agent/contract.md items 23-26: abort, unlock, rerun."""
 
 import json
 import time

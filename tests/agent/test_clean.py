@@ -1,4 +1,4 @@
-"""AGENT_CONTRACT.md item 27: clean."""
+"""docs/agent/contract.md item 27: clean."""
 
 import os
 from datetime import datetime, timedelta, timezone

@@ -1,4 +1,4 @@
-"""AGENT_CONTRACT.md items 1-8: output format, errors, --version, timestamps, the job record."""
+"""docs/agent/contract.md items 1-8: output format, errors, --version, timestamps, the job record."""
 
 import json
 import os

@@ -23,11 +23,13 @@ def runs(path):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def start(agent, key, script, count, epoch=None, strict=False):
+def start(agent, key, script, count, epoch=None, strict=False, task_instance=None):
     req = {"op": "start", "protocol": 1, "run_key": key, "argv": [TARGET_PYTHON, script, str(count)],
            "mode": "resume", "strict": strict}
     if epoch is not None:
         req["epoch"] = epoch
+    if task_instance is not None:
+        req["task_instance"] = task_instance
     return agent.rpc_ok(req)
 
 
@@ -169,3 +171,47 @@ def test_version_2_database_gains_the_epoch_column(agent):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert conn.execute("SELECT level FROM agent_schema").fetchone()[0] == len(schema._MIGRATIONS)
     conn.close()
+
+
+TI = "dag/task/-1/manual__1"
+FAIL = "import sys\nopen(sys.argv[1], 'a').write('ran\\n')\nsys.exit(3)\n"
+
+
+def test_a_retry_of_the_same_epoch_adopts_an_acknowledged_success(agent):
+    """Issue 17: the operator acknowledged the success, Airflow could not record it (api-server
+    down) and retried in the same clear epoch: the retry adopts it; only a clear runs it again."""
+    key, count = agent.key(), agent.workdir / "count"
+    script = agent.script("short.py", SHORT)
+    first = start(agent, key, script, count, epoch="1:0", task_instance=TI)["job"]
+    agent.wait_status(first["job_id"])
+    agent.rpc_ok({"op": "ack", "protocol": 1, "job_id": first["job_id"]})
+    assert agent.job_row(first["job_id"])["acked_at"] is not None
+    retry = start(agent, key, script, count, epoch="1:0", task_instance=TI)
+    assert retry["action"] == "adopted" and retry["job"]["job_id"] == first["job_id"], retry
+    assert retry["job"]["status"] == "SUCCEEDED" and retry["job"]["task_instance"] == TI
+    assert runs(count) == 1
+    # another dag run sharing this (explicit) run key, same "1:0" epoch: no retry, it runs anew
+    other = start(agent, key, script, count, epoch="1:0", task_instance="dag/task/-1/manual__2")
+    assert other["action"] == "started", other
+    agent.wait_status(other["job"]["job_id"])
+    agent.rpc_ok({"op": "ack", "protocol": 1, "job_id": other["job"]["job_id"]})
+    assert runs(count) == 2
+    cleared = start(agent, key, script, count, epoch="2:1", task_instance=TI)
+    assert cleared["action"] == "started" and cleared["job"]["job_id"] != first["job_id"], cleared
+    agent.wait_status(cleared["job"]["job_id"])
+    assert runs(count) == 3
+
+
+def test_a_retry_of_the_same_epoch_reruns_an_acknowledged_failure(agent):
+    key, count = agent.key(), agent.workdir / "count"
+    script = agent.script("fail.py", FAIL)
+    first = start(agent, key, script, count, epoch="1:0", task_instance=TI)["job"]
+    assert agent.wait_status(first["job_id"])["status"] == "FAILED"
+    # not acknowledged yet: the retry adopts the failure (nobody reported it)
+    adopted = start(agent, key, script, count, epoch="1:0", task_instance=TI)
+    assert adopted["action"] == "adopted" and adopted["job"]["job_id"] == first["job_id"], adopted
+    agent.rpc_ok({"op": "ack", "protocol": 1, "job_id": first["job_id"]})
+    retry = start(agent, key, script, count, epoch="1:0", task_instance=TI)
+    assert retry["action"] == "started" and retry["job"]["job_id"] != first["job_id"], retry
+    agent.wait_status(retry["job"]["job_id"])
+    assert runs(count) == 2

@@ -1,4 +1,4 @@
-"""The machine protocol (docs/PROTOCOL.md): `rpc` with one JSON request on stdin."""
+"""The machine protocol (docs/agent/protocol.md): `rpc` with one JSON request on stdin."""
 
 import base64
 import hashlib

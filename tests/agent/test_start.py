@@ -1,4 +1,4 @@
-"""AGENT_CONTRACT.md items 9-17: start."""
+"""docs/agent/contract.md items 9-17: start."""
 
 import json
 import subprocess

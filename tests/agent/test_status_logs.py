@@ -1,4 +1,4 @@
-"""AGENT_CONTRACT.md items 18-22: status and logs."""
+"""docs/agent/contract.md items 18-22: status and logs."""
 
 import pytest
 from agent_helpers import TARGET_PYTHON, assert_error, assert_job_shape, wait_until

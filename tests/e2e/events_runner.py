@@ -495,7 +495,7 @@ def scenario_mark_failed_deferred(c: Case) -> None:
     # A user clears later than the abort's end; the old trigger ends about a second after it.
     # Cleared while that trigger was still ending, try 2 once could not report its success (the
     # execution API answered 404 "Task Instance not found"), Airflow retried it, and the retry
-    # ran the command again: seen once, not understood (README, "Kill and abort").
+    # ran the command again: seen once, not understood (docs/guides/kill-and-abort.md).
     c.wait(lambda: "trigger completed" in c.trigger_logs(1), "try 1's trigger to end", timeout=STEP)
     # ... and once the dag run shows failed, as a user sees it: cleared before a scheduler had
     # ended the run, that scheduler (on PostgreSQL, with two of them) marked the run failed just

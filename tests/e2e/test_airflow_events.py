@@ -1,7 +1,8 @@
-"""End to end: every Airflow event of DESIGN.md's table "What each Airflow event does to the
-remote job", on ONE real Airflow 3 stack (PostgreSQL, api-server, two schedulers + LocalExecutor,
-dag-processor, two triggerers; testkit/airflow_stack.py) and the real loopback sshd. The cases
-of this module run in phase 0, before the control-plane cases of test_control_plane.py.
+"""End to end: every Airflow event of the table in docs/guides/kill-and-abort.md ("Kill and abort:
+what each Airflow event does to the remote job"), on ONE real Airflow 3 stack (PostgreSQL,
+api-server, two schedulers + LocalExecutor, dag-processor, two triggerers;
+testkit/airflow_stack.py) and the real loopback sshd. The cases of this module run in phase 0,
+before the control-plane cases of test_control_plane.py.
 
 Each case has its own generated DAG (one OrchesjobOperator task, retries=1, retry_delay 1 s), its
 own agent state dir, side-effect file and release file on the target. The remote command appends

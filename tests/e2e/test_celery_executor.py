@@ -12,9 +12,10 @@ release file and prints `done`.
   execution, one job in the agent's history.
 * test_worker_warm_shutdown_job_keeps_running: once the job RUNS, SIGTERM to the worker's main
   process only (``docker stop``'s first step; Celery's warm shutdown). What Airflow 3.3's Celery
-  worker really does (observed, README "CeleryExecutor"): it stops taking tasks and waits for the
-  running one; the task process is not signalled, so the same try keeps waiting on the job, and
-  when the job ends the try succeeds and the worker exits. One execution, one job, try 1.
+  worker really does (observed, docs/guides/kill-and-abort.md "On the CeleryExecutor"): it stops
+  taking tasks and waits for the running one; the task process is not signalled, so the same try
+  keeps waiting on the job, and when the job ends the try succeeds and the worker exits. One
+  execution, one job, try 1.
 
 The two cases run one after the other in one stack (each needs a worker free to take a retry).
 """

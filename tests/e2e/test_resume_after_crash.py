@@ -1,5 +1,5 @@
 """End to end: a real Airflow 3 stack, a real sshd; kill the task or the triggerer mid-job; the
-same job goes on (DESIGN.md's first and third events).
+same job goes on (the first and third events of docs/guides/kill-and-abort.md).
 
 The cases run in the shared stack of tests/e2e (events_runner.py; session fixture ``events``),
 concurrently with the cases of test_airflow_events.py. The stack runs in a temporary

@@ -1,7 +1,7 @@
 """Test-only: lets Airflow 2.10 import the example DAGs, which are written for ``airflow.sdk``.
 
-Decision (README "Example DAGs"): the examples use Airflow 3's ``airflow.sdk`` imports and carry no
-compatibility code; the README shows the Airflow 2 form (``from airflow import DAG``,
+Decision (docs/guides/examples.md): the examples use Airflow 3's ``airflow.sdk`` imports and carry no
+compatibility code; the docs show the Airflow 2 form (``from airflow import DAG``,
 ``from airflow.decorators import task``). So that the af2 leg still runs the very same DAG code,
 this shim puts an ``airflow.sdk`` module holding the Airflow 2 objects in ``sys.modules`` while
 an example is imported, and takes it away afterwards (Airflow 2 itself, or a provider, must never

@@ -121,7 +121,7 @@ def test_abort_on_kill_false_leaves_job_running(orch_conn, state_dir, remote, ss
 def test_sigterm_of_worker_process_leaves_remote_job_running(orch_conn, state_dir, remote, sshd, tmp_path):
     """The real worker path: Airflow's SIGTERM handler calls on_kill in the task process. Nothing is
     patched: the task instance still reads ``running`` (or cannot be read), so this is a worker
-    shutdown and the remote job keeps running (DESIGN.md: the next try reattaches).
+    shutdown and the remote job keeps running (docs/guides/kill-and-abort.md: the next try reattaches).
 
     Airflow 2's dag.test() never commits the ``running`` state that a real worker commits before
     execute (the row still reads ``scheduled``), so there the reader answers ``running`` as the

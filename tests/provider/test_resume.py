@@ -329,10 +329,10 @@ DIE_ON_RESUME = """
 class DieOnResumeOperator(OrchesjobOperator):
     \"\"\"Try 1's worker dies right after the trigger fired, before processing the result.\"\"\"
 
-    def execute_complete(self, context, event=None):
+    def execute_complete(self, context, event=None, **kwargs):
         if context["ti"].try_number == 1:
             raise RuntimeError("worker died on resume")
-        return super().execute_complete(context, event)
+        return super().execute_complete(context, event, **kwargs)
 """
 
 
@@ -362,4 +362,51 @@ def test_deferred_try_dies_on_resume_next_try_adopts_without_repeating_log(
     msgs = our_log_messages(text, caplog)
     for token in ("first-line", "last-line"):
         assert sum(m == token for m in msgs) == 1, (token, msgs)
+    assert _lines(remote, side) == ["ran"]
+
+
+LOST_REPORT = """
+class LostReportOperator(OrchesjobOperator):
+    \"\"\"Try 1 finishes the job and acknowledges it, then Airflow fails the try anyway, as when the
+    task runner cannot report success (api-server down) or the worker dies right after execute.\"\"\"
+
+    def execute(self, context):
+        result = super().execute(context)
+        if context["ti"].try_number == 1:
+            raise RuntimeError("could not report the terminal task state")
+        return result
+
+    def execute_complete(self, context, event=None, **kwargs):
+        result = super().execute_complete(context, event, **kwargs)
+        if context["ti"].try_number == 1:
+            raise RuntimeError("could not report the terminal task state")
+        return result
+"""
+
+
+@pytest.mark.parametrize("deferrable", MODES)
+def test_retry_after_an_unrecorded_success_adopts_it(orch_conn, state_dir, remote, sshd, deferrable, capfd):
+    """Issue 17 item 1: an acknowledged success that Airflow never recorded is never run again."""
+    dag_id = new_dag_id("lostreport")
+    side = f"{sshd.home}/{dag_id}.side"
+    dag = write_dag(
+        dag_id,
+        "LostReportOperator(task_id='t', retries=1, retry_delay=timedelta(seconds=0), "
+        + kw(
+            ssh_conn_id=orch_conn,
+            state_dir=state_dir,
+            command=f"echo ran >> {side}; echo done",
+            poll_interval=0.5,
+            deferrable=deferrable,
+        )
+        + ")",
+        preamble=LOST_REPORT,
+    )
+    dr = dag.test()
+    text = captured(capfd)
+    assert ti_states(dr) == {"t": "success"}
+    assert "could not report the terminal task state" in text
+    assert "orchesjob adopted" in text and "never recorded that try's outcome" in text
+    record = _xcom(dr)
+    assert record["attempt_no"] == 1 and record["status"] == "SUCCEEDED"
     assert _lines(remote, side) == ["ran"]

@@ -101,3 +101,42 @@ def test_secret_env_must_be_names():
     for bad in ("DB_PASSWORD", [""], [1]):
         with pytest.raises(Exception, match="secret_env must be a list of env variable names"):
             OrchesjobOperator(task_id="t", ssh_conn_id="c", command=["true"], secret_env=bad)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
+def test_short_common_and_multiline_secrets_never_show(deferrable, orch_conn, state_dir, capfd, caplog):
+    """Issue 18: Airflow's masker leaves values under 5 characters and ``airflow`` alone and
+    matches a multi-line value only whole; the job's output is masked line by line and the
+    rendered fields hold ``***`` for every secret value whatever its length."""
+    short = "q7Z"
+    tag = uuid.uuid4().hex[:8]
+    multi = f"-----BEGIN KEY-----\nmulti-line-one-{tag}\nmulti-line-two-{tag}\n-----END KEY-----"
+    dag_id = new_dag_id("secrets2")
+    dag = write_dag(
+        dag_id,
+        "OrchesjobOperator(task_id='t', "
+        + kw(
+            ssh_conn_id=orch_conn,
+            state_dir=state_dir,
+            command=["sh", "-c", 'echo "short=$SHORT common=$COMMON"; printf "%s\\n" "$MULTI"'],
+            env={"SHORT": short, "COMMON": "airflow", "MULTI": multi, "PLAIN": "visible"},
+            secret_env=["SHORT", "COMMON", "MULTI"],
+            deferrable=deferrable,
+            poll_interval=0.5,
+        )
+        + ")",
+    )
+    dr = dag.test()
+    assert ti_states(dr) == {"t": "success"}
+    printed = captured(capfd)
+    raw = our_log_messages(printed, caplog)
+    task_log = "\n".join(_redact(m) for m in raw)
+    assert "short=*** common=***" in task_log, task_log
+    for line in (f"multi-line-one-{tag}", f"multi-line-two-{tag}"):
+        assert line not in task_log and line not in printed
+    assert f"short={short}" not in printed and "common=airflow" not in printed
+    rendered = _rendered_fields(dag_id)
+    env = rendered["env"]
+    assert env["SHORT"] == env["COMMON"] == env["MULTI"] == "***", rendered
+    assert env["PLAIN"] == "visible"
+    assert f"multi-line-one-{tag}" not in json.dumps(rendered)
