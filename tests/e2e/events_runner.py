@@ -671,6 +671,7 @@ class Outage:
     def __init__(self, stack: stack_mod.AirflowStack, members: int) -> None:
         self.stack = stack
         self.down_at = 0.0
+        self._lock = threading.Lock()
         self.begin_barrier = threading.Barrier(members, action=self._down, timeout=STEP * 2)
         self.end_barrier = threading.Barrier(members, action=self._up, timeout=STEP * 2)
 
@@ -695,8 +696,13 @@ class Outage:
         c.note(f"the API server answers again ({time.monotonic() - self.down_at:.1f}s after the kill)")
 
     def abort(self) -> None:
+        """A member failed: the others fail now (not at a deadline); the API server runs again
+        for the later phases."""
         self.begin_barrier.abort()
         self.end_barrier.abort()
+        with self._lock:
+            if "api-server" not in self.stack.procs:
+                self._up()
 
 
 def _outage(c: Case) -> Outage:
@@ -1064,9 +1070,12 @@ def _run_case(c: Case, fn: Callable[[Case], None], ready: threading.Event, start
         fn(c)
         c.note("OK")
     except BaseException as e:  # reported by the case's test
-        if c.outage_name and c.outage_name in c.extra.get("outages", {}):
-            c.extra["outages"][c.outage_name].abort()  # the other members fail now, not at a deadline
         c.error = e
+        if c.outage_name and c.outage_name in c.extra.get("outages", {}):
+            try:
+                c.extra["outages"][c.outage_name].abort()  # the other members fail now, not at a deadline
+            except Exception as abort_error:  # noted; the case's own error is the one reported
+                c.note(f"aborting the outage failed: {abort_error!r}")
         c.error_tb = "".join(traceback.format_tb(e.__traceback__))
         c.note(f"FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     finally:
