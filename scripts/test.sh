@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README: `bash scripts/test.sh`; CI: .ci/run; docs/development/testing.md).
 #
-#   0 prereqs  system packages (openssh-server/-client, nftables, iproute2, python3): the missing
-#              ones, once, with apt-get (scripts/prereqs.sh); nothing later runs apt-get
+#   0 prereqs  system packages (openssh-server/-client, nftables, iproute2, python3, sshfs,
+#              redis-server, postgresql): the missing ones, once, with apt-get
+#              (scripts/prereqs.sh); nothing later runs apt-get
 #   1 venvs    scripts/setup_venvs.sh (.venvs/af3 = Airflow 3.3, .venvs/af2 = MWAA 2.10.3 pins,
 #              .venvs/af32 = MWAA 3.2.1 pins)
 #   2 lint     ruff, mypy (af3), vermin: remote_agent must run on CPython 3.6
@@ -13,8 +14,10 @@
 #              too); then tests/faults under .venvs/af3 and under .venvs/af2, on xdist workers
 #              (the fault legs run before the lanes start: they bound event-loop lags)
 #   5 e2e lane IN THE BACKGROUND from here on (its output goes to its logs, printed when it is
-#              joined at the end): tests/e2e without xdist (one real Airflow stack running every
-#              event case at once, tests/e2e/events_runner.py), then the CeleryExecutor stack
+#              joined at the end): tests/e2e without xdist (one real Airflow stack on a throwaway
+#              PostgreSQL with two schedulers and two triggerers running every event case at
+#              once, then the control-plane cases one phase each, tests/e2e/events_runner.py;
+#              the stack stops its PostgreSQL at teardown), then the CeleryExecutor stack
 #              (Redis + two Celery workers, tests/e2e/test_celery_executor.py). Both mostly wait
 #              on Airflow's loops, so they run beside the legs below instead of after them.
 #   6 agent    pytest tests/agent (the whole suite, on xdist workers) with AGENT_PYTHON = each
