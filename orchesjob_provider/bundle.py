@@ -36,7 +36,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from remote_agent.cli import main  # noqa: E402
+from remote_agent.frontends.cli import main  # noqa: E402
 
 main()
 """

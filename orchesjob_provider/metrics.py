@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX = "orchesjob"
-START = PREFIX + ".start.{action}"  # counter: how a try began (remote_agent.vocab.ACTIONS)
+START = PREFIX + ".start.{action}"  # counter: how a try began (remote_agent.common.vocab.ACTIONS)
 JOB_DURATION = PREFIX + ".job.duration"  # timer: started_at -> finished_at of a finished job
 JOB_FINISHED = PREFIX + ".job.{status}"  # counter: the outcome the operator acknowledged
 SSH_RECONNECT = PREFIX + ".ssh.reconnect"  # counter: a new connection after one was lost

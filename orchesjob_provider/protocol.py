@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobError, error_class
-from remote_agent import vocab
-from remote_agent.vocab import (  # the one spelling of statuses, start actions and streams
+from remote_agent.common import vocab
+from remote_agent.common.vocab import (  # the one spelling of statuses, start actions and streams
     ABORTED,
     ACTIONS,
     ADOPTED,

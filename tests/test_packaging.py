@@ -68,7 +68,7 @@ def test_no_dependency_on_a_common_compat_newer_than_mwaa_oldest() -> None:
 
 def test_agent_declares_no_dependency_and_console_script_points_at_it() -> None:
     project = _project()
-    assert project["scripts"]["orchesjob"] == "remote_agent.cli:main"
+    assert project["scripts"]["orchesjob"] == "remote_agent.frontends.cli:main"
     imports = set()
     for path in (ROOT / "remote_agent").glob("*.py"):
         for m in re.finditer(r"^\s*(?:from|import)\s+([a-zA-Z_][\w]*)", path.read_text(), re.M):

@@ -2,7 +2,7 @@
 
 All triggers of one event loop that watch jobs through the same (conn id, state dir, remote
 python) share one :class:`WatchChannel`: one SSH channel on the shared connection, running the
-agent's ``watch`` op (remote_agent/watch.py). It is started when the first trigger subscribes,
+agent's ``watch`` op (remote_agent/frontends/watch.py). It is started when the first trigger subscribes,
 re-established with backoff when it drops (every subscription is sent again from the offsets
 its trigger has shown), and closed a moment after the last trigger unsubscribed. The steady
 state costs no exec; a job's end reaches its trigger within the agent's round (0.2 s).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from orchesjob_provider.protocol import ADOPTED, KEPT, REATTACHED, STARTED, JobRecord
-from remote_agent.vocab import SATISFIED, UNKNOWN, VERIFIED
+from remote_agent.common.vocab import SATISFIED, UNKNOWN, VERIFIED
 
 ACTION_TEXT = {
     STARTED: "started a new remote job",

@@ -50,8 +50,8 @@ from orchesjob_provider.version_compat import (
     conf,
 )
 from orchesjob_provider.watch import MaskedLog, Watch, log_chunk_lines
-from remote_agent.lifecycle import outcome_unknown  # the agent's own rule, pure
-from remote_agent.vocab import UNKNOWN
+from remote_agent.common.vocab import UNKNOWN
+from remote_agent.ops.start import outcome_unknown  # the agent's own rule, pure
 
 
 class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):

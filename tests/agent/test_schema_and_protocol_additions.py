@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from remote_agent import schema, store  # noqa: E402
+from remote_agent.store import schema, store  # noqa: E402
 
 pytestmark = pytest.mark.beyond_orchesjob
 

@@ -30,7 +30,7 @@ def test_bundle_is_deterministic_and_runs_with_isolated_python():
     assert a.remote_path == f"~/.orchesjob/agent/agent-{a.sha256[:16]}"
     with zipfile.ZipFile(__import__("io").BytesIO(a.data)) as zf:
         names = zf.namelist()
-        assert names == sorted(names) and "__main__.py" in names and "remote_agent/rpc.py" in names
+        assert names == sorted(names) and "__main__.py" in names and "remote_agent/frontends/rpc.py" in names
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "agent")
@@ -173,7 +173,7 @@ def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, r
     assert hook.exec_count == 8  # one exec per call, same connection
     assert hook.get_conn().get_transport() is transport
     listing = remote(
-        f"stat -c '%a %n' ~/.orchesjob/agent {where} {where}/remote_agent/cli.py; "
+        f"stat -c '%a %n' ~/.orchesjob/agent {where} {where}/remote_agent/frontends/cli.py; "
         f"ls {where}/remote_agent/__pycache__ | grep -c 'cli.*pyc'"
     )
     lines = listing.splitlines()

@@ -13,7 +13,11 @@ import time
 
 import pytest
 
-from remote_agent import exitrec, host, liveness, procs, store, supervisor, tree, vocab
+from remote_agent.common import vocab
+from remote_agent.host import identity, procs, tree
+from remote_agent.jobs import liveness
+from remote_agent.store import exitrec, store
+from remote_agent.worker import supervisor
 
 MOUNTINFO = r"""22 27 0:21 / /proc rw,relatime - proc proc rw
 27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
@@ -24,13 +28,13 @@ MOUNTINFO = r"""22 27 0:21 / /proc rw,relatime - proc proc rw
 
 
 def test_mountinfo_longest_prefix_wins():
-    mounts = host.parse_mountinfo(MOUNTINFO)
+    mounts = identity.parse_mountinfo(MOUNTINFO)
     assert ("/home/alice/local dir", "ext4") in mounts  # \040 unescaped
-    assert host.fs_type_of("/home/alice/.local/state/orchesjob", mounts) == "nfs4"
-    assert host.fs_type_of("/home/alice/local dir/state", mounts) == "ext4"
-    assert host.fs_type_of("/homeless/x", mounts) == "ext4"  # /home is not a prefix of /homeless
-    assert host.fs_type_of("/mnt/sshfs/state", mounts) == "fuse.sshfs"
-    assert host.fs_type_of("/", mounts) == "ext4"
+    assert identity.fs_type_of("/home/alice/.local/state/orchesjob", mounts) == "nfs4"
+    assert identity.fs_type_of("/home/alice/local dir/state", mounts) == "ext4"
+    assert identity.fs_type_of("/homeless/x", mounts) == "ext4"  # /home is not a prefix of /homeless
+    assert identity.fs_type_of("/mnt/sshfs/state", mounts) == "fuse.sshfs"
+    assert identity.fs_type_of("/", mounts) == "ext4"
 
 
 @pytest.mark.parametrize(
@@ -39,24 +43,24 @@ def test_mountinfo_longest_prefix_wins():
      ("xfs", False), ("tmpfs", False), ("overlay", False), (None, False)],
 )
 def test_network_filesystems(fstype, network):
-    assert host.is_network_fs(fstype) is network
+    assert identity.is_network_fs(fstype) is network
 
 
 def test_state_fs_type_of_a_missing_dir_is_its_parents(tmp_path):
-    expected = host.state_fs_type(str(tmp_path))
+    expected = identity.state_fs_type(str(tmp_path))
     assert expected  # this machine has /proc/self/mountinfo
-    assert host.state_fs_type(str(tmp_path / "not" / "yet")) == expected
+    assert identity.state_fs_type(str(tmp_path / "not" / "yet")) == expected
 
 
 def test_host_id_env_override_and_legacy_rows(monkeypatch):
-    monkeypatch.setattr(host, "_cache", [])
+    monkeypatch.setattr(identity, "_cache", [])
     monkeypatch.setenv("ORCHESJOB_HOST_ID", "batch-7")
-    assert host.host_id() == "batch-7"
-    assert host.is_this_host("batch-7") and host.is_this_host(None)
-    assert not host.is_this_host("batch-8")
-    monkeypatch.setattr(host, "_cache", [])
+    assert identity.host_id() == "batch-7"
+    assert identity.is_this_host("batch-7") and identity.is_this_host(None)
+    assert not identity.is_this_host("batch-8")
+    monkeypatch.setattr(identity, "_cache", [])
     monkeypatch.delenv("ORCHESJOB_HOST_ID")
-    assert host.host_id().startswith(os.uname().nodename + "/")
+    assert identity.host_id().startswith(os.uname().nodename + "/")
 
 
 def test_exit_record_roundtrip_is_private_and_removable(tmp_path):

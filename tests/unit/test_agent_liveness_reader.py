@@ -5,9 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent import procs, reader, store, vocab
-from remote_agent.errors import EXIT_INVALID_ARGS, EXIT_NOT_FOUND, AgentError
-from remote_agent.liveness import lost_reason, reconcile
+from remote_agent.common import vocab
+from remote_agent.common.errors import EXIT_INVALID_ARGS, EXIT_NOT_FOUND, AgentError
+from remote_agent.host import procs
+from remote_agent.jobs import reader
+from remote_agent.jobs.liveness import lost_reason, reconcile
+from remote_agent.store import store
 
 NO_SUCH_PID = 4194304 + 17  # above Linux's largest pid_max: never a live process
 

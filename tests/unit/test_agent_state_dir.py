@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from remote_agent import paths, store
+from remote_agent.store import paths, store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,8 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-RUN_RPC = "import sys; sys.path.insert(0, sys.argv[1]); from remote_agent.cli import main; main(['rpc'])"
+RUN_RPC = ("import sys; sys.path.insert(0, sys.argv[1]);"
+           " from remote_agent.frontends.cli import main; main(['rpc'])")
 
 
 def rpc(request: dict, home: Path, **env: str) -> dict:

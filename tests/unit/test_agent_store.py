@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent import paths, schema, store, vocab
-from remote_agent.errors import EXIT_INVALID_STATE, EXIT_LOCK_ERROR, AgentError
+from remote_agent.common import vocab
+from remote_agent.common.errors import EXIT_INVALID_STATE, EXIT_LOCK_ERROR, AgentError
+from remote_agent.store import paths, schema, store
 
 
 def job(job_id: str, run_key: str = "k", attempt_no: int = 1, status: str = vocab.STARTING):

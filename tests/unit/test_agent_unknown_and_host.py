@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent import host, lifecycle, procs, render, rpc, store, vocab
-from remote_agent.errors import AgentError
-from remote_agent.lifecycle import decide_start, outcome_unknown
-from remote_agent.liveness import REBOOTED, reconcile
+from remote_agent.common import vocab
+from remote_agent.common.errors import AgentError
+from remote_agent.frontends import render, rpc
+from remote_agent.host import identity, procs
+from remote_agent.jobs.liveness import REBOOTED, reconcile
+from remote_agent.ops import start
+from remote_agent.ops.start import decide_start, outcome_unknown
+from remote_agent.store import store
 
 NO_SUCH_PID = 4194304 + 17  # above Linux's largest pid_max: never a live process
 KEY = {"run_key": "k", "last_attempt_no": 1, "last_job_id": "j1"}
@@ -68,7 +72,7 @@ def test_never_started_or_rebooted_lost_jobs_are_retried_as_before() -> None:
 
 def test_unknown_is_an_action() -> None:
     assert vocab.UNKNOWN == "unknown" and vocab.UNKNOWN in vocab.ACTIONS
-    assert lifecycle.StartResult(vocab.UNKNOWN, lost()).existing
+    assert start.StartResult(vocab.UNKNOWN, lost()).existing
 
 
 # --- hosts --------------------------------------------------------------------------------------
@@ -83,7 +87,7 @@ def test_reconcile_leaves_another_hosts_job_alone(tmp_path: Path) -> None:
     state_dir = str(tmp_path / "state")
     with store.writing(state_dir) as conn:
         store.insert_job(conn, row("theirs", "elsewhere/0123"))
-        store.insert_job(conn, row("mine", host.host_id()))
+        store.insert_job(conn, row("mine", identity.host_id()))
         store.insert_job(conn, row("legacy", None))
     with store.writing(state_dir) as conn:
         assert reconcile(conn, store.get_job(conn, "theirs"), locked=True)["status"] == vocab.RUNNING
@@ -101,7 +105,7 @@ def test_abort_of_another_hosts_job_is_refused_naming_it(tmp_path: Path) -> None
     with store.writing(state_dir) as conn:
         store.insert_job(conn, row("theirs", "elsewhere/0123"))
     with pytest.raises(AgentError) as info:
-        lifecycle.abort(state_dir, None, "theirs", None, 0.1)
+        start.abort(state_dir, None, "theirs", None, 0.1)
     assert info.value.code == 4 and "elsewhere/0123" in info.value.message
 
 
@@ -117,7 +121,7 @@ def mode_of(state_dir: str) -> str:
 
 @pytest.fixture
 def on_nfs(monkeypatch):
-    monkeypatch.setattr(host, "state_fs_type", lambda state_dir: "nfs4")
+    monkeypatch.setattr(identity, "state_fs_type", lambda state_dir: "nfs4")
 
 
 def test_local_state_dir_uses_wal(tmp_path: Path) -> None:
@@ -139,7 +143,7 @@ def test_existing_wal_database_is_switched_back_on_a_network_fs(tmp_path: Path, 
     with store.writing(state_dir) as conn:
         store.insert_job(conn, row("a", None, vocab.SUCCEEDED))
     assert mode_of(state_dir) == "wal"
-    monkeypatch.setattr(host, "state_fs_type", lambda state_dir: "nfs4")
+    monkeypatch.setattr(identity, "state_fs_type", lambda state_dir: "nfs4")
     with store.writing(state_dir) as conn:
         assert store.get_job(conn, "a") is not None  # nothing lost
     assert mode_of(state_dir) == "delete"
@@ -153,7 +157,7 @@ def test_wal_database_held_open_elsewhere_fails_naming_a_local_state_dir(tmp_pat
     other.execute("SELECT COUNT(*) FROM jobs").fetchone()  # a WAL reader keeps the file shared
     other.execute("BEGIN")
     other.execute("SELECT COUNT(*) FROM jobs").fetchone()
-    monkeypatch.setattr(host, "state_fs_type", lambda state_dir: "nfs4")
+    monkeypatch.setattr(identity, "state_fs_type", lambda state_dir: "nfs4")
     monkeypatch.setenv("ORCHESJOB_BUSY_TIMEOUT", "0.2")
     try:
         with pytest.raises(AgentError) as info:
@@ -168,9 +172,9 @@ def test_wal_database_held_open_elsewhere_fails_naming_a_local_state_dir(tmp_pat
 
 def test_ping_reports_host_and_journal_mode(tmp_path: Path, monkeypatch) -> None:
     out = rpc.op_ping({}, str(tmp_path))
-    assert out["host_id"] == host.host_id() and out["boot_id"] == procs.boot_id()
+    assert out["host_id"] == identity.host_id() and out["boot_id"] == procs.boot_id()
     assert out["journal_mode"] == "wal" and out["state_fs"]
-    monkeypatch.setattr(host, "state_fs_type", lambda state_dir: "nfs4")
+    monkeypatch.setattr(identity, "state_fs_type", lambda state_dir: "nfs4")
     out = rpc.op_ping({}, str(tmp_path))
     assert out["journal_mode"] == "delete" and out["state_fs"] == "nfs4"
     json.dumps(out)

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent import logs, paths
-from remote_agent.errors import EXIT_INVALID_ARGS, AgentError
-from remote_agent.validate import MAX_RUN_KEY, check_argv, check_job_id, check_run_key, new_job_id, text
+from remote_agent.common.errors import EXIT_INVALID_ARGS, AgentError
+from remote_agent.common.validate import (
+    MAX_RUN_KEY,
+    check_argv,
+    check_job_id,
+    check_run_key,
+    new_job_id,
+    text,
+)
+from remote_agent.store import logs, paths
 
 
 def bad(fn, value) -> str:

@@ -5,9 +5,11 @@ import pytest
 from orchesjob_provider import protocol as p
 from orchesjob_provider.operators.validation import validate_check
 from orchesjob_provider.version_compat import AirflowException
-from remote_agent import checks, listing, vocab
-from remote_agent.errors import EXIT_INVALID_ARGS, AgentError
-from remote_agent.lifecycle import decide_start
+from remote_agent.common import vocab
+from remote_agent.common.errors import EXIT_INVALID_ARGS, AgentError
+from remote_agent.frontends import listing
+from remote_agent.jobs import checkspec
+from remote_agent.ops.start import decide_start
 
 KEY = {"run_key": "k", "last_attempt_no": 1, "last_job_id": "j1"}
 OVERRIDE = {"run_key": "k", "reason": "fixed", "used_at": None}
@@ -52,37 +54,38 @@ def test_a_check_changes_nothing_else(status: str) -> None:
     assert decide_start(acked, True, False, None, KEY, check=True) == (vocab.STARTED, None, None)
 
 
-# --- checks.parse ---------------------------------------------------------------------------
+# --- checkspec.parse ---------------------------------------------------------------------------
 def test_check_spec_parsing() -> None:
-    assert checks.parse(None) is None
-    assert checks.parse({"argv": ["test", "-e", "/x"]}) == (["test", "-e", "/x"], checks.DEFAULT_TIMEOUT)
-    assert checks.parse({"argv": ["true"], "timeout": 2}) == (["true"], 2.0)
+    assert checkspec.parse(None) is None
+    assert checkspec.parse({"argv": ["test", "-e", "/x"]}) == (
+        ["test", "-e", "/x"], checkspec.DEFAULT_TIMEOUT)
+    assert checkspec.parse({"argv": ["true"], "timeout": 2}) == (["true"], 2.0)
     for bad in ("true", ["true"], {"argv": []}, {"argv": "true"}, {"argv": [1]}, {"argv": ["a\0b"]},
                 {"argv": ["true"], "timeout": 0}, {"argv": ["true"], "timeout": True},
                 {"argv": ["true"], "timeout": "5"}, {"argv": ["true"], "shell": True}):
         with pytest.raises(AgentError) as err:
-            checks.parse(bad)
+            checkspec.parse(bad)
         assert err.value.code == EXIT_INVALID_ARGS, bad
 
 
 def test_check_columns_round_trip() -> None:
     spec = (["sh", "-c", "test -e 'a b'"], 7.5)
-    cols = checks.columns(spec)
+    cols = checkspec.columns(spec)
     assert cols["phase"] == vocab.CHECKING
-    assert checks.spec_of(cols) == spec
-    assert checks.columns(None) == {} and checks.spec_of({"check_argv": None}) is None
+    assert checkspec.spec_of(cols) == spec
+    assert checkspec.columns(None) == {} and checkspec.spec_of({"check_argv": None}) is None
 
 
 @pytest.mark.parametrize(("status", "when", "verdict", "words"), [
-    (0, "before", checks.PASSES, "already satisfied"),
-    (0, "after", checks.PASSES, "verified"),
-    (1 << 8, "before", checks.FAILS, "the command runs"),
-    (3 << 8, "after", checks.FAILS, "ran, but the check still fails"),
-    (9, "before", checks.ERROR, "killed by signal 9"),
-    (None, "after", checks.ERROR, "timed out"),
+    (0, "before", checkspec.PASSES, "already satisfied"),
+    (0, "after", checkspec.PASSES, "verified"),
+    (1 << 8, "before", checkspec.FAILS, "the command runs"),
+    (3 << 8, "after", checkspec.FAILS, "ran, but the check still fails"),
+    (9, "before", checkspec.ERROR, "killed by signal 9"),
+    (None, "after", checkspec.ERROR, "timed out"),
 ])
 def test_check_verdicts(status, when, verdict, words) -> None:
-    got, _, text = checks._verdict(status, 5.0, when)
+    got, _, text = checkspec._verdict(status, 5.0, when)
     assert got == verdict and words in text
 
 

@@ -101,7 +101,7 @@ def test_a_corrupted_upload_is_refused(home: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["empty", "missing"])
 def test_an_empty_or_missing_file_makes_calls_redeploy_and_deploy_repairs(installed: Path, damage: str):
-    victim = agent_dir(installed) / "remote_agent" / "rpc.py"
+    victim = agent_dir(installed) / "remote_agent" / "frontends" / "rpc.py"
     if damage == "empty":
         victim.write_bytes(b"")  # a crash or a full disk during a deploy
         assert_redeploy(installed, b"wrong size")
@@ -109,7 +109,7 @@ def test_an_empty_or_missing_file_makes_calls_redeploy_and_deploy_repairs(instal
         victim.unlink()
         assert_redeploy(installed, b"missing")
     r = deploy(installed)
-    assert outcome(r) == "repaired" and b"remote_agent/rpc.py" in r.stderr
+    assert outcome(r) == "repaired" and b"remote_agent/frontends/rpc.py" in r.stderr
     assert_works(installed)
 
 

@@ -91,7 +91,7 @@ def test_the_launcher_refuses_an_agent_someone_else_could_have_written(home: Pat
     r = run(home, "status", "--running")
     assert r.returncode == REDEPLOY_EXIT and b"only it can write" in r.stderr and r.stdout == b"", r
     os.chmod(agent_dir, 0o700)
-    (agent_dir / "remote_agent" / "cli.py").write_text("")  # damaged: empty file
+    (agent_dir / "remote_agent" / "frontends" / "cli.py").write_text("")  # damaged: empty file
     r = run(home, "status", "--running")
     assert r.returncode == REDEPLOY_EXIT and b"wrong size" in r.stderr, r
 

@@ -1,12 +1,12 @@
-"""The lock rule (remote_agent/locks.py): first come first, per resource, across readers,
+"""The lock rule (remote_agent/jobs/lockrule.py): first come first, per resource, across readers,
 writers and slots; claim validation. Pure, milliseconds."""
 
 from __future__ import annotations
 
 import pytest
 
-from remote_agent.errors import AgentError
-from remote_agent.locks import decide_turn, describe, listing, normalize, parse_slot
+from remote_agent.common.errors import AgentError
+from remote_agent.jobs.lockrule import decide_turn, describe, listing, normalize, parse_slot
 
 
 def entry(job_id, read=(), write=(), slots=None, granted=False):

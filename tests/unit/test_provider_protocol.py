@@ -233,7 +233,7 @@ def test_failure_message(record, message):
 
 
 def test_vocabulary_is_the_agents():
-    from remote_agent import vocab
+    from remote_agent.common import vocab
 
     assert p.TERMINAL_STATUSES == frozenset(vocab.TERMINAL)
     # the stored active statuses, and WAITING (a STARTING job queued for named locks)

@@ -1,5 +1,5 @@
 """The watch channel's lines, both ends: the provider's building/parsing (watch_protocol.py)
-and the agent's command parsing and options (remote_agent/watch.py). Pure, no processes."""
+and the agent's command parsing and options (remote_agent/frontends/watch.py). Pure, no processes."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from orchesjob_provider.watch_protocol import (
     sub_line,
     unsub_line,
 )
-from remote_agent import watch as agent_watch
-from remote_agent.errors import AgentError
+from remote_agent.common.errors import AgentError
+from remote_agent.frontends import watch as agent_watch
 
 
 def _chunk(offset: int, data: bytes, eof: bool = False) -> dict:

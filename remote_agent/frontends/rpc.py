@@ -9,11 +9,14 @@ import os
 import sqlite3
 import sys
 
-from remote_agent import PROTOCOL, __version__, paths, procs, render, store
-from remote_agent.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
-from remote_agent.reader import Reader, wait_for
-from remote_agent.validate import check_argv, check_job_id, check_run_key
-from remote_agent.vocab import STREAMS, TERMINAL
+from remote_agent import PROTOCOL, __version__
+from remote_agent.common.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
+from remote_agent.common.validate import check_argv, check_job_id, check_run_key
+from remote_agent.common.vocab import STREAMS, TERMINAL
+from remote_agent.frontends import render
+from remote_agent.host import procs
+from remote_agent.jobs.reader import Reader, wait_for
+from remote_agent.store import paths, store
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -77,7 +80,7 @@ def _record_shown(state_dir, shown):
 
 def _logs(state_dir, row, offsets, limit):
     # type: (str, Dict[str, Any], Dict[str, int], int) -> Dict[str, Any]
-    from remote_agent.logs import read_chunk  # only requests with offsets read logs
+    from remote_agent.store.logs import read_chunk  # only requests with offsets read logs
 
     terminal = row["status"] in TERMINAL
     return {s: read_chunk(state_dir, row["job_id"], s, off, limit, terminal) for s, off in offsets.items()}
@@ -85,12 +88,12 @@ def _logs(state_dir, row, offsets, limit):
 
 def op_ping(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    from remote_agent import host  # for support: which host answers, and how it keeps its database
+    from remote_agent.host import identity  # for support: which host answers, and how it keeps its database
 
-    fstype = host.state_fs_type(state_dir)
+    fstype = identity.state_fs_type(state_dir)
     return {"home": state_dir, "python": "{}.{}.{}".format(*sys.version_info[:3]),
-            "sqlite": sqlite3.sqlite_version, "boot_id": procs.boot_id(), "host_id": host.host_id(),
-            "state_fs": fstype, "journal_mode": "delete" if host.is_network_fs(fstype) else "wal"}
+            "sqlite": sqlite3.sqlite_version, "boot_id": procs.boot_id(), "host_id": identity.host_id(),
+            "state_fs": fstype, "journal_mode": "delete" if identity.is_network_fs(fstype) else "wal"}
 
 
 def op_start(req, state_dir):
@@ -100,9 +103,9 @@ def op_start(req, state_dir):
         raise bad_args("mode must be 'resume' or 'new'")
     argv = check_argv(_get(req, "argv", list, required=True))
     claims, queue_timeout = _claims(req)
-    from remote_agent import lifecycle  # only start and the write ops need it
+    from remote_agent.ops import start  # only start and the write ops need it
 
-    result, row = lifecycle.start(
+    result, row = start.start(
         state_dir, _get(req, "run_key", str, required=True), argv,
         cwd=_get(req, "cwd", str), env=_env(req), strict=_get(req, "strict", bool, False),
         resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0),
@@ -122,7 +125,7 @@ def _check(req):
     # type: (Dict[str, Any]) -> Any
     if req.get("check") is None:
         return None
-    from remote_agent.checks import parse  # only a start with a check
+    from remote_agent.jobs.checkspec import parse  # only a start with a check
 
     return parse(req["check"])
 
@@ -136,17 +139,17 @@ def _claims(req):
         if timeout is not None:
             raise bad_args("queue_timeout needs locks or slots")
         return None, None
-    from remote_agent import locks
+    from remote_agent.jobs import lockrule
 
     if timeout is not None and timeout < 0:
         raise bad_args("queue_timeout must be >= 0 seconds")
-    return locks.normalize(locks_arg, slots_arg), timeout
+    return lockrule.normalize(locks_arg, slots_arg), timeout
 
 
 def op_locks(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     """Holders and waiters of every named lock and slot (``orchesjob locks``); read-only."""
-    from remote_agent import lockwait
+    from remote_agent.worker import lockwait
 
     reader = Reader(state_dir)
     try:
@@ -222,17 +225,17 @@ def op_wait(req, state_dir):
 
 def op_ack(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    from remote_agent import lifecycle
+    from remote_agent.ops import start
 
-    row = lifecycle.ack(state_dir, _get(req, "job_id", str, required=True))
+    row = start.ack(state_dir, _get(req, "job_id", str, required=True))
     return {"job": render.job_object(row, state_dir)}
 
 
 def op_abort(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    from remote_agent import lifecycle
+    from remote_agent.ops import start
 
-    row, flags = lifecycle.abort(state_dir, None, check_job_id(_get(req, "job_id", str, required=True)),
+    row, flags = start.abort(state_dir, None, check_job_id(_get(req, "job_id", str, required=True)),
                             _get(req, "reason", str), _get(req, "grace_seconds", float, 5.0),
                             ack=_get(req, "ack", bool, False))
     out = {"job": render.job_object(row, state_dir), "aborted": True}  # type: Dict[str, Any]
@@ -287,7 +290,7 @@ def serve():
     try:
         raw, watching = _read_request()
         if watching is not None:  # a long-lived watch: commands follow on stdin (watch.py)
-            from remote_agent import watch
+            from remote_agent.frontends import watch
 
             op = "watch"
             given = _get(watching, "home", str) or _get(watching, "state_dir", str)

@@ -14,10 +14,11 @@ supervisor is gone. Never LOST for lack of a database write.
 
 import os
 
-from remote_agent import procs, store
-from remote_agent.host import is_this_host
-from remote_agent.timeutil import now_ts
-from remote_agent.vocab import ACTIVE, FAILED, LOST, SUCCEEDED
+from remote_agent.common.timeutil import now_ts
+from remote_agent.common.vocab import ACTIVE, FAILED, LOST, SUCCEEDED
+from remote_agent.host import procs
+from remote_agent.host.identity import is_this_host
+from remote_agent.store import store
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -58,7 +59,7 @@ def main_ended(row):
 def recorded_outcome(conn, row):
     # type: (sqlite3.Connection, Row) -> Optional[Tuple[int, int]]
     """(exit_code, finished_at) from the job's exit record, or None if there is none."""
-    from remote_agent import exitrec  # only a job whose processes ended reads it
+    from remote_agent.store import exitrec  # only a job whose processes ended reads it
 
     try:
         db_file = conn.execute("PRAGMA database_list").fetchone()["file"]

@@ -32,12 +32,14 @@ import sqlite3
 import sys
 import time
 
-from remote_agent import PROTOCOL, __version__, exitrec, render, store, store_reads
-from remote_agent.errors import AgentError, bad_args
-from remote_agent.liveness import reconcile
-from remote_agent.logs import read_chunk
-from remote_agent.validate import check_job_id
-from remote_agent.vocab import ACTIVE, STREAMS, TERMINAL
+from remote_agent import PROTOCOL, __version__
+from remote_agent.common.errors import AgentError, bad_args
+from remote_agent.common.validate import check_job_id
+from remote_agent.common.vocab import ACTIVE, STREAMS, TERMINAL
+from remote_agent.frontends import render
+from remote_agent.jobs.liveness import reconcile
+from remote_agent.store import exitrec, reads, store
+from remote_agent.store.logs import read_chunk
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -255,7 +257,7 @@ class Watcher(object):
     def _ends(self):
         # type: () -> None
         assert self.conn is not None
-        version = store_reads.data_version(self.conn)
+        version = reads.data_version(self.conn)
         changed, self.version = version != self.version, version
         try:
             mtime = os.stat(os.path.join(self.state_dir, "logs")).st_mtime_ns  # type: Optional[int]
@@ -269,7 +271,7 @@ class Watcher(object):
         if not (changed or dir_changed or check) or not self.subs:
             return
         subs = list(self.subs.values())
-        rows = {r["job_id"]: r for r in store_reads.jobs_by_ids(self.conn, sorted({s.job_id for s in subs}))}
+        rows = {r["job_id"]: r for r in reads.jobs_by_ids(self.conn, sorted({s.job_id for s in subs}))}
         for sub in subs:
             row = rows.get(sub.job_id)
             if row is None:

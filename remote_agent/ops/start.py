@@ -9,13 +9,10 @@ key impossible even if this code were wrong.
 import json
 import os
 
-from remote_agent import host, paths, procs, store, store_locks
-from remote_agent.errors import not_found, wrong_state
-from remote_agent.liveness import REBOOTED, reconcile
-from remote_agent.reader import Reader, resolve, wait_for
-from remote_agent.timeutil import now_ts
-from remote_agent.validate import check_argv, check_job_id, check_run_key, new_job_id, text
-from remote_agent.vocab import (
+from remote_agent.common.errors import not_found, wrong_state
+from remote_agent.common.timeutil import now_ts
+from remote_agent.common.validate import check_argv, check_job_id, check_run_key, new_job_id, text
+from remote_agent.common.vocab import (
     ABORTED,
     ACTIVE,
     ADOPTED,
@@ -27,6 +24,10 @@ from remote_agent.vocab import (
     STREAMS,
     UNKNOWN,
 )
+from remote_agent.host import identity, procs
+from remote_agent.jobs.liveness import REBOOTED, reconcile
+from remote_agent.jobs.reader import Reader, resolve, wait_for
+from remote_agent.store import locksql, paths, store
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -168,7 +169,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
         # Another host's running job (a shared state dir) cannot be stopped from here: a clear
         # does not supersede it (the new try reattaches, as to any running job of the key).
         foreign = (latest is not None and latest["status"] in ACTIVE
-                   and not host.is_this_host(latest.get("host_id")))
+                   and not identity.is_this_host(latest.get("host_id")))
         action, job, used = decide_start(latest, resume, strict, override, key, rerun_unknown,
                                          None if foreign else epoch, check is not None)
         superseded = None  # type: Optional[Row]
@@ -191,7 +192,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
             result = StartResult(STARTED, row, strict_override_used=used is not None,
                                  superseded=superseded)
     if superseded is not None and superseded["status"] in ACTIVE:
-        from remote_agent.stopping import stop_processes
+        from remote_agent.host.stop import stop_processes
 
         stop_processes(superseded, grace)
     # The writer connection is closed now, before forking: a SQLite handle must never cross a fork.
@@ -207,9 +208,9 @@ def _enqueue(conn, row, claims, queue_timeout):
         return None
     import time
 
-    from remote_agent import lockwait
+    from remote_agent.worker import lockwait
 
-    store_locks.enqueue(conn, row["job_id"], claims, time.time(), queue_timeout)
+    locksql.enqueue(conn, row["job_id"], claims, time.time(), queue_timeout)
     return "granted" if lockwait.grant_now(conn, row["job_id"]) else "wait"
 
 
@@ -220,7 +221,7 @@ def _supersede(conn, row):
     if row["status"] in ACTIVE:
         store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                          aborted_at=now, updated_at=now, abort_reason=SUPERSEDED_REASON)
-        store_locks.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
+        locksql.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
     store.ack_job(conn, row["job_id"], now)
     return row
 
@@ -242,7 +243,7 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, 
         "rerun_reason": rerun_reason,
         "epoch": epoch,
         "boot_id": procs.boot_id(),
-        "host_id": host.host_id(),
+        "host_id": identity.host_id(),
         # The launcher stands in as the supervisor until the forked one records itself, so a
         # launcher that dies before forking leaves a job that reads as LOST, not a stuck key.
         "worker_pid": me,
@@ -251,7 +252,7 @@ def _new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, 
         "updated_at": now,
     }
     if check is not None:
-        from remote_agent.checks import columns  # only a start with a check
+        from remote_agent.jobs.checkspec import columns  # only a start with a check
 
         row.update(columns(check))
     store.insert_job(conn, row)
@@ -262,7 +263,10 @@ def _launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, que
     # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float, Optional[str]) -> Row
     job_id = result.row["job_id"]
     if result.action == STARTED:
-        from remote_agent import handoff, supervisor  # only a start needs them (and signal)
+        from remote_agent.worker import (
+            handoff,  # only a start needs them (and signal)
+            supervisor,
+        )
 
         supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env, queued,
                                                     light=not sync)
@@ -311,20 +315,20 @@ def abort(state_dir, run_key, job_id, reason, grace, ack=False):
     """
     with store.writing(state_dir) as conn:
         row = resolve(conn, run_key, job_id, locked=True)
-        if row["status"] in ACTIVE and not host.is_this_host(row.get("host_id")):
+        if row["status"] in ACTIVE and not identity.is_this_host(row.get("host_id")):
             raise wrong_state("Job {} runs on host {} (this is {}): abort it there".format(
-                row["job_id"], row["host_id"], host.host_id()))
+                row["job_id"], row["host_id"], identity.host_id()))
         now = now_ts()
         if ack:
             store.ack_job(conn, row["job_id"], now)
         if row["status"] in ACTIVE:
             store.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                              aborted_at=now, updated_at=now, abort_reason=text(reason))
-            store_locks.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
+            locksql.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
     if row["status"] not in ACTIVE:
         raise wrong_state("Job is not running: {} status={}{}".format(
             row["job_id"], row["status"], " (its result is now acknowledged)" if ack else ""))
-    from remote_agent.stopping import stop_processes  # only abort signals anything
+    from remote_agent.host.stop import stop_processes  # only abort signals anything
 
     flags = stop_processes(row, grace)
     reader = Reader(state_dir)
@@ -370,7 +374,7 @@ def rerun(state_dir, run_key, job_id, reason, sync, start_timeout):
         row = _new_attempt(conn, store.run_key_row(conn, key), key, argv, cwd, False,
                            source["job_id"], text(reason))
         # the rerun queues for the same locks and slots as the job it repeats
-        entry = store_locks.lock_entry(conn, source["job_id"])
+        entry = locksql.lock_entry(conn, source["job_id"])
         queued = None if entry is None else _enqueue(conn, row, json.loads(entry["claims"]),
                                                      entry["queue_timeout"])
     result = StartResult(STARTED, row)
@@ -403,7 +407,7 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
         if dry_run or not rows:
             return rows, 0
         store.delete_terminal(conn, [r["job_id"] for r in rows])
-    from remote_agent import exitrec  # only a clean removes exit records
+    from remote_agent.store import exitrec  # only a clean removes exit records
 
     errors = 0
     for r in rows:
@@ -417,7 +421,7 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
         if not exitrec.remove(state_dir, r["job_id"]):
             errors += 1
         if os.path.isdir(os.path.join(state_dir, "locks")):
-            from remote_agent.lockwait import remove_channel  # jobs with locks left a wake channel
+            from remote_agent.worker.lockwait import remove_channel  # jobs with locks left a wake channel
 
             remove_channel(state_dir, r["job_id"])
     return rows, errors

@@ -26,10 +26,11 @@ import select
 import signal
 import time
 
-from remote_agent import locks, paths, store, store_locks
-from remote_agent.handoff import READY, tell
-from remote_agent.liveness import lost_reason, reconcile
-from remote_agent.vocab import ACTIVE, CANCELLED, STARTING, STDERR
+from remote_agent.common.vocab import ACTIVE, CANCELLED, STARTING, STDERR
+from remote_agent.jobs import lockrule
+from remote_agent.jobs.liveness import lost_reason, reconcile
+from remote_agent.store import locksql, paths, store
+from remote_agent.worker.handoff import READY, tell
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -93,7 +94,7 @@ def remove_channel(state_dir, job_id):
 
 def entry_of(row):
     # type: (Row) -> Dict[str, Any]
-    """A ``store_locks.lock_queue`` row as ``locks.decide_turn`` reads it."""
+    """A ``locksql.lock_queue`` row as ``lockrule.decide_turn`` reads it."""
     return {"job_id": row["job_id"], "run_key": row["run_key"], "claims": json.loads(row["lock_claims"]),
             "seq": row["lock_seq"],
             "granted": row.get("lock_granted_at") is not None, "status": row["status"],
@@ -110,12 +111,12 @@ def live_queue(conn, locked):
     abort stores ABORTED before its TERM-then-KILL, and the next holder must not start beside a
     target that is still ending. A writer (``locked``) clears the mark once they are gone."""
     out = []
-    for row in store_locks.lock_releasing(conn):
+    for row in locksql.lock_releasing(conn):
         if lost_reason(row) is None:  # its supervisor or its target is still alive
             out.append(entry_of(row))
         elif locked:
-            store_locks.lock_released(conn, row["job_id"])
-    for row in store_locks.lock_queue(conn):
+            locksql.lock_released(conn, row["job_id"])
+    for row in locksql.lock_queue(conn):
         now = reconcile(conn, row, locked)
         if now["status"] in ACTIVE:
             out.append(entry_of(row))
@@ -129,10 +130,10 @@ def grant_now(conn, job_id):
     # type: (sqlite3.Connection, str) -> bool
     """In the start transaction: take the new job's turn at once when nothing is in its way,
     else mark it waiting (so it reads as WAITING from its first commit, before its supervisor runs)."""
-    if not locks.decide_turn(job_id, live_queue(conn, locked=True))[0]:
-        store_locks.set_waiting(conn, job_id, time.time())
+    if not lockrule.decide_turn(job_id, live_queue(conn, locked=True))[0]:
+        locksql.set_waiting(conn, job_id, time.time())
         return False
-    store_locks.grant_locks(conn, job_id, time.time())
+    locksql.grant_locks(conn, job_id, time.time())
     return True
 
 
@@ -182,7 +183,7 @@ def take_turn(state_dir, job_id, notify_fd, granted=False):
 
 def watch_list(blockers):
     # type: (List[Dict[str, Any]]) -> List[str]
-    """The jobs whose end can let us start (``locks.decide_turn``'s blockers, in queue order).
+    """The jobs whose end can let us start (``lockrule.decide_turn``'s blockers, in queue order).
 
     For a lock every blocker must be gone, so one wake channel is enough: the latest in the
     queue's, the one that under first-come order ends last (if another is still there when it
@@ -190,7 +191,7 @@ def watch_list(blockers):
     a job blocked by slots alone watches them all. This keeps the herd small: when a writer in a
     chain ends, only the job right behind it wakes.
     """
-    lock_blockers = [b["job_id"] for b in blockers if b["mode"] != locks.SLOT]
+    lock_blockers = [b["job_id"] for b in blockers if b["mode"] != lockrule.SLOT]
     if lock_blockers:
         return lock_blockers[-1:]
     return [b["job_id"] for b in blockers]
@@ -207,20 +208,20 @@ def _evaluate(state_dir, job_id):
         mine = next((e for e in queue if e["job_id"] == job_id), None)
         if mine is None or mine["status"] != STARTING:
             return False, [], None  # aborted (or ended otherwise) while queued
-        ok, blockers = locks.decide_turn(job_id, queue)
+        ok, blockers = lockrule.decide_turn(job_id, queue)
         if ok:
-            store_locks.grant_locks(conn, job_id, now)
+            locksql.grant_locks(conn, job_id, now)
             return True, [], None
-        entry = store_locks.lock_entry(conn, job_id) or {}
+        entry = locksql.lock_entry(conn, job_id) or {}
         timeout = entry.get("queue_timeout")
         deadline = entry["queued_at"] + timeout if timeout is not None else None
         if timeout is not None and deadline is not None and now >= deadline:
             message = "queue timeout: waited {:g}s for {}; gave up without running".format(
-                timeout, locks.describe(blockers))
+                timeout, lockrule.describe(blockers))
             store.update_job(conn, job_id, (STARTING,), status=CANCELLED, finished_at=int(now),
                              updated_at=int(now), abort_reason=message)
         else:
-            store_locks.set_waiting(conn, job_id, now)
+            locksql.set_waiting(conn, job_id, now)
     if message is not None:
         _log_line(state_dir, job_id, message)
         return False, [], None
@@ -301,7 +302,7 @@ def with_wait_info(conn, row):
     import sqlite3
 
     try:
-        entry = store_locks.lock_entry(conn, row["job_id"])
+        entry = locksql.lock_entry(conn, row["job_id"])
         if entry is None or entry["granted_at"] is not None or entry["waiting_since"] is None:
             return row
         queue = live_queue(conn, locked=False)
@@ -310,7 +311,7 @@ def with_wait_info(conn, row):
     out = dict(row)
     out["lock_waiting"] = True
     if any(e["job_id"] == row["job_id"] for e in queue):
-        out["waiting_for"] = locks.decide_turn(row["job_id"], queue)[1]
+        out["waiting_for"] = lockrule.decide_turn(row["job_id"], queue)[1]
     else:
         out["waiting_for"] = []
     out["queued_at"] = entry["queued_at"]
@@ -327,6 +328,6 @@ def listing(conn):
     if conn is None:
         return []
     try:
-        return locks.listing(live_queue(conn, locked=False))
+        return lockrule.listing(live_queue(conn, locked=False))
     except sqlite3.OperationalError:
         return []  # no lock queue in this file yet

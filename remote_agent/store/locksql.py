@@ -6,8 +6,8 @@ statement runs inside the caller's transaction (``store.writing``) or read conne
 import json
 import sqlite3
 
-from remote_agent.store import words
-from remote_agent.vocab import ACTIVE
+from remote_agent.common.vocab import ACTIVE
+from remote_agent.store.store import words
 
 MYPY = False
 if MYPY:  # the hints (type comments) are for mypy only, as in store.py

@@ -20,10 +20,12 @@ import signal
 import sys
 import time
 
-from remote_agent import checks, exitrec, paths, procs, store, tree
-from remote_agent.handoff import READY, RECORDED, tell
-from remote_agent.timeutil import now_ts
-from remote_agent.vocab import ACTIVE, FAILED, RUNNING, STARTING, STREAMS, SUCCEEDED
+from remote_agent.common.timeutil import now_ts
+from remote_agent.common.vocab import ACTIVE, FAILED, RUNNING, STARTING, STREAMS, SUCCEEDED
+from remote_agent.host import procs, tree
+from remote_agent.jobs import checkspec
+from remote_agent.store import exitrec, paths, store
+from remote_agent.worker.handoff import READY, RECORDED, tell
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -209,7 +211,7 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
     tell(notify_fd, RECORDED)
     channel = None  # a queued job's wake channel, held by its worker until the job ends
     if queued:  # STARTING -> (WAITING for its locks and slots) -> spawn; see lockwait.py
-        from remote_agent import lockwait
+        from remote_agent.worker import lockwait
 
         channel = lockwait.open_channel(state_dir, job_id)
         if not lockwait.take_turn(state_dir, job_id, notify_fd, granted=queued == "granted"):
@@ -219,8 +221,8 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
     if env:
         full_env.update(env)
     full_env[tree.JOB_ENV] = job_id  # every job process carries it (and can read its own id)
-    check = checks.spec_of(store.get_job(conn, job_id))
-    if check is not None and not checks.before_run(db, state_dir, job_id, check, cwd, full_env,
+    check = checkspec.spec_of(store.get_job(conn, job_id))
+    if check is not None and not checkspec.before_run(db, state_dir, job_id, check, cwd, full_env,
                                                    checking, notify_fd):
         return 0  # satisfied, a check error, or aborted meanwhile: nothing runs
     out_fd, err_fd = (_open_log(state_dir, job_id, stream) for stream in STREAMS)
@@ -228,7 +230,7 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
     # (waiters block on it), and with a check it leaves the exit record to its finisher, which
     # rechecks first.
     if light:
-        from remote_agent.light import hand_over
+        from remote_agent.worker.light import hand_over
 
         if hand_over(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd,
                      held=channel, record=check is None):
@@ -275,7 +277,7 @@ def _finish(db, state_dir, job_id, rc, notify, leftovers=None, check_env=None, f
     environment; a finisher without them gets the stored cwd and its own environment, so pass
     them): its exit record waits for the verdict, so until then readers see it RUNNING, and a
     supervisor killed meanwhile leaves an unknown outcome that the next check decides."""
-    recheck = checks.recheck_of(db.conn, state_dir, job_id) if rc == 0 else None
+    recheck = checkspec.recheck_of(db.conn, state_dir, job_id) if rc == 0 else None
     if finished_at is None:
         finished_at = now_ts()
     record = _ExitRecord(state_dir, job_id, rc, finished_at)
@@ -288,8 +290,8 @@ def _finish(db, state_dir, job_id, rc, notify, leftovers=None, check_env=None, f
     status = SUCCEEDED if rc == 0 else FAILED
     extra = {}  # type: Dict[str, object]
     if recheck is not None:
-        cwd, env = check_env or checks.fallback_env(recheck, job_id)
-        status, extra = checks.after_run(db, state_dir, job_id, recheck[0], cwd, env)
+        cwd, env = check_env or checkspec.fallback_env(recheck, job_id)
+        status, extra = checkspec.after_run(db, state_dir, job_id, recheck[0], cwd, env)
         if status == SUCCEEDED:
             record()  # verified: now the exit record may speak for the job
         else:

@@ -2,7 +2,7 @@
 
 import os
 
-from remote_agent import paths
+from remote_agent.store import paths
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only

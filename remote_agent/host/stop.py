@@ -7,7 +7,7 @@ start time), so a recycled pid never receives a signal. The reply flags keep orc
 import os
 import time
 
-from remote_agent import procs
+from remote_agent.host import procs
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -54,7 +54,7 @@ def stop_processes(row, grace):
     """
     import signal
 
-    from remote_agent import tree
+    from remote_agent.host import tree
 
     job_id = row["job_id"]
 

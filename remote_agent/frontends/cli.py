@@ -8,17 +8,18 @@ import os
 import sqlite3
 import sys
 
-from remote_agent import paths, render, store
-from remote_agent.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
-from remote_agent.reader import Reader, wait_for
-from remote_agent.timeutil import ISO_HINT, parse_datetime, parse_ttl, to_iso
-from remote_agent.vocab import STDOUT, STREAMS
+from remote_agent.common.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
+from remote_agent.common.timeutil import ISO_HINT, parse_datetime, parse_ttl, to_iso
+from remote_agent.common.vocab import STDOUT, STREAMS
+from remote_agent.frontends import render
+from remote_agent.jobs.reader import Reader, wait_for
+from remote_agent.store import paths, store
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     from typing import Any, Dict, List, NoReturn, Optional, Set  # noqa: F401
 
-    from remote_agent.lifecycle import StartResult  # noqa: F401
+    from remote_agent.ops.start import StartResult  # noqa: F401
 
 
 class Args(object):
@@ -122,13 +123,13 @@ def _with_override(reader, row):
 
 def cmd_start(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent import lifecycle  # not needed by the read commands
+    from remote_agent.ops import start  # not needed by the read commands
 
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     claims, queue_timeout = _claims(args)
-    result, row = lifecycle.start(state_dir, args.run_key, command, cwd=args.cwd, strict=args.strict,
+    result, row = start.start(state_dir, args.run_key, command, cwd=args.cwd, strict=args.strict,
                                   sync=args.sync, start_timeout=args.start_timeout, check=_check_spec(args),
                                   claims=claims, queue_timeout=queue_timeout)
     render.print_json(_start_reply(result, row, state_dir, args.strict, args.sync))
@@ -152,7 +153,7 @@ def _check_spec(args):
             raise bad_args("--check-argv-json is not valid JSON: {}".format(exc)) from None
     else:
         argv = ["/bin/sh", "-c", shell]
-    from remote_agent.checks import parse
+    from remote_agent.jobs.checkspec import parse
 
     return parse({"argv": argv, "timeout": timeout})
 
@@ -168,21 +169,21 @@ def _claims(args):
         if timeout is not None:
             raise bad_args("--queue-timeout needs --lock-write, --lock-read or --slot")
         return None, None
-    from remote_agent import locks
+    from remote_agent.jobs import lockrule
 
     slots = {}  # type: Dict[str, Any]
     for text in slot_args or ():
-        name, capacity = locks.parse_slot(text)
+        name, capacity = lockrule.parse_slot(text)
         slots[name] = capacity
     if timeout is not None and timeout < 0:
         raise bad_args("--queue-timeout must be >= 0 seconds")
-    return locks.normalize({"write": list(writes or ()), "read": list(reads or ())}, slots), timeout
+    return lockrule.normalize({"write": list(writes or ()), "read": list(reads or ())}, slots), timeout
 
 
 def cmd_locks(args, state_dir):
     # type: (Any, str) -> None
     """Holders and waiters of every named lock and slot (read-only)."""
-    from remote_agent import lockwait
+    from remote_agent.worker import lockwait
 
     reader = Reader(state_dir)
     try:
@@ -223,7 +224,7 @@ def cmd_status(args, state_dir):
 def cmd_logs(args, state_dir):
     # type: (Any, str) -> None
     if getattr(args, "follow", False):
-        from remote_agent import listing
+        from remote_agent.frontends import listing
 
         listing.follow(state_dir, args.run_key, args.job_id, args.stream, sys.stdout.buffer)
         return
@@ -249,7 +250,7 @@ def cmd_logs(args, state_dir):
 
 def cmd_list(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent import listing
+    from remote_agent.frontends import listing
 
     if args.run_key is not None and args.prefix is not None:
         raise bad_args("list: --run-key and --prefix cannot be combined")
@@ -284,7 +285,7 @@ def _clean_datetime(flag, value):
 
 def cmd_clean(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent import lifecycle  # not needed by the read commands
+    from remote_agent.ops import start  # not needed by the read commands
 
     if args.job_id:
         if args.before or args.after or args.all or args.run_key:
@@ -296,7 +297,7 @@ def cmd_clean(args, state_dir):
         raise bad_args("clean: one of --before, --after, --all, or --job-id is required")
     before = _clean_datetime("--before", args.before)
     after = _clean_datetime("--after", args.after)
-    rows, errors = lifecycle.clean(state_dir, job_id=args.job_id, run_key=args.run_key, before=before,
+    rows, errors = start.clean(state_dir, job_id=args.job_id, run_key=args.run_key, before=before,
                                    after=after, everything=args.all, dry_run=args.dry_run)
     items = []
     for r in rows:
@@ -308,9 +309,9 @@ def cmd_clean(args, state_dir):
 
 def cmd_abort(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent import lifecycle  # not needed by the read commands
+    from remote_agent.ops import start  # not needed by the read commands
 
-    row, flags = lifecycle.abort(state_dir, args.run_key, args.job_id, args.reason, args.grace_seconds,
+    row, flags = start.abort(state_dir, args.run_key, args.job_id, args.reason, args.grace_seconds,
                                  ack=args.ack)
     out = render.job_object(row, state_dir)
     out["aborted"] = True
@@ -320,7 +321,7 @@ def cmd_abort(args, state_dir):
 
 def cmd_unlock(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent import lifecycle  # not needed by the read commands
+    from remote_agent.ops import start  # not needed by the read commands
 
     ttl = None
     if args.ttl is not None:
@@ -328,7 +329,7 @@ def cmd_unlock(args, state_dir):
             ttl = parse_ttl(args.ttl)
         except ValueError as exc:
             raise bad_args(str(exc)) from None
-    res = lifecycle.unlock(state_dir, args.run_key, args.reason, ttl)
+    res = start.unlock(state_dir, args.run_key, args.reason, ttl)
     render.print_json({
         "unlocked": True, "run_key": res["run_key"], "reason": res["reason"],
         "allowed_at": res["allowed_at"], "allowed_at_iso": to_iso(res["allowed_at"]),
@@ -338,9 +339,9 @@ def cmd_unlock(args, state_dir):
 
 def cmd_rerun(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent import lifecycle  # not needed by the read commands
+    from remote_agent.ops import start  # not needed by the read commands
 
-    result, row = lifecycle.rerun(state_dir, args.run_key, args.job_id, args.reason, args.sync,
+    result, row = start.rerun(state_dir, args.run_key, args.job_id, args.reason, args.sync,
                                   args.start_timeout)
     out = _start_reply(result, row, state_dir, False, args.sync)
     out["rerun"] = True
@@ -349,9 +350,9 @@ def cmd_rerun(args, state_dir):
 
 def cmd_ack(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent import lifecycle  # not needed by the read commands
+    from remote_agent.ops import start  # not needed by the read commands
 
-    render.print_json(render.job_object(lifecycle.ack(state_dir, args.job_id), state_dir))
+    render.print_json(render.job_object(start.ack(state_dir, args.job_id), state_dir))
 
 
 def cmd_wait(args, state_dir):
@@ -377,7 +378,7 @@ COMMANDS = {
 
 def _parse_slowly(argv):
     # type: (List[str]) -> Any
-    from remote_agent.cli_parser import build_parser
+    from remote_agent.frontends.cli_parser import build_parser
 
     return build_parser().parse_args(argv)
 
@@ -395,7 +396,7 @@ def main(argv=None):
     # type: (Optional[List[str]]) -> None
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["rpc"]:  # hot path for the provider: skip building the argparse tree
-        from remote_agent import rpc
+        from remote_agent.frontends import rpc
 
         sys.exit(rpc.serve())
     state_dir = ""
@@ -403,7 +404,7 @@ def main(argv=None):
         state_dir = paths.default_state_dir()
         args = fast_parse(argv) or _parse_slowly(argv)  # type: Any
         if args.subcommand == "rpc":
-            from remote_agent import rpc
+            from remote_agent.frontends import rpc
 
             sys.exit(rpc.serve())
         COMMANDS[args.subcommand](args, state_dir)

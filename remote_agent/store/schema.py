@@ -7,10 +7,11 @@ partial indexes spell the active statuses from ``vocab``, so the words live in o
 
 import sqlite3
 
-from remote_agent import __version__, store
-from remote_agent.errors import AgentError
-from remote_agent.paths import db_path
-from remote_agent.vocab import ACTIVE, LOST, TERMINAL
+from remote_agent import __version__
+from remote_agent.common.errors import AgentError
+from remote_agent.common.vocab import ACTIVE, LOST, TERMINAL
+from remote_agent.store import store
+from remote_agent.store.paths import db_path
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -254,7 +255,7 @@ def _ts(value):
         return int(value)
     except (TypeError, ValueError):
         pass
-    from remote_agent.timeutil import parse_datetime
+    from remote_agent.common.timeutil import parse_datetime
 
     try:
         return parse_datetime(str(value))
@@ -327,7 +328,7 @@ def leave_wal(conn, state_dir, fstype):
     except sqlite3.OperationalError:
         mode = "wal"
     if mode != "delete":
-        from remote_agent.errors import AgentError
+        from remote_agent.common.errors import AgentError
 
         raise AgentError(
             "state dir {} is on a network filesystem ({}) and its database {} is in WAL mode, which "

@@ -16,9 +16,9 @@ import os
 import sqlite3
 
 from remote_agent import __version__
-from remote_agent.errors import EXIT_ERROR, EXIT_LOCK_ERROR, AgentError, wrong_state
-from remote_agent.paths import db_path, ensure_state_dir
-from remote_agent.vocab import ACTIVE, STDERR, STDOUT, TERMINAL
+from remote_agent.common.errors import EXIT_ERROR, EXIT_LOCK_ERROR, AgentError, wrong_state
+from remote_agent.common.vocab import ACTIVE, STDERR, STDOUT, TERMINAL
+from remote_agent.store.paths import db_path, ensure_state_dir
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -114,7 +114,7 @@ def open_db(state_dir, write):
             conn.close()
             return None  # being created by a concurrent writer: nothing stored yet
         if not READABLE_SINCE <= version <= SCHEMA_VERSION:
-            from remote_agent import schema  # only on the error path
+            from remote_agent.store import schema  # only on the error path
 
             schema.version_error(conn, version, state_dir)
         return conn
@@ -123,12 +123,12 @@ def open_db(state_dir, write):
     try:
         conn = _connect(path, readonly=False)
         version = user_version(conn)
-        from remote_agent.host import network_fs_type  # writers only: reads keep the journal mode
+        from remote_agent.host.identity import network_fs_type  # writers only: reads keep the journal mode
 
         fstype = network_fs_type(state_dir)
         if version != SCHEMA_VERSION or fstype or migrated_by(conn) != __version__:
             # only a writer meeting another agent's file, or a state dir on a network filesystem
-            from remote_agent import schema
+            from remote_agent.store import schema
 
             if version > SCHEMA_VERSION:
                 schema.version_error(conn, version, state_dir)

@@ -10,8 +10,8 @@ job that ends, is aborted, or is found LOST frees everything, whichever process 
 Standard library only, no I/O: unit-tested in tests/unit/test_locks_decision.py.
 """
 
-from remote_agent.errors import bad_args
-from remote_agent.vocab import STARTING, WAITING
+from remote_agent.common.errors import bad_args
+from remote_agent.common.vocab import STARTING, WAITING
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only

@@ -3,9 +3,9 @@
 import json
 import sys
 
-from remote_agent import paths, store
-from remote_agent.timeutil import to_iso
-from remote_agent.vocab import STDERR, STDOUT, WAITING
+from remote_agent.common.timeutil import to_iso
+from remote_agent.common.vocab import STDERR, STDOUT, WAITING
+from remote_agent.store import paths, store
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only

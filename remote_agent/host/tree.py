@@ -18,7 +18,7 @@ A process is named by (pid, start time) so a pid reused meanwhile is never signa
 import os
 import time
 
-from remote_agent.procs import stat_fields
+from remote_agent.host.procs import stat_fields
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only

@@ -2,12 +2,12 @@
 
 import time
 
-from remote_agent import store
-from remote_agent.errors import bad_args, not_found
-from remote_agent.liveness import reconcile
-from remote_agent.timeutil import now_ts
-from remote_agent.validate import check_job_id, check_run_key
-from remote_agent.vocab import ACTIVE, STARTING, TERMINAL
+from remote_agent.common.errors import bad_args, not_found
+from remote_agent.common.timeutil import now_ts
+from remote_agent.common.validate import check_job_id, check_run_key
+from remote_agent.common.vocab import ACTIVE, STARTING, TERMINAL
+from remote_agent.jobs.liveness import reconcile
+from remote_agent.store import store
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -43,7 +43,7 @@ def queued(conn, row):
     Only STARTING rows pay the lookup; everything else is returned as is."""
     if row["status"] != STARTING:
         return row
-    from remote_agent.lockwait import with_wait_info
+    from remote_agent.worker.lockwait import with_wait_info
 
     return with_wait_info(conn, row)
 
@@ -116,7 +116,7 @@ def wait_for(reader, job_id, timeout, offsets=None, limit=65536):
         if row["status"] in TERMINAL:
             return row, False
         if offsets:
-            from remote_agent.logs import has_output  # only waits for output read logs
+            from remote_agent.store.logs import has_output  # only waits for output read logs
 
             if has_output(reader.state_dir, job_id, offsets, limit):
                 return row, False

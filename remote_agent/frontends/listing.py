@@ -6,11 +6,11 @@ history size (``list`` walks the index on started_at newest first and stops at i
 
 import time
 
-from remote_agent import paths, store, store_reads
-from remote_agent.errors import EXIT_NOT_FOUND, AgentError, bad_args
-from remote_agent.liveness import reconcile
-from remote_agent.reader import Reader
-from remote_agent.vocab import ACTIVE, STATUSES, TERMINAL
+from remote_agent.common.errors import EXIT_NOT_FOUND, AgentError, bad_args
+from remote_agent.common.vocab import ACTIVE, STATUSES, TERMINAL
+from remote_agent.jobs.liveness import reconcile
+from remote_agent.jobs.reader import Reader
+from remote_agent.store import paths, reads, store
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -98,14 +98,14 @@ def list_jobs(state_dir, statuses, key_glob=None, since=None, until=None, limit=
     try:
         bounds = prefix_range(literal_prefix(key_glob)) if key_glob is not None else None
         if (bounds is not None
-                and store_reads.count_key_range(conn, bounds[0], bounds[1], FEW_KEYS) >= FEW_KEYS):
+                and reads.count_key_range(conn, bounds[0], bounds[1], FEW_KEYS) >= FEW_KEYS):
             bounds = None  # a prefix most keys share: walking newest first finds them sooner
         rows = [dict(reconcile(conn, r), seq=r["seq"])
-                for r in store_reads.list_jobs(conn, ACTIVE, key_glob, since, until, key_range=bounds)]
+                for r in reads.list_jobs(conn, ACTIVE, key_glob, since, until, key_range=bounds)]
         rows = [r for r in rows if r["status"] in statuses]
         wanted = [s for s in statuses if s in TERMINAL]
         if wanted:
-            rows += store_reads.list_jobs(conn, wanted, key_glob, since, until, limit, key_range=bounds)
+            rows += reads.list_jobs(conn, wanted, key_glob, since, until, limit, key_range=bounds)
     finally:
         conn.close()
     rows.sort(key=lambda r: (r["started_at"], r["seq"]), reverse=True)

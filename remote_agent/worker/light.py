@@ -60,13 +60,14 @@ command was killed by that signal).
 
 import os
 
-from remote_agent import store, tree
+from remote_agent.host import tree
+from remote_agent.store import store
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     from typing import Dict, List, Optional, Tuple  # noqa: F401
 
-    from remote_agent import supervisor  # noqa: F401
+    from remote_agent.worker import supervisor  # noqa: F401
 
 #: ``ORCHESJOB_LIGHT=0`` in the agent's environment keeps the classic Python supervisor.
 LIGHT_ENV = "ORCHESJOB_LIGHT"
@@ -121,7 +122,7 @@ if [ -n "$_oj_rec" ] && [ "$8" = 1 ] && [ "${12}" = 1 ] && [ -z "$_oj_s" ] && [ 
   if [ -z "$_oj_kids" ]; then exit 0; fi
 fi
 _oj_fin='import sys; sys.path.insert(0, sys.argv[1]); '
-_oj_fin=$_oj_fin'from remote_agent.light import finish_main; finish_main(sys.argv[2:])'
+_oj_fin=$_oj_fin'from remote_agent.worker.light import finish_main; finish_main(sys.argv[2:])'
 exec "$1" -I -S -c "$_oj_fin" "$2" "$3" "$4" "$_oj_pid" "$_oj_code" "$6" "$7" "$8" "$_oj_now"
 """
 
@@ -175,7 +176,7 @@ def _startable(argv, cwd, env):
 def agent_root():
     # type: () -> str
     """The directory that holds the ``remote_agent`` package (the deployed agent-<sha>)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _exec_wrapper(bash, args, cwd, env, fds):
@@ -214,7 +215,7 @@ def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=Non
 
     The caller records RUNNING, then closes the go-ahead fd: only then does the wrapper run
     the finisher, so a fast target's final status never overtakes its RUNNING row."""
-    from remote_agent import exitrec
+    from remote_agent.store import exitrec
 
     python = _python()
     bash = bash_path()
@@ -264,8 +265,9 @@ def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, 
     The logs are closed here once handed over. ``held``, ``record``: as in ``start``."""
     import signal
 
-    from remote_agent import handoff, procs
-    from remote_agent.vocab import RUNNING, STARTING
+    from remote_agent.common.vocab import RUNNING, STARTING
+    from remote_agent.host import procs
+    from remote_agent.worker import handoff
 
     started = start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held, record)
     if started is None:
@@ -296,7 +298,7 @@ def _quick_end(state_dir):
     """"1" if the wrapper may end without its finisher: only on a local filesystem. A state
     dir on a network filesystem can be shared by several hosts, and only a job's own host
     judges it (host.py): the others would read it RUNNING until somebody on its host did."""
-    from remote_agent.host import network_fs_type
+    from remote_agent.host.identity import network_fs_type
 
     if os.environ.get(QUICK_END_ENV, "1") == "0":
         return "0"
@@ -322,7 +324,7 @@ def finish_main(args):
     supervisor does (supervisor._finish), then exits."""
     import signal
 
-    from remote_agent import supervisor
+    from remote_agent.worker import supervisor
 
     state_dir, job_id, target, code, grace, busy, reaper, ended = args[:8]
     # bash passed the job's environment on and runs in the job's directory: a recheck runs

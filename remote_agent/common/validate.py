@@ -2,7 +2,7 @@
 
 import os
 
-from remote_agent.errors import bad_args
+from remote_agent.common.errors import bad_args
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only

@@ -5,8 +5,8 @@ more than a whole status query), so the hot commands never import argparse.
 """
 
 from remote_agent import __version__
-from remote_agent.errors import EXIT_INVALID_ARGS, AgentError
-from remote_agent.vocab import STDOUT, STREAMS
+from remote_agent.common.errors import EXIT_INVALID_ARGS, AgentError
+from remote_agent.common.vocab import STDOUT, STREAMS
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only

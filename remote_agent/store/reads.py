@@ -3,8 +3,8 @@
 split out so no module outgrows a screenful of concerns. Reads only: no statement here writes.
 """
 
-from remote_agent.store import _marks, words
-from remote_agent.vocab import ACTIVE, TERMINAL
+from remote_agent.common.vocab import ACTIVE, TERMINAL
+from remote_agent.store.store import _marks, words
 
 MYPY = False
 if MYPY:  # the hints (type comments) are for mypy only, as in store.py
@@ -56,7 +56,7 @@ def list_jobs(conn, statuses, key_glob=None, since=None, until=None, limit=None,
         sql += " LIMIT ?"
         params.append(limit)
     return conn.execute(sql, params).fetchall()
-# --- the watch op (remote_agent/watch.py) ----------------------------------------------------
+# --- the watch op (remote_agent/frontends/watch.py) ----------------------------------------------------
 
 def data_version(conn):
     # type: (sqlite3.Connection) -> int

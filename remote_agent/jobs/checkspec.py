@@ -24,9 +24,9 @@ import os
 import signal
 import time
 
-from remote_agent import paths
-from remote_agent.errors import bad_args
-from remote_agent.vocab import STDERR, STDOUT
+from remote_agent.common.errors import bad_args
+from remote_agent.common.vocab import STDERR, STDOUT
+from remote_agent.store import paths
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -80,7 +80,7 @@ def spec_of(row):
 def _load_row(state_dir, job_id):
     # type: (str, str) -> Optional[Dict[str, Any]]
     """The job's row, read on a connection of its own (None if it cannot be read)."""
-    from remote_agent import store
+    from remote_agent.store import store
 
     try:
         conn = store.open_db(state_dir, write=False)
@@ -100,7 +100,7 @@ def recheck_of(conn, state_dir, job_id):
     # type: (Any, str, str) -> Optional[Tuple[Spec, Optional[str]]]
     """(the job's check, its stored cwd), or None without a check: read on the finisher's open
     connection when it has one (no new connection for the common job without a check)."""
-    from remote_agent import store
+    from remote_agent.store import store
 
     row = None
     if conn is not None:
@@ -120,7 +120,7 @@ def fallback_env(recheck, job_id):
     # type: (Tuple[Spec, Optional[str]], str) -> Tuple[Optional[str], Dict[str, str]]
     """The recheck's cwd and environment for a finisher that was not given the job's (its
     request's env is never stored): the stored cwd and this process's environment."""
-    from remote_agent.tree import JOB_ENV
+    from remote_agent.host.tree import JOB_ENV
 
     env = dict(os.environ)
     env[JOB_ENV] = job_id
@@ -177,7 +177,7 @@ def run(state_dir, job_id, spec, cwd, env, when, current=None):
     ``when`` is "before" or "after". ``current`` (the supervisor's list of the pid its SIGTERM
     is forwarded to) holds the check's pid while it runs.
     """
-    from remote_agent.supervisor import spawn  # the one fork+exec of the agent
+    from remote_agent.worker.supervisor import spawn  # the one fork+exec of the agent
 
     argv, timeout = spec
     fd = os.open(paths.log_path(state_dir, job_id, STDERR), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -229,9 +229,17 @@ def before_run(db, state_dir, job_id, spec, cwd, env, current, notify_fd):
     STARTING, phase ``checking``), so a long check never holds an SSH call open, and a retry
     that comes meanwhile reattaches to this job like to a running one.
     """
-    from remote_agent.handoff import READY, tell
-    from remote_agent.timeutil import now_ts
-    from remote_agent.vocab import ACTIVE, CHECK_ERROR, FAILED, RUNNING_PHASE, SATISFIED, STARTING, SUCCEEDED
+    from remote_agent.common.timeutil import now_ts
+    from remote_agent.common.vocab import (
+        ACTIVE,
+        CHECK_ERROR,
+        FAILED,
+        RUNNING_PHASE,
+        SATISFIED,
+        STARTING,
+        SUCCEEDED,
+    )
+    from remote_agent.worker.handoff import READY, tell
 
     tell(notify_fd, READY)
     try:  # both logs exist from the start, as for a job without a check (``logs`` reads them)
@@ -253,8 +261,8 @@ def before_run(db, state_dir, job_id, spec, cwd, env, current, notify_fd):
 def after_run(db, state_dir, job_id, spec, cwd, env):
     # type: (Any, str, str, Spec, Optional[str], Dict[str, str]) -> Tuple[str, Dict[str, Any]]
     """The recheck after a command that exited 0: (final status, columns to store with it)."""
-    from remote_agent import vocab
-    from remote_agent.vocab import ACTIVE, FAILED, SUCCEEDED
+    from remote_agent.common import vocab
+    from remote_agent.common.vocab import ACTIVE, FAILED, SUCCEEDED
 
     db.write(job_id, ACTIVE, phase=vocab.RECHECKING)
     verdict, rc = run(state_dir, job_id, spec, cwd, env, "after")
