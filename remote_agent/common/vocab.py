@@ -19,7 +19,7 @@ ABORTED = "ABORTED"
 ACTIVE = (STARTING, RUNNING)
 #: A job whose outcome is recorded; only these are acknowledged, cleaned or rerun.
 TERMINAL = (SUCCEEDED, FAILED, LOST, CANCELLED, ABORTED)
-#: A STARTING job queued for named locks or slots it cannot take yet (locks.py). Stored as
+#: A STARTING job queued for named locks or slots it cannot take yet (jobs/lockrule.py). Stored as
 #: STARTING (so every rule for active jobs holds, and older agents sharing the file see an
 #: active job); replies and tables report it as WAITING until its turn comes.
 WAITING = "WAITING"

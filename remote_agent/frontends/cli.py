@@ -1,104 +1,33 @@
 """The ``orchesjob`` command line: orchesjob 1.1.0's commands, flags, JSON and exit codes.
 
 Every failure ends as one ``orchesjob: <message>`` line on stderr and a documented exit
-code (see errors.py); argparse's usage dumps are folded into that one line too.
+code (see common/errors.py); argparse's usage dumps are folded into that one line too.
+
+Per-command loading: this module imports what the read commands (status, logs, wait, list)
+need at the top; each write command and each rarely used one loads its ops/ module inside its
+``cmd_*`` function, with a one-line note of what that costs. The hot commands are parsed
+without argparse (cli_fast.py).
 """
 
+import json
 import os
 import sqlite3
 import sys
 
 from remote_agent.common.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
 from remote_agent.common.timeutil import ISO_HINT, parse_datetime, parse_ttl, to_iso
-from remote_agent.common.vocab import STDOUT, STREAMS
 from remote_agent.frontends import render
+from remote_agent.frontends.cli_fast import fast_parse
+from remote_agent.jobs import lockqueue, lockrule
+from remote_agent.jobs.checkspec import parse
 from remote_agent.jobs.reader import Reader, wait_for
-from remote_agent.store import paths, store
+from remote_agent.store import paths, sqlite
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     from typing import Any, Dict, List, NoReturn, Optional, Set  # noqa: F401
 
-    from remote_agent.ops.start import StartResult  # noqa: F401
-
-
-class Args(object):
-    """The parsed command line (what argparse's Namespace would hold)."""
-
-    def __init__(self, **values):
-        # type: (**Any) -> None
-        self.__dict__.update(values)
-
-
-# The hot commands' flags, for the fast path below: (type, default). Selector flags of
-# mutually exclusive groups are listed in _FAST_ONE_OF.
-_FAST = {
-    "status": {"--run-key": (str, None), "--job-id": (str, None), "--running": (bool, False),
-               "--all": (bool, False), "--format": (("json", "table"), "json")},
-    "logs": {"--run-key": (str, None), "--job-id": (str, None), "--stream": (STREAMS, STDOUT)},
-    "start": {"--run-key": (str, None), "--sync": (bool, False), "--start-timeout": (float, 10.0),
-              "--strict": (bool, False), "--cwd": (str, None), "--lock-write": (list, None),
-              "--lock-read": (list, None), "--slot": (list, None), "--queue-timeout": (float, None)},
-    "list": {"--status": (str, None), "--run-key": (str, None), "--prefix": (str, None),
-             "--since": (str, None), "--until": (str, None), "--limit": (int, 100),
-             "--format": (("json", "jsonl", "table"), "json")},
-}  # type: Dict[str, Dict[str, Any]]
-_FAST_ONE_OF = {"status": ("run_key", "job_id", "running"), "logs": ("run_key", "job_id"),
-                "start": ("run_key",)}  # type: Dict[str, Any]
-
-
-def fast_parse(argv):
-    # type: (List[str]) -> Optional[Args]
-    """Parse the common forms of status/logs/start without argparse, or return None.
-
-    Building the argparse tree costs more than the whole status query, so the hot commands
-    take this path. Anything it is not sure of (help, '=' forms, abbreviations, errors)
-    returns None and goes to argparse, which gives the same result or the same error.
-    """
-    if not argv or argv[0] not in _FAST:
-        return None
-    name, spec = argv[0], _FAST[argv[0]]
-    values = {"subcommand": name}  # type: Dict[str, Any]
-    for flag, (_, default) in spec.items():
-        values[flag[2:].replace("-", "_")] = default
-    i = 1
-    seen = set()  # type: Set[str]
-    while i < len(argv):
-        token = argv[i]
-        if name == "start" and (token == "--" or not token.startswith("-")):
-            break
-        if token not in spec or token in seen:
-            return None  # (a repeated flag: argparse decides, e.g. list --status twice)
-        seen.add(token)
-        kind = spec[token][0]
-        dest = token[2:].replace("-", "_")
-        if kind is bool:
-            values[dest] = True
-            i += 1
-            continue
-        if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
-            return None
-        raw = argv[i + 1]
-        if isinstance(kind, tuple):
-            if raw not in kind:
-                return None
-            values[dest] = raw
-        elif kind is list:  # a repeatable flag (--lock-write NAME ...)
-            values[dest] = (values[dest] or []) + [raw]
-        elif kind is float or kind is int:
-            try:
-                values[dest] = kind(raw)
-            except ValueError:
-                return None
-        else:
-            values[dest] = raw
-        i += 2
-    if name == "start":
-        values["command"] = argv[i:]
-    one_of = _FAST_ONE_OF.get(name)
-    if one_of and len([d for d in one_of if values[d] not in (None, False)]) != 1:
-        return None
-    return Args(**values)
+    from remote_agent.jobs.decide import StartResult  # noqa: F401
 
 
 def _start_reply(result, row, state_dir, strict, sync):
@@ -123,7 +52,7 @@ def _with_override(reader, row):
 
 def cmd_start(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent.ops import start  # not needed by the read commands
+    from remote_agent.ops import start  # per command: ops/start + worker/ + the schema, ~4 ms
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -145,16 +74,12 @@ def _check_spec(args):
             raise bad_args("--check-timeout needs --check-shell or --check-argv-json")
         return None
     if raw is not None:
-        import json
-
         try:
             argv = json.loads(raw)
         except ValueError as exc:
             raise bad_args("--check-argv-json is not valid JSON: {}".format(exc)) from None
     else:
         argv = ["/bin/sh", "-c", shell]
-    from remote_agent.jobs.checkspec import parse
-
     return parse({"argv": argv, "timeout": timeout})
 
 
@@ -169,8 +94,6 @@ def _claims(args):
         if timeout is not None:
             raise bad_args("--queue-timeout needs --lock-write, --lock-read or --slot")
         return None, None
-    from remote_agent.jobs import lockrule
-
     slots = {}  # type: Dict[str, Any]
     for text in slot_args or ():
         name, capacity = lockrule.parse_slot(text)
@@ -183,11 +106,9 @@ def _claims(args):
 def cmd_locks(args, state_dir):
     # type: (Any, str) -> None
     """Holders and waiters of every named lock and slot (read-only)."""
-    from remote_agent.worker import lockwait
-
     reader = Reader(state_dir)
     try:
-        resources = lockwait.listing(reader.conn)
+        resources = lockqueue.listing(reader.conn)
     finally:
         reader.close()
     if args.format == "table":
@@ -224,7 +145,7 @@ def cmd_status(args, state_dir):
 def cmd_logs(args, state_dir):
     # type: (Any, str) -> None
     if getattr(args, "follow", False):
-        from remote_agent.frontends import listing
+        from remote_agent.frontends import listing  # per command: ~1 ms, only logs --follow
 
         listing.follow(state_dir, args.run_key, args.job_id, args.stream, sys.stdout.buffer)
         return
@@ -250,7 +171,7 @@ def cmd_logs(args, state_dir):
 
 def cmd_list(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent.frontends import listing
+    from remote_agent.frontends import listing  # per command: ~1 ms, only list
 
     if args.run_key is not None and args.prefix is not None:
         raise bad_args("list: --run-key and --prefix cannot be combined")
@@ -266,8 +187,6 @@ def cmd_list(args, state_dir):
     if args.format == "table":
         render.print_table(jobs)
     elif args.format == "jsonl":
-        import json
-
         sys.stdout.write("".join(json.dumps(j) + "\n" for j in jobs))
     else:
         render.print_json(jobs)
@@ -285,7 +204,7 @@ def _clean_datetime(flag, value):
 
 def cmd_clean(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent.ops import start  # not needed by the read commands
+    from remote_agent.ops import clean  # per command: ops/clean + worker/lockwait + the schema, ~2 ms
 
     if args.job_id:
         if args.before or args.after or args.all or args.run_key:
@@ -297,7 +216,7 @@ def cmd_clean(args, state_dir):
         raise bad_args("clean: one of --before, --after, --all, or --job-id is required")
     before = _clean_datetime("--before", args.before)
     after = _clean_datetime("--after", args.after)
-    rows, errors = start.clean(state_dir, job_id=args.job_id, run_key=args.run_key, before=before,
+    rows, errors = clean.clean(state_dir, job_id=args.job_id, run_key=args.run_key, before=before,
                                    after=after, everything=args.all, dry_run=args.dry_run)
     items = []
     for r in rows:
@@ -309,10 +228,10 @@ def cmd_clean(args, state_dir):
 
 def cmd_abort(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent.ops import start  # not needed by the read commands
+    from remote_agent.ops import abort  # per command: ops/abort + host/stop + the schema, ~2 ms
 
-    row, flags = start.abort(state_dir, args.run_key, args.job_id, args.reason, args.grace_seconds,
-                                 ack=args.ack)
+    row, flags = abort.abort(state_dir, args.run_key, args.job_id, args.reason, args.grace_seconds,
+                           ack=args.ack)
     out = render.job_object(row, state_dir)
     out["aborted"] = True
     out.update(flags)
@@ -321,7 +240,7 @@ def cmd_abort(args, state_dir):
 
 def cmd_unlock(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent.ops import start  # not needed by the read commands
+    from remote_agent.ops import keys  # per command: ops/keys + ops/start + worker/, ~4 ms
 
     ttl = None
     if args.ttl is not None:
@@ -329,7 +248,7 @@ def cmd_unlock(args, state_dir):
             ttl = parse_ttl(args.ttl)
         except ValueError as exc:
             raise bad_args(str(exc)) from None
-    res = start.unlock(state_dir, args.run_key, args.reason, ttl)
+    res = keys.unlock(state_dir, args.run_key, args.reason, ttl)
     render.print_json({
         "unlocked": True, "run_key": res["run_key"], "reason": res["reason"],
         "allowed_at": res["allowed_at"], "allowed_at_iso": to_iso(res["allowed_at"]),
@@ -339,10 +258,10 @@ def cmd_unlock(args, state_dir):
 
 def cmd_rerun(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent.ops import start  # not needed by the read commands
+    from remote_agent.ops import keys  # per command: ops/keys + ops/start + worker/, ~4 ms
 
-    result, row = start.rerun(state_dir, args.run_key, args.job_id, args.reason, args.sync,
-                                  args.start_timeout)
+    result, row = keys.rerun(state_dir, args.run_key, args.job_id, args.reason, args.sync,
+                           args.start_timeout)
     out = _start_reply(result, row, state_dir, False, args.sync)
     out["rerun"] = True
     render.print_json(out)
@@ -350,9 +269,9 @@ def cmd_rerun(args, state_dir):
 
 def cmd_ack(args, state_dir):
     # type: (Any, str) -> None
-    from remote_agent.ops import start  # not needed by the read commands
+    from remote_agent.ops import abort  # per command: ops/abort + host/stop + the schema, ~2 ms
 
-    render.print_json(render.job_object(start.ack(state_dir, args.job_id), state_dir))
+    render.print_json(render.job_object(abort.ack(state_dir, args.job_id), state_dir))
 
 
 def cmd_wait(args, state_dir):
@@ -378,7 +297,7 @@ COMMANDS = {
 
 def _parse_slowly(argv):
     # type: (List[str]) -> Any
-    from remote_agent.frontends.cli_parser import build_parser
+    from remote_agent.frontends.cli_parser import build_parser  # argparse: ~5 ms, off the hot path
 
     return build_parser().parse_args(argv)
 
@@ -396,7 +315,7 @@ def main(argv=None):
     # type: (Optional[List[str]]) -> None
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["rpc"]:  # hot path for the provider: skip building the argparse tree
-        from remote_agent.frontends import rpc
+        from remote_agent.frontends import rpc  # per command: the provider's entry, loads per op
 
         sys.exit(rpc.serve())
     state_dir = ""
@@ -404,14 +323,14 @@ def main(argv=None):
         state_dir = paths.default_state_dir()
         args = fast_parse(argv) or _parse_slowly(argv)  # type: Any
         if args.subcommand == "rpc":
-            from remote_agent.frontends import rpc
+            from remote_agent.frontends import rpc  # per command: as above
 
             sys.exit(rpc.serve())
         COMMANDS[args.subcommand](args, state_dir)
     except AgentError as exc:
         fail(exc.message, exc.code)
     except sqlite3.Error as exc:
-        err = store.db_error(exc, state_dir)
+        err = sqlite.db_error(exc, state_dir)
         fail(err.message, err.code)
     except KeyboardInterrupt:
         fail("interrupted", 130)

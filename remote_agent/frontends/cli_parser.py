@@ -4,6 +4,8 @@ Loaded only when ``cli.fast_parse`` cannot take the command line (building the t
 more than a whole status query), so the hot commands never import argparse.
 """
 
+import argparse
+
 from remote_agent import __version__
 from remote_agent.common.errors import EXIT_INVALID_ARGS, AgentError
 from remote_agent.common.vocab import STDOUT, STREAMS
@@ -28,8 +30,6 @@ def _job_selector(p, required=True):
 
 def build_parser():
     # type: () -> Any
-    import argparse
-
     class _Parser(argparse.ArgumentParser):
         """argparse that reports a usage error as one line and exit code 2."""
 

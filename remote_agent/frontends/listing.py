@@ -10,7 +10,7 @@ from remote_agent.common.errors import EXIT_NOT_FOUND, AgentError, bad_args
 from remote_agent.common.vocab import ACTIVE, STATUSES, TERMINAL
 from remote_agent.jobs.liveness import reconcile
 from remote_agent.jobs.reader import Reader
-from remote_agent.store import paths, reads, store
+from remote_agent.store import paths, reads, sqlite
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -92,7 +92,7 @@ def list_jobs(state_dir, statuses, key_glob=None, since=None, until=None, limit=
     first and filtered by their real status; the terminal ones come from the index with the
     limit applied in SQL. Both lists are complete up to ``limit``, so their merge is exact.
     """
-    conn = store.open_db(state_dir, write=False)
+    conn = sqlite.open_read(state_dir)
     if conn is None:
         return []
     try:

@@ -5,7 +5,7 @@ import sys
 
 from remote_agent.common.timeutil import to_iso
 from remote_agent.common.vocab import STDERR, STDOUT, WAITING
-from remote_agent.store import paths, store
+from remote_agent.store import jobsql, paths
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -24,7 +24,7 @@ def job_object(row, state_dir):
     out = {
         "job_id": job_id,
         "run_key": row["run_key"],
-        "command": store.command_of(row),
+        "command": jobsql.command_of(row),
         "pid": target_pid or worker_pid,
         "pid_kind": "target" if target_pid is not None else ("worker" if worker_pid is not None else None),
         "worker_pid": worker_pid,
@@ -43,15 +43,15 @@ def job_object(row, state_dir):
         out[key] = row.get(key)
         out[key + "_iso"] = to_iso(row.get(key))
     out["lost_reason"] = row.get("lost_reason")
-    out["cwd"] = store.cwd_of(row)
+    out["cwd"] = jobsql.cwd_of(row)
     out["log_shown"] = {STDOUT: row.get("stdout_shown", 0), STDERR: row.get("stderr_shown", 0)}
     out["host_id"] = row.get("host_id")  # the host that runs it (None: before hosts were recorded)
     out["epoch"] = row.get("epoch")
-    # check / run / recheck (checks.py): null for a job without a check
+    # check / run / recheck (jobs/checkspec.py): null for a job without a check
     out["phase"] = row.get("phase")
     out["check"] = ({"argv": json.loads(row["check_argv"]), "timeout": row.get("check_timeout"),
                      "exit_code": row.get("check_exit_code")} if row.get("check_argv") else None)
-    if row.get("lock_waiting"):  # lockwait.with_wait_info: what it waits for and who is in the way
+    if row.get("lock_waiting"):  # jobs/lockqueue.with_wait_info: what it waits for and who is in the way
         out["waiting_for"] = row.get("waiting_for") or []
         out["queued_at"] = row.get("queued_at")
         out["queue_deadline"] = row.get("queue_deadline")

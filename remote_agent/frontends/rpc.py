@@ -15,8 +15,11 @@ from remote_agent.common.validate import check_argv, check_job_id, check_run_key
 from remote_agent.common.vocab import STREAMS, TERMINAL
 from remote_agent.frontends import render
 from remote_agent.host import procs
+from remote_agent.jobs import lockqueue, lockrule
+from remote_agent.jobs.checkspec import parse
 from remote_agent.jobs.reader import Reader, wait_for
-from remote_agent.store import paths, store
+from remote_agent.store import jobsql, paths, sqlite
+from remote_agent.store.logs import read_chunk
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -73,27 +76,28 @@ def _record_shown(state_dir, shown):
     """Store the offsets callers say they have shown (``"record": true``), one transaction."""
     if not shown:
         return
-    with store.writing(state_dir) as conn:
+    from remote_agent.store import db  # per request that records: the writer's path + the schema, ~1.5 ms
+
+    with db.writing(state_dir) as conn:
         for job_id, offsets in shown:
-            store.record_shown(conn, job_id, offsets)
+            jobsql.record_shown(conn, job_id, offsets)
 
 
 def _logs(state_dir, row, offsets, limit):
     # type: (str, Dict[str, Any], Dict[str, int], int) -> Dict[str, Any]
-    from remote_agent.store.logs import read_chunk  # only requests with offsets read logs
-
     terminal = row["status"] in TERMINAL
     return {s: read_chunk(state_dir, row["job_id"], s, off, limit, terminal) for s, off in offsets.items()}
 
 
 def op_ping(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    from remote_agent.host import identity  # for support: which host answers, and how it keeps its database
+    from remote_agent.host import identity  # per op: ping only (which host answers), < 1 ms
+    from remote_agent.store import fstype as fs  # per op: ping only (how it keeps its database), < 1 ms
 
-    fstype = identity.state_fs_type(state_dir)
+    fstype = fs.state_fs_type(state_dir)
     return {"home": state_dir, "python": "{}.{}.{}".format(*sys.version_info[:3]),
             "sqlite": sqlite3.sqlite_version, "boot_id": procs.boot_id(), "host_id": identity.host_id(),
-            "state_fs": fstype, "journal_mode": "delete" if identity.is_network_fs(fstype) else "wal"}
+            "state_fs": fstype, "journal_mode": "delete" if fs.is_network_fs(fstype) else "wal"}
 
 
 def op_start(req, state_dir):
@@ -103,7 +107,7 @@ def op_start(req, state_dir):
         raise bad_args("mode must be 'resume' or 'new'")
     argv = check_argv(_get(req, "argv", list, required=True))
     claims, queue_timeout = _claims(req)
-    from remote_agent.ops import start  # only start and the write ops need it
+    from remote_agent.ops import start  # per op: ops/start + worker/ + the schema, ~4 ms
 
     result, row = start.start(
         state_dir, _get(req, "run_key", str, required=True), argv,
@@ -125,8 +129,6 @@ def _check(req):
     # type: (Dict[str, Any]) -> Any
     if req.get("check") is None:
         return None
-    from remote_agent.jobs.checkspec import parse  # only a start with a check
-
     return parse(req["check"])
 
 
@@ -139,8 +141,6 @@ def _claims(req):
         if timeout is not None:
             raise bad_args("queue_timeout needs locks or slots")
         return None, None
-    from remote_agent.jobs import lockrule
-
     if timeout is not None and timeout < 0:
         raise bad_args("queue_timeout must be >= 0 seconds")
     return lockrule.normalize(locks_arg, slots_arg), timeout
@@ -149,11 +149,9 @@ def _claims(req):
 def op_locks(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     """Holders and waiters of every named lock and slot (``orchesjob locks``); read-only."""
-    from remote_agent.worker import lockwait
-
     reader = Reader(state_dir)
     try:
-        return {"locks": lockwait.listing(reader.conn)}
+        return {"locks": lockqueue.listing(reader.conn)}
     finally:
         reader.close()
 
@@ -225,17 +223,17 @@ def op_wait(req, state_dir):
 
 def op_ack(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    from remote_agent.ops import start
+    from remote_agent.ops import abort  # per op: ops/abort + host/stop + the schema, ~2 ms
 
-    row = start.ack(state_dir, _get(req, "job_id", str, required=True))
+    row = abort.ack(state_dir, _get(req, "job_id", str, required=True))
     return {"job": render.job_object(row, state_dir)}
 
 
 def op_abort(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
-    from remote_agent.ops import start
+    from remote_agent.ops import abort  # per op: ops/abort + host/stop + the schema, ~2 ms
 
-    row, flags = start.abort(state_dir, None, check_job_id(_get(req, "job_id", str, required=True)),
+    row, flags = abort.abort(state_dir, None, check_job_id(_get(req, "job_id", str, required=True)),
                             _get(req, "reason", str), _get(req, "grace_seconds", float, 5.0),
                             ack=_get(req, "ack", bool, False))
     out = {"job": render.job_object(row, state_dir), "aborted": True}  # type: Dict[str, Any]
@@ -290,7 +288,7 @@ def serve():
     try:
         raw, watching = _read_request()
         if watching is not None:  # a long-lived watch: commands follow on stdin (watch.py)
-            from remote_agent.frontends import watch
+            from remote_agent.frontends import watch  # per op: the watch channel's server, ~2 ms
 
             op = "watch"
             given = _get(watching, "home", str) or _get(watching, "state_dir", str)
@@ -315,7 +313,7 @@ def serve():
     except AgentError as exc:
         return _error(op, exc)
     except sqlite3.Error as exc:
-        return _error(op, store.db_error(exc, state_dir))
+        return _error(op, sqlite.db_error(exc, state_dir))
     except Exception as exc:
         return _error(op, AgentError("internal error: {}: {}".format(type(exc).__name__, exc), EXIT_ERROR))
     _reply(op, body)

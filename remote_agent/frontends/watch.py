@@ -38,7 +38,7 @@ from remote_agent.common.validate import check_job_id
 from remote_agent.common.vocab import ACTIVE, STREAMS, TERMINAL
 from remote_agent.frontends import render
 from remote_agent.jobs.liveness import reconcile
-from remote_agent.store import exitrec, reads, store
+from remote_agent.store import db, exitrec, jobsql, reads, sqlite
 from remote_agent.store.logs import read_chunk
 
 MYPY = False
@@ -183,7 +183,7 @@ class Watcher(object):
         else:
             sub = self.subs[cmd["sid"]] = Sub(cmd["sid"], cmd["job_id"], cmd["offsets"])
             self._open()
-            row = store.get_job(self.conn, sub.job_id) if self.conn is not None else None
+            row = jobsql.get_job(self.conn, sub.job_id) if self.conn is not None else None
             if row is not None and self.conn is not None:
                 row = reconcile(self.conn, row, deferred=self.settle)
             self.send(sub, row)
@@ -224,7 +224,7 @@ class Watcher(object):
     def _open(self):
         # type: () -> None
         if self.conn is None:
-            self.conn = store.open_db(self.state_dir, write=False)  # None until anything is stored
+            self.conn = sqlite.open_read(self.state_dir)  # None until anything is stored
             self.version = None
 
     def round(self):
@@ -236,7 +236,7 @@ class Watcher(object):
             if self.conn is not None:
                 self._ends()
         except sqlite3.Error as exc:
-            self.error(None, store.db_error(exc, self.state_dir))
+            self.error(None, sqlite.db_error(exc, self.state_dir))
             self._close()
         except AgentError as exc:
             self.error(None, exc)
@@ -317,11 +317,11 @@ class Watcher(object):
         records, self.records = self.records, {}
         settle, self.settle = sorted(set(self.settle)), []
         try:
-            with store.writing(self.state_dir) as conn:
+            with db.writing(self.state_dir) as conn:
                 for job_id, offsets in sorted(records.items()):
-                    store.record_shown(conn, job_id, offsets)
+                    jobsql.record_shown(conn, job_id, offsets)
                 for job_id in settle:
-                    row = store.get_job(conn, job_id)
+                    row = jobsql.get_job(conn, job_id)
                     if row is not None:
                         reconcile(conn, row, locked=True)
         except (AgentError, sqlite3.Error) as exc:
@@ -333,7 +333,7 @@ class Watcher(object):
                 else:
                     self.settle_tries.pop(job_id, None)
             if records:
-                err = exc if isinstance(exc, AgentError) else store.db_error(exc, self.state_dir)
+                err = exc if isinstance(exc, AgentError) else sqlite.db_error(exc, self.state_dir)
                 self.error(None, err)
             return
         for job_id in settle:

@@ -5,9 +5,10 @@ start time), so a recycled pid never receives a signal. The reply flags keep orc
 """
 
 import os
+import signal
 import time
 
-from remote_agent.host import procs
+from remote_agent.host import procs, tree
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -52,10 +53,6 @@ def stop_processes(row, grace):
     ``*_worker`` flags the supervisor, which is given until the grace (at least 1 s after the
     job's processes are gone) to store the exit code and end by itself.
     """
-    import signal
-
-    from remote_agent.host import tree
-
     job_id = row["job_id"]
 
     def find():

@@ -3,7 +3,7 @@ or into its recorded outcome.
 
 A job is alive while its supervisor (the ``worker_pid`` column) or its target runs, judged by
 process identity (boot id, pid, start time: see procs.py), never by a bare pid. Only the host
-that started a job judges it (host.py): elsewhere its pids and boot id mean nothing.
+that started a job judges it (host/identity.py): elsewhere its pids and boot id mean nothing.
 
 Its outcome is known once the supervisor wrote the exit record (exitrec.py), which it does
 before anything else when the main process ends. From then on the job reads SUCCEEDED or
@@ -14,21 +14,18 @@ supervisor is gone. Never LOST for lack of a database write.
 
 import os
 
+from remote_agent.common.rules import REBOOTED
 from remote_agent.common.timeutil import now_ts
 from remote_agent.common.vocab import ACTIVE, FAILED, LOST, SUCCEEDED
 from remote_agent.host import procs
 from remote_agent.host.identity import is_this_host
-from remote_agent.store import store
+from remote_agent.store import exitrec, jobsql, sqlite
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     import sqlite3  # noqa: F401
     from typing import Any, Dict, List, Optional, Tuple  # noqa: F401
     Row = Dict[str, Any]
-
-
-#: The lost reason of a job whose host rebooted: its target was killed with the host.
-REBOOTED = "host rebooted since the job started"
 
 
 def lost_reason(row):
@@ -59,8 +56,6 @@ def main_ended(row):
 def recorded_outcome(conn, row):
     # type: (sqlite3.Connection, Row) -> Optional[Tuple[int, int]]
     """(exit_code, finished_at) from the job's exit record, or None if there is none."""
-    from remote_agent.store import exitrec  # only a job whose processes ended reads it
-
     try:
         db_file = conn.execute("PRAGMA database_list").fetchone()["file"]
     except Exception:
@@ -76,7 +71,7 @@ def _outcome_values(outcome, row=None):
     values = {"status": SUCCEEDED if exit_code == 0 else FAILED, "exit_code": exit_code,
               "finished_at": finished_at}  # type: Dict[str, Any]
     if row is not None and row.get("phase") == "rechecking":
-        # a rechecked job's exit record is written only once its check passed (checks.py)
+        # a rechecked job's exit record is written only once its check passed (worker/checkrun.py)
         values.update(phase="verified", check_exit_code=0)
     return values
 
@@ -122,8 +117,8 @@ def reconcile(conn, row, locked=False, deferred=None):
     if not locked:
         if deferred is None:
             try:
-                with store.transaction(conn):
-                    return reconcile(conn, store.get_job(conn, row["job_id"]) or row, locked=True)
+                with sqlite.transaction(conn):
+                    return reconcile(conn, jobsql.get_job(conn, row["job_id"]) or row, locked=True)
             except Exception:
                 pass
         else:
@@ -131,5 +126,5 @@ def reconcile(conn, row, locked=False, deferred=None):
         values = _outcome_values(outcome, row) if outcome is not None else _lost_values(str(reason))
         return dict(row, **values)
     values = _outcome_values(outcome, row) if outcome is not None else _lost_values(str(reason))
-    store.update_job(conn, row["job_id"], ACTIVE, updated_at=now_ts(), **values)
-    return store.get_job(conn, row["job_id"]) or row
+    jobsql.update_job(conn, row["job_id"], ACTIVE, updated_at=now_ts(), **values)
+    return jobsql.get_job(conn, row["job_id"]) or row

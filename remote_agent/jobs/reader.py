@@ -7,7 +7,9 @@ from remote_agent.common.timeutil import now_ts
 from remote_agent.common.validate import check_job_id, check_run_key
 from remote_agent.common.vocab import ACTIVE, STARTING, TERMINAL
 from remote_agent.jobs.liveness import reconcile
-from remote_agent.store import store
+from remote_agent.jobs.lockqueue import with_wait_info
+from remote_agent.store import jobsql, sqlite
+from remote_agent.store.logs import has_output
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -24,11 +26,11 @@ def resolve(conn, run_key, job_id, locked=False):
     """
     if job_id:
         check_job_id(job_id)
-        row = store.get_job(conn, job_id) if conn is not None else None
+        row = jobsql.get_job(conn, job_id) if conn is not None else None
         if row is None:
             raise not_found("Job not found: {}".format(job_id))
     elif run_key:
-        row = store.latest_job(conn, check_run_key(run_key)) if conn is not None else None
+        row = jobsql.latest_job(conn, check_run_key(run_key)) if conn is not None else None
         if row is None:
             raise not_found("run_key not found")
     else:
@@ -39,12 +41,10 @@ def resolve(conn, run_key, job_id, locked=False):
 
 def queued(conn, row):
     # type: (sqlite3.Connection, Row) -> Row
-    """A STARTING job may be waiting for named locks: add what it waits for (lockwait.py).
+    """A STARTING job may be waiting for named locks: add what it waits for (jobs/lockqueue.py).
     Only STARTING rows pay the lookup; everything else is returned as is."""
     if row["status"] != STARTING:
         return row
-    from remote_agent.worker.lockwait import with_wait_info
-
     return with_wait_info(conn, row)
 
 
@@ -54,7 +54,7 @@ class Reader(object):
     def __init__(self, state_dir):
         # type: (str) -> None
         self.state_dir = state_dir
-        self.conn = store.open_db(state_dir, write=False)
+        self.conn = sqlite.open_read(state_dir)
 
     def close(self):
         # type: () -> None
@@ -65,7 +65,7 @@ class Reader(object):
         # type: (str) -> Optional[Row]
         if self.conn is None:
             return None
-        row = store.get_job(self.conn, job_id)
+        row = jobsql.get_job(self.conn, job_id)
         return queued(self.conn, reconcile(self.conn, row)) if row else None
 
     def require_job(self, job_id):
@@ -82,7 +82,7 @@ class Reader(object):
 
     def history(self, run_key):
         # type: (str) -> List[Row]
-        rows = store.key_history(self.conn, check_run_key(run_key)) if self.conn else []
+        rows = jobsql.key_history(self.conn, check_run_key(run_key)) if self.conn else []
         if not rows:
             raise not_found("No jobs found for run_key: {}".format(run_key))
         assert self.conn is not None
@@ -92,14 +92,14 @@ class Reader(object):
         # type: () -> List[Row]
         if self.conn is None:
             return []
-        rows = [queued(self.conn, reconcile(self.conn, r)) for r in store.active_jobs(self.conn)]
+        rows = [queued(self.conn, reconcile(self.conn, r)) for r in jobsql.active_jobs(self.conn)]
         return [r for r in rows if r["status"] in ACTIVE]
 
     def override(self, run_key):
         # type: (Optional[str]) -> Optional[Row]
         if self.conn is None or not run_key:
             return None
-        return store.valid_override(self.conn, run_key, now_ts())
+        return jobsql.valid_override(self.conn, run_key, now_ts())
 
 
 def wait_for(reader, job_id, timeout, offsets=None, limit=65536):
@@ -116,8 +116,6 @@ def wait_for(reader, job_id, timeout, offsets=None, limit=65536):
         if row["status"] in TERMINAL:
             return row, False
         if offsets:
-            from remote_agent.store.logs import has_output  # only waits for output read logs
-
             if has_output(reader.state_dir, job_id, offsets, limit):
                 return row, False
         if deadline is not None:

@@ -1,16 +1,17 @@
-"""The store's SQL for named locks and slots (locks.py decides, lockwait.py waits; schema level 7).
-Part of the store (store.py holds the connections, transactions and the jobs' SQL); every
-statement runs inside the caller's transaction (``store.writing``) or read connection.
+"""The store's SQL for named locks and slots (schema level 7): jobs/lockrule.py decides,
+worker/lockwait.py waits.
+Part of the store (sqlite.py holds the connections and transactions, jobsql.py the jobs' SQL); every
+statement runs inside the caller's transaction (``db.writing``) or read connection.
 """
 
 import json
 import sqlite3
 
 from remote_agent.common.vocab import ACTIVE
-from remote_agent.store.store import words
+from remote_agent.store.sqlite import words
 
 MYPY = False
-if MYPY:  # the hints (type comments) are for mypy only, as in store.py
+if MYPY:  # the hints (type comments) are for mypy only, as in sqlite.py
     from typing import Any, Dict, List, Optional, Sequence  # noqa: F401
     Row = Dict[str, Any]
 

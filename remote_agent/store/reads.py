@@ -1,13 +1,13 @@
 """The store's SQL for the read-only views: ``orchesjob list`` (listing.py) and the watch op
-(watch.py). Part of the store (store.py holds the connections, transactions and the jobs' SQL);
+(watch.py). Part of the store (sqlite.py holds the connections and transactions, jobsql.py the jobs' SQL);
 split out so no module outgrows a screenful of concerns. Reads only: no statement here writes.
 """
 
 from remote_agent.common.vocab import ACTIVE, TERMINAL
-from remote_agent.store.store import _marks, words
+from remote_agent.store.sqlite import placeholders, words
 
 MYPY = False
-if MYPY:  # the hints (type comments) are for mypy only, as in store.py
+if MYPY:  # the hints (type comments) are for mypy only, as in sqlite.py
     import sqlite3  # noqa: F401
     from typing import Any, Dict, List, Optional, Sequence  # noqa: F401
     Row = Dict[str, Any]
@@ -36,7 +36,7 @@ def list_jobs(conn, statuses, key_glob=None, since=None, until=None, limit=None,
         clauses = ["status NOT IN " + words(ACTIVE)]
         params = []  # type: List[Any]
     else:  # one status: jobs_status_started_at in order; several: their rows sorted
-        clauses = ["status IN " + _marks(statuses)]
+        clauses = ["status IN " + placeholders(statuses)]
         params = list(statuses)
     if key_range is not None:
         clauses.append("run_key >= ? AND run_key < ?")
@@ -72,5 +72,5 @@ def jobs_by_ids(conn, job_ids):
     ids = list(job_ids)
     for i in range(0, len(ids), 500):
         part = ids[i:i + 500]
-        rows.extend(conn.execute("SELECT * FROM jobs WHERE job_id IN {}".format(_marks(part)), part))
+        rows.extend(conn.execute("SELECT * FROM jobs WHERE job_id IN {}".format(placeholders(part)), part))
     return rows

@@ -1,16 +1,18 @@
 """The database schema: its DDL, the forward migrations, and the orchesjob 1.1.0 import.
 
-Only writers load this module (``store.open_db(write=True)`` when the file was last migrated
-by another agent version, or never), and readers only to word an error. The
+Only writers load this module (db.py: ``open_write`` migrates when the file was last migrated
+by another agent version, or never); readers word their errors with sqlite.version_error. The
 partial indexes spell the active statuses from ``vocab``, so the words live in one place.
 """
 
 import sqlite3
+import time
 
 from remote_agent import __version__
 from remote_agent.common.errors import AgentError
+from remote_agent.common.timeutil import parse_datetime
 from remote_agent.common.vocab import ACTIVE, LOST, TERMINAL
-from remote_agent.store import store
+from remote_agent.store import jobsql, sqlite
 from remote_agent.store.paths import db_path
 
 MYPY = False
@@ -63,7 +65,7 @@ CREATE TABLE IF NOT EXISTS strict_overrides (
     reason     TEXT,
     expires_at INTEGER
 );
-""".format(active=store.words(ACTIVE))
+""".format(active=sqlite.words(ACTIVE))
 
 # Version 2: how far a watcher (the provider) has shown each log, so a retry that
 # reattaches continues the task log where the previous try stopped.
@@ -73,7 +75,7 @@ ALTER TABLE jobs ADD COLUMN stderr_shown INTEGER NOT NULL DEFAULT 0
 """
 
 # Level 3 (additive): which level the file is at and which agent put it there. user_version
-# stays the "compatible since" number (store.SCHEMA_VERSION), so agent 0.1.0 still uses the file.
+# stays the "compatible since" number (sqlite.SCHEMA_VERSION), so agent 0.1.0 still uses the file.
 _V3 = """
 CREATE TABLE IF NOT EXISTS agent_schema (
     id               INTEGER PRIMARY KEY CHECK (id = 1),
@@ -85,12 +87,12 @@ CREATE TABLE IF NOT EXISTS agent_schema (
 """
 
 #: The schema's history: entry i takes a file from level i to level i + 1. Entries past
-#: ``store.SCHEMA_VERSION`` are additive and appending one is the whole change: new columns
+#: ``sqlite.SCHEMA_VERSION`` are additive and appending one is the whole change: new columns
 #: nullable or with a DEFAULT (the previous release inserts rows without them, and this one's
 #: reads of a file not yet migrated see them absent: use ``row.get``), new tables or indexes
 #: the previous release can ignore. A change older agents cannot live with (a rename, a new
 #: NOT NULL column, a constraint they could violate) is appended the same way and also sets
-#: ``store.SCHEMA_VERSION`` to its level: older agents then refuse the file, naming both.
+#: ``sqlite.SCHEMA_VERSION`` to its level: older agents then refuse the file, naming both.
 # Level 4 (additive): the host that started the job (host.host_id()); only that host judges
 # (LOST) or signals it. NULL on older rows: they count as this host's, as every earlier release
 # judged them.
@@ -104,8 +106,8 @@ _V5 = """
 ALTER TABLE jobs ADD COLUMN epoch TEXT
 """
 
-# Level 6 (additive): check / run / recheck (checks.py) - the job's check command (JSON argv) and
-# timeout, its phase (vocab.PHASES; NULL without a check) and its check's last exit code; and the
+# Level 6 (additive): check / run / recheck (jobs/checkspec.py, worker/checkrun.py) - the job's
+# check command (JSON argv) and timeout, its phase (vocab.PHASES; NULL without a check) and its check's last exit code; and the
 # indexes of ``orchesjob list``: newest first (started_at), and newest first of one status.
 _V6 = """
 ALTER TABLE jobs ADD COLUMN phase TEXT;
@@ -116,7 +118,7 @@ CREATE INDEX IF NOT EXISTS jobs_started_at ON jobs (started_at);
 CREATE INDEX IF NOT EXISTS jobs_status_started_at ON jobs (status, started_at)
 """
 
-# Level 7 (additive): named locks and slots (locks.py, lockwait.py). One row per job that
+# Level 7 (additive): named locks and slots (jobs/lockrule.py, worker/lockwait.py). One row per job that
 # declared claims: ``seq`` is its first-come place, ``claims`` the JSON of locks.normalize,
 # ``granted_at`` set once it may run. Holding is derived from the job's row (STARTING/RUNNING
 # and granted), so nothing here needs releasing when a job ends; ``clean`` deletes the row
@@ -139,7 +141,7 @@ CREATE INDEX IF NOT EXISTS lock_queue_releasing ON lock_queue (job_id) WHERE rel
 
 _MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 LEVEL = len(_MIGRATIONS)
-assert 0 < store.SCHEMA_VERSION <= LEVEL
+assert 0 < sqlite.SCHEMA_VERSION <= LEVEL
 
 
 def migrate(conn, state_dir, journal_mode="WAL"):
@@ -148,24 +150,22 @@ def migrate(conn, state_dir, journal_mode="WAL"):
     or past it: a newer agent's additive levels are left alone); concurrent migrators serialize.
 
     ``journal_mode``: WAL, or None to leave it (a state dir on a network filesystem keeps the
-    rollback journal, see host.py and store.open_db).
+    rollback journal, see store/fstype.py and db.open_write).
     """
-    if store.user_version(conn) == store.SCHEMA_VERSION and schema_level(conn) > LEVEL:
+    if sqlite.user_version(conn) == sqlite.SCHEMA_VERSION and sqlite.schema_level(conn) > LEVEL:
         return  # a newer agent's file: its additive levels are not ours to touch
     if journal_mode:
         set_journal_mode(conn, journal_mode)
-    with store.transaction(conn):
-        version = store.user_version(conn)
-        if version > store.SCHEMA_VERSION:
-            version_error(conn, version, state_dir)
-        level = schema_level(conn)
-        if version == store.SCHEMA_VERSION and level >= LEVEL:
-            if level == LEVEL and store.migrated_by(conn) != __version__:
-                import time  # same schema, another build: stamp it so later writes skip this module
-
+    with sqlite.transaction(conn):
+        version = sqlite.user_version(conn)
+        if version > sqlite.SCHEMA_VERSION:
+            sqlite.version_error(conn, version, state_dir)
+        level = sqlite.schema_level(conn)
+        if version == sqlite.SCHEMA_VERSION and level >= LEVEL:
+            if level == LEVEL and sqlite.migrated_by(conn) != __version__:
                 set_schema_meta(conn, level, int(time.time()))
             return  # else a concurrent migrator did it
-        legacy = version == 0 and store.has_table(conn, "jobs")
+        legacy = version == 0 and sqlite.has_table(conn, "jobs")
         if legacy:
             for table in _LEGACY_TABLES:
                 if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
@@ -176,43 +176,15 @@ def migrate(conn, state_dir, journal_mode="WAL"):
                     conn.execute(statement)
         if legacy:
             _import_legacy(conn)
-        conn.execute("PRAGMA user_version={:d}".format(store.SCHEMA_VERSION))
-        import time
-
+        conn.execute("PRAGMA user_version={:d}".format(sqlite.SCHEMA_VERSION))
         set_schema_meta(conn, LEVEL, int(time.time()))
-
-
-def schema_level(conn):
-    # type: (sqlite3.Connection) -> int
-    """How many migrations the file has had; files older than agent_schema: its user_version."""
-    try:
-        row = conn.execute("SELECT level FROM agent_schema WHERE id = 1").fetchone()
-    except sqlite3.OperationalError:
-        row = None
-    return int(row["level"]) if row else store.user_version(conn)
 
 
 def set_schema_meta(conn, level, now):
     # type: (sqlite3.Connection, int, int) -> None
     conn.execute(
         "INSERT OR REPLACE INTO agent_schema (id, level, compatible_since, agent_version, migrated_at)"
-        " VALUES (1, ?, ?, ?, ?)", (level, store.SCHEMA_VERSION, __version__, now))
-
-
-def version_error(conn, version, state_dir):
-    # type: (sqlite3.Connection, int, str) -> NoReturn
-    """Fail on a file this agent cannot use, naming both agents and schemas (closes ``conn``)."""
-    if version > store.SCHEMA_VERSION:
-        by, level = store.migrated_by(conn) or "unknown (newer)", schema_level(conn)
-        conn.close()
-        raise AgentError(
-            "database {} needs an agent that understands schema {} (it is at level {}, last"
-            " migrated by agent {}); this agent {} understands up to schema {}: upgrade the agent"
-            " on this host".format(db_path(state_dir), version, level, by, __version__, store.SCHEMA_VERSION))
-    conn.close()
-    raise AgentError(
-        "database {} has an older schema ({}); any write command (e.g. start) migrates it".format(
-            db_path(state_dir), version))
+        " VALUES (1, ?, ?, ?, ?)", (level, sqlite.SCHEMA_VERSION, __version__, now))
 
 
 def set_journal_mode(conn, mode):
@@ -225,9 +197,7 @@ def set_journal_mode(conn, mode):
     deadlock rule for readers that want to write): many starters creating one database hit it.
     So this one statement retries on its own, within the same busy timeout as every other wait.
     """
-    import time
-
-    deadline = time.monotonic() + store.busy_timeout()
+    deadline = time.monotonic() + sqlite.busy_timeout()
     delay = 0.002
     while True:
         try:
@@ -255,8 +225,6 @@ def _ts(value):
         return int(value)
     except (TypeError, ValueError):
         pass
-    from remote_agent.common.timeutil import parse_datetime
-
     try:
         return parse_datetime(str(value))
     except ValueError:
@@ -305,7 +273,7 @@ def _import_legacy(conn):
                            lost_reason="imported from orchesjob 1.1.0 beside a newer active job of its key")
             if job["status"] in TERMINAL:
                 job["acked_at"] = job["finished_at"] or job["updated_at"]
-            store.insert_job(conn, job)
+            jobsql.insert_job(conn, job)
     legacy_overrides = "orchesjob_legacy_strict_overrides"
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (legacy_overrides,)).fetchone():
         conn.execute(
@@ -321,18 +289,16 @@ def leave_wal(conn, state_dir, fstype):
     switch needs the database to itself: while another process keeps it open in WAL mode (an
     older agent's supervisor, say), it fails, and so does this write, with the fix in the message.
     """
-    if store.journal_mode(conn) != "wal":
+    if sqlite.journal_mode(conn) != "wal":
         return
     try:
         mode = set_journal_mode(conn, "DELETE")
     except sqlite3.OperationalError:
         mode = "wal"
     if mode != "delete":
-        from remote_agent.common.errors import AgentError
-
         raise AgentError(
             "state dir {} is on a network filesystem ({}) and its database {} is in WAL mode, which "
             "is unsafe there; it could not be switched to journal_mode=DELETE while another process "
             "holds it open: wait for its jobs to end and retry, or use a local state_dir "
             "(ORCHESJOB_HOME, e.g. /var/tmp/orchesjob-$USER)".format(
-                state_dir, fstype, store.db_path(state_dir)))
+                state_dir, fstype, db_path(state_dir)))

@@ -6,12 +6,13 @@ starts checking or waiting), and the pipe reaches end-of-file when the final sta
 or the supervisor died. A sync start therefore wakes the moment the job ends, with no polling.
 
 An async start always waits for ``W``, even with ``start_timeout`` 0. Until then the row names
-the launcher as the job's worker (lifecycle._new_attempt), so a launcher gone before the
+the launcher as the job's worker (ops/start.new_attempt), so a launcher gone before the
 supervisor recorded itself let any reader declare the healthy job LOST ("exited before
 starting the target"), and the supervisor then ran nothing (seen in CI under load).
 """
 
 import os
+import select
 import time
 
 MYPY = False
@@ -56,7 +57,5 @@ def wait_finished(read_fd):
 def _next_byte(read_fd, timeout):
     # type: (int, float) -> Optional[bytes]
     """The pipe's next byte (b"" at end-of-file), or None on timeout."""
-    import select
-
     ready, _, _ = select.select([read_fd], [], [], timeout)
     return os.read(read_fd, 1) if ready else None

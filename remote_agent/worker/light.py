@@ -29,7 +29,7 @@ crashed a moment earlier).
 Otherwise (a signal, an exit code above 128, processes left behind, no subreaper) bash execs the
 *finisher* - the same interpreter and the same agent directory - in the same process (still
 the subreaper, still the recorded worker: exec keeps pid and start time), which runs
-``supervisor._finish``: the record again, fsynced, the leftovers ended after the grace, the
+``finish``: the record again, fsynced, the leftovers ended after the grace, the
 final status written with retries. If the finisher cannot start (the agent's directory pruned
 meanwhile), the record bash wrote still decides the outcome.
 
@@ -49,7 +49,7 @@ Jobs with locks or slots, and jobs with a check, run light too: the Python super
 their turn and runs the check (finite work) before it hands over. The wrapper then holds the
 job's lock-queue wake channel (``FD_HELD``, closed for the target), and its finisher after it,
 so waiters wake when the job's worker ends, as before. With a check the wrapper writes no exit
-record and always runs its finisher, which rechecks first and records after (checks.py): the
+record and always runs its finisher, which rechecks first and records after (checkrun.py): the
 recheck's environment is the finisher's, i.e. the job's as bash passed it on.
 
 What differs from the classic supervisor: the exit status comes from bash, which reports a
@@ -58,16 +58,23 @@ signal death as 128+N; an exit code 129...192 is stored as -(code - 128), "kille
 command was killed by that signal).
 """
 
+import fcntl
 import os
+import signal
+import sys
 
-from remote_agent.host import tree
-from remote_agent.store import store
+from remote_agent.common.vocab import RUNNING, STARTING
+from remote_agent.host import procs, tree
+from remote_agent.store import exitrec
+from remote_agent.store.fstype import network_fs_type
+from remote_agent.store.sqlite import busy_timeout
+from remote_agent.worker import handoff
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     from typing import Dict, List, Optional, Tuple  # noqa: F401
 
-    from remote_agent.worker import supervisor  # noqa: F401
+    from remote_agent.worker.finish import Db  # noqa: F401
 
 #: ``ORCHESJOB_LIGHT=0`` in the agent's environment keeps the classic Python supervisor.
 LIGHT_ENV = "ORCHESJOB_LIGHT"
@@ -122,7 +129,7 @@ if [ -n "$_oj_rec" ] && [ "$8" = 1 ] && [ "${12}" = 1 ] && [ -z "$_oj_s" ] && [ 
   if [ -z "$_oj_kids" ]; then exit 0; fi
 fi
 _oj_fin='import sys; sys.path.insert(0, sys.argv[1]); '
-_oj_fin=$_oj_fin'from remote_agent.worker.light import finish_main; finish_main(sys.argv[2:])'
+_oj_fin=$_oj_fin'from remote_agent.worker.finish import finish_main; finish_main(sys.argv[2:])'
 exec "$1" -I -S -c "$_oj_fin" "$2" "$3" "$4" "$_oj_pid" "$_oj_code" "$6" "$7" "$8" "$_oj_now"
 """
 
@@ -182,9 +189,6 @@ def agent_root():
 def _exec_wrapper(bash, args, cwd, env, fds):
     # type: (str, List[str], Optional[str], Dict[str, str], Dict[int, int]) -> None
     """In the forked wrapper: own session, subreaper, fixed descriptors, then exec bash."""
-    import fcntl
-    import signal
-
     os.setsid()
     if cwd:
         os.chdir(cwd)  # inherited by bash and so by the target
@@ -215,8 +219,6 @@ def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=Non
 
     The caller records RUNNING, then closes the go-ahead fd: only then does the wrapper run
     the finisher, so a fast target's final status never overtakes its RUNNING row."""
-    from remote_agent.store import exitrec
-
     python = _python()
     bash = bash_path()
     if not python or bash is None or not _startable(argv, cwd, env):
@@ -224,7 +226,7 @@ def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=Non
     state_dir = os.path.abspath(state_dir)  # the finisher runs in the job's directory
     record_path = exitrec.path(state_dir, job_id) if record else ""
     args = [python, agent_root(), state_dir, job_id,
-            record_path, repr(tree.kill_grace()), repr(store.busy_timeout()),
+            record_path, repr(tree.kill_grace()), repr(busy_timeout()),
             "0", _opt(env, "SHLVL"), _opt(env, "PWD"), _opt(env, "OLDPWD"), _quick_end(state_dir),
             "--", *argv]
     pid_r, pid_w = os.pipe()
@@ -259,16 +261,10 @@ def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=Non
 
 
 def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=None, record=True):
-    # type: (supervisor._Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int, Optional[int], bool) -> bool
+    # type: (Db, str, str, List[str], Optional[str], Dict[str, str], int, int, int, Optional[int], bool) -> bool
     """In the forked supervisor: start the wrapper, record it as the job's worker and the target
     as RUNNING, tell the launcher; False (nothing started): the supervisor runs the job itself.
     The logs are closed here once handed over. ``held``, ``record``: as in ``start``."""
-    import signal
-
-    from remote_agent.common.vocab import RUNNING, STARTING
-    from remote_agent.host import procs
-    from remote_agent.worker import handoff
-
     started = start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held, record)
     if started is None:
         return False
@@ -297,9 +293,7 @@ def _quick_end(state_dir):
     # type: (str) -> str
     """"1" if the wrapper may end without its finisher: only on a local filesystem. A state
     dir on a network filesystem can be shared by several hosts, and only a job's own host
-    judges it (host.py): the others would read it RUNNING until somebody on its host did."""
-    from remote_agent.host.identity import network_fs_type
-
+    judges it (host/identity.py): the others would read it RUNNING until somebody on its host did."""
     if os.environ.get(QUICK_END_ENV, "1") == "0":
         return "0"
     return "0" if network_fs_type(state_dir) else "1"
@@ -307,63 +301,11 @@ def _quick_end(state_dir):
 
 def _python():
     # type: () -> str
-    import sys
-
     return sys.executable
 
 
 def _opt(env, name):
     # type: (Dict[str, str], str) -> str
     return "x" + env[name] if name in env else ""
-
-
-def finish_main(args):
-    # type: (List[str]) -> None
-    """The finisher: bash exec'd it (same pid: the job's worker, still its subreaper) after the
-    target ended and the exit record was written. Stores the outcome as the classic
-    supervisor does (supervisor._finish), then exits."""
-    import signal
-
-    from remote_agent.worker import supervisor
-
-    state_dir, job_id, target, code, grace, busy, reaper, ended = args[:8]
-    # bash passed the job's environment on and runs in the job's directory: a recheck runs
-    # there with it, as the classic supervisor's does.
-    job_env = dict(os.environ)
-    # The agent's own settings, not whatever the job's environment says.
-    os.environ["ORCHESJOB_KILL_GRACE"] = grace
-    os.environ["ORCHESJOB_BUSY_TIMEOUT"] = busy
-    os.umask(0o077)
-
-    def ignore(signum, frame):  # type: ignore[no-untyped-def]
-        pass  # an abort's SIGTERM finds the target gone: keep storing its status
-
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, ignore)
-    me, group = os.getpid(), int(target)
-
-    def leftovers():
-        # type: () -> List[tree.Proc]
-        return tree.job_processes(job_id, supervisor_pid=me, group=group, scan_env=reaper != "1")
-
-    notify = (FD_NOTIFY,) if _is_open(FD_NOTIFY) else ()
-    try:
-        # Opened before the exit record is written, as the classic supervisor holds its
-        # connection: record and final status stay milliseconds apart.
-        conn = store.open_db(state_dir, write=True)
-    except Exception:
-        conn = None  # _Db retries the write on a fresh connection
-    supervisor._finish(supervisor._Db(state_dir, conn), state_dir, job_id, int(code), notify,
-                       leftovers, check_env=(None, job_env),
-                       finished_at=int(ended) if ended.isdigit() else None)
-
-
-def _is_open(fd):
-    # type: (int) -> bool
-    try:
-        os.fstat(fd)
-        return True
-    except OSError:
-        return False
 
 

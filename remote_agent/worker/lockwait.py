@@ -1,5 +1,6 @@
 """Named locks and slots on the host, the waiting part: a queued job's supervisor waits here for
-its turn before it spawns the target (see locks.py for the rule).
+its turn before it spawns the target (the rule: jobs/lockrule.py; the queue's SQL side:
+jobs/lockqueue.py).
 
 How a waiter waits without polling. Every queued job's worker keeps a *wake channel* open for
 as long as it lives (the supervisor, then the light job's wrapper and its finisher, which it
@@ -20,16 +21,16 @@ up to ``SAFETY`` seconds between readings (or until its queue timeout).
 """
 
 import errno
-import json
+import fcntl
 import os
 import select
 import signal
 import time
 
-from remote_agent.common.vocab import ACTIVE, CANCELLED, STARTING, STDERR
+from remote_agent.common.vocab import CANCELLED, STARTING, STDERR
 from remote_agent.jobs import lockrule
-from remote_agent.jobs.liveness import lost_reason, reconcile
-from remote_agent.store import locksql, paths, store
+from remote_agent.jobs.lockqueue import live_queue
+from remote_agent.store import db, jobsql, locksql, paths
 from remote_agent.worker.handoff import READY, tell
 
 MYPY = False
@@ -61,8 +62,6 @@ def open_channel(state_dir, job_id):
     The descriptor is not inheritable: the target never keeps it, so a daemon the job leaves
     behind cannot hold waiters back after the job's row has ended.
     """
-    import fcntl
-
     path = channel_path(state_dir, job_id)
     old_umask = os.umask(0o077)
     try:
@@ -92,49 +91,7 @@ def remove_channel(state_dir, job_id):
         pass
 
 
-def entry_of(row):
-    # type: (Row) -> Dict[str, Any]
-    """A ``locksql.lock_queue`` row as ``lockrule.decide_turn`` reads it."""
-    return {"job_id": row["job_id"], "run_key": row["run_key"], "claims": json.loads(row["lock_claims"]),
-            "seq": row["lock_seq"],
-            "granted": row.get("lock_granted_at") is not None, "status": row["status"],
-            "queued_at": row.get("lock_queued_at"), "granted_at": row.get("lock_granted_at"),
-            "waiting_since": row.get("lock_waiting_since")}
-
-
-def live_queue(conn, locked):
-    # type: (sqlite3.Connection, bool) -> List[Dict[str, Any]]
-    """The queue, every job reconciled first (``locked`` as in liveness.reconcile): a job found
-    ended or LOST drops out, and with it whatever it held.
-
-    An aborted holder stays in it (holding, status ABORTED) while any of its processes runs:
-    abort stores ABORTED before its TERM-then-KILL, and the next holder must not start beside a
-    target that is still ending. A writer (``locked``) clears the mark once they are gone."""
-    out = []
-    for row in locksql.lock_releasing(conn):
-        if lost_reason(row) is None:  # its supervisor or its target is still alive
-            out.append(entry_of(row))
-        elif locked:
-            locksql.lock_released(conn, row["job_id"])
-    for row in locksql.lock_queue(conn):
-        now = reconcile(conn, row, locked)
-        if now["status"] in ACTIVE:
-            out.append(entry_of(row))
-    out.sort(key=lambda e: e["seq"])
-    return out
-
-
 # --- the supervisor's side --------------------------------------------------------------------
-
-def grant_now(conn, job_id):
-    # type: (sqlite3.Connection, str) -> bool
-    """In the start transaction: take the new job's turn at once when nothing is in its way,
-    else mark it waiting (so it reads as WAITING from its first commit, before its supervisor runs)."""
-    if not lockrule.decide_turn(job_id, live_queue(conn, locked=True))[0]:
-        locksql.set_waiting(conn, job_id, time.time())
-        return False
-    locksql.grant_locks(conn, job_id, time.time())
-    return True
 
 
 def take_turn(state_dir, job_id, notify_fd, granted=False):
@@ -203,7 +160,7 @@ def _evaluate(state_dir, job_id):
     not run, (None, blockers, deadline) wait."""
     now = time.time()
     message = None
-    with store.writing(state_dir) as conn:
+    with db.writing(state_dir) as conn:
         queue = live_queue(conn, locked=True)
         mine = next((e for e in queue if e["job_id"] == job_id), None)
         if mine is None or mine["status"] != STARTING:
@@ -218,7 +175,7 @@ def _evaluate(state_dir, job_id):
         if timeout is not None and deadline is not None and now >= deadline:
             message = "queue timeout: waited {:g}s for {}; gave up without running".format(
                 timeout, lockrule.describe(blockers))
-            store.update_job(conn, job_id, (STARTING,), status=CANCELLED, finished_at=int(now),
+            jobsql.update_job(conn, job_id, (STARTING,), status=CANCELLED, finished_at=int(now),
                              updated_at=int(now), abort_reason=message)
         else:
             locksql.set_waiting(conn, job_id, now)
@@ -232,8 +189,8 @@ def _cancel(state_dir, job_id, reason):
     # type: (str, str, str) -> None
     try:
         now = int(time.time())
-        with store.writing(state_dir) as conn:
-            changed = store.update_job(conn, job_id, (STARTING,), status=CANCELLED, finished_at=now,
+        with db.writing(state_dir) as conn:
+            changed = jobsql.update_job(conn, job_id, (STARTING,), status=CANCELLED, finished_at=now,
                                        updated_at=now, abort_reason=reason)
         if changed:
             _log_line(state_dir, job_id, reason)
@@ -258,8 +215,6 @@ def _block(state_dir, job_ids, deadline):
     # type: (str, List[str], Optional[float]) -> None
     """Sleep until a blocker's wake channel reports its last holder gone, RECHECK/SAFETY
     seconds pass (see the module docstring), or the deadline."""
-    import fcntl
-
     fds = []  # type: List[int]
     unwatched = False
     try:
@@ -292,42 +247,5 @@ def _block(state_dir, job_ids, deadline):
             os.close(fd)
 
 
-# --- the readers' side --------------------------------------------------------------------------
-
-def with_wait_info(conn, row):
-    # type: (sqlite3.Connection, Row) -> Row
-    """A STARTING job that waits for its turn, with ``lock_waiting`` and ``waiting_for``
-    (render shows it as WAITING); any other row unchanged. Read-only; a file without the lock
-    queue (an older schema level) has no waiting jobs."""
-    import sqlite3
-
-    try:
-        entry = locksql.lock_entry(conn, row["job_id"])
-        if entry is None or entry["granted_at"] is not None or entry["waiting_since"] is None:
-            return row
-        queue = live_queue(conn, locked=False)
-    except sqlite3.OperationalError:
-        return row
-    out = dict(row)
-    out["lock_waiting"] = True
-    if any(e["job_id"] == row["job_id"] for e in queue):
-        out["waiting_for"] = lockrule.decide_turn(row["job_id"], queue)[1]
-    else:
-        out["waiting_for"] = []
-    out["queued_at"] = entry["queued_at"]
-    timeout = entry["queue_timeout"]
-    out["queue_deadline"] = entry["queued_at"] + timeout if timeout is not None else None
-    return out
 
 
-def listing(conn):
-    # type: (Optional[sqlite3.Connection]) -> List[Dict[str, Any]]
-    """``orchesjob locks``: holders and waiters of every resource and slot (read-only)."""
-    import sqlite3
-
-    if conn is None:
-        return []
-    try:
-        return lockrule.listing(live_queue(conn, locked=False))
-    except sqlite3.OperationalError:
-        return []  # no lock queue in this file yet

@@ -3,7 +3,7 @@
 import pytest
 
 from remote_agent.common import vocab
-from remote_agent.ops.start import SUPERSEDE, decide_start
+from remote_agent.jobs.decide import SUPERSEDE, decide_start
 
 KEY = {"run_key": "k", "last_attempt_no": 1, "last_job_id": "j1"}
 

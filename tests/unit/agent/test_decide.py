@@ -4,7 +4,7 @@ import pytest
 
 from remote_agent.common import vocab
 from remote_agent.common.errors import EXIT_INVALID_STATE, AgentError
-from remote_agent.ops.start import StartResult, decide_start
+from remote_agent.jobs.decide import StartResult, decide_start
 
 
 def job(status, acked_at=None, job_id="j1"):

@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from remote_agent.store import paths, store
+from remote_agent.store import db, paths
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def mode(path: Path) -> int:
@@ -48,7 +48,7 @@ def test_a_missing_state_dir_is_created_0700_with_its_missing_parents(tmp_path: 
     state = tmp_path / "a" / "b" / "state"
     old = os.umask(0o022)
     try:
-        with store.writing(str(state)):
+        with db.writing(str(state)):
             pass
     finally:
         os.umask(old)
@@ -60,6 +60,6 @@ def test_an_existing_state_dir_keeps_its_mode_on_every_write(tmp_path: Path) -> 
     state.mkdir()
     os.chmod(state, 0o750)  # chosen by an admin, e.g. for a group of operators
     for _ in range(2):
-        with store.writing(str(state)):
+        with db.writing(str(state)):
             pass
     assert mode(state) == 0o750 and mode(state / "logs") == 0o700

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import zipfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SCRIPT = os.path.join(REPO, "scripts", "check_wheel.py")
 DIST_INFO = "airflow_provider_orchesjob-9.9.9.dist-info"
 ENTRY_POINTS = (
