@@ -1,15 +1,15 @@
 """Where a task's agent lives, and the one way operators, sensors and triggers build their hooks
-and the trigger from it."""
+from it. (Operators and sensors build their ``OrchesjobTrigger`` themselves, from the same
+fields: this module never imports the triggers, which import it.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
-    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,6 @@ class AgentAddress:
 
         return AsyncOrchesjobHook(
             ssh_conn_id=self.ssh_conn_id, remote_python=self.remote_python, state_dir=self.state_dir
-        )
-
-    def trigger(self, **kwargs: Any) -> OrchesjobTrigger:
-        """An :class:`OrchesjobTrigger` for this agent (``job_id``/``run_key`` and options in kwargs)."""
-        from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
-
-        return OrchesjobTrigger(
-            ssh_conn_id=self.ssh_conn_id, remote_python=self.remote_python, state_dir=self.state_dir, **kwargs
         )
 
 

@@ -110,6 +110,11 @@ _lock = threading.Lock()
 _cached: AgentBundle | None = None
 
 
+def cached_bundle() -> AgentBundle | None:
+    """The bundle if this process built it already (no lock, no I/O: for callers on an event loop)."""
+    return _cached
+
+
 def get_bundle() -> AgentBundle:
     """The bundle for this process (built once, then cached)."""
     global _cached

@@ -54,8 +54,9 @@ async def load_asyncssh() -> Any:
 
 async def load_bundle() -> AgentBundle:
     """The agent bundle (built once: reading and zipping the agent's sources) off the loop."""
-    if bundle_module._cached is not None:
-        return bundle_module._cached
+    cached = bundle_module.cached_bundle()
+    if cached is not None:
+        return cached
     return await asyncio.to_thread(bundle_module.get_bundle)
 
 

@@ -50,8 +50,8 @@ from orchesjob_provider.version_compat import (
     conf,
 )
 from orchesjob_provider.watch import MaskedLog, Watch, log_chunk_lines
+from remote_agent.common.rules import outcome_unknown  # the agent's own rule, pure
 from remote_agent.common.vocab import UNKNOWN
-from remote_agent.ops.start import outcome_unknown  # the agent's own rule, pure
 
 
 class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
@@ -285,9 +285,16 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
         return self._wait_in_worker(job, offsets, deadline)
 
     def _defer(self, job_id: str, offsets: dict[str, int], deadline: float | None) -> None:
+        # loaded here: the trigger pulls in the async hook, which a task that never defers skips
+        from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
         self.log.info("Deferring: the triggerer watches job %s from log offsets %s", job_id, offsets)
+        agent = self.agent
         self.defer(
-            trigger=self.agent.trigger(
+            trigger=OrchesjobTrigger(
+                ssh_conn_id=agent.ssh_conn_id,
+                remote_python=agent.remote_python,
+                state_dir=agent.state_dir,
                 job_id=job_id,
                 offsets=offsets,
                 poll_interval=self.poll_interval,

@@ -93,8 +93,15 @@ class OrchesjobSensor(AgentTaskMixin, BaseSensorOperator):
         first = self.poke(context)
         if first.is_done:
             return first.xcom_value
+        # loaded here: the trigger pulls in the async hook, which a sensor that never defers skips
+        from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+        agent = self.agent
         self.defer(
-            trigger=self.agent.trigger(
+            trigger=OrchesjobTrigger(
+                ssh_conn_id=agent.ssh_conn_id,
+                remote_python=agent.remote_python,
+                state_dir=agent.state_dir,
                 job_id=self.job_id,
                 run_key=self.run_key if not self.job_id else None,
                 poll_interval=float(self.poke_interval),

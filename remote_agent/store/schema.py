@@ -107,8 +107,9 @@ ALTER TABLE jobs ADD COLUMN epoch TEXT
 """
 
 # Level 6 (additive): check / run / recheck (jobs/checkspec.py, worker/checkrun.py) - the job's
-# check command (JSON argv) and timeout, its phase (vocab.PHASES; NULL without a check) and its check's last exit code; and the
-# indexes of ``orchesjob list``: newest first (started_at), and newest first of one status.
+# check command (JSON argv) and timeout, its phase (vocab.PHASES; NULL without a check) and its
+# check's last exit code; and the indexes of ``orchesjob list``: newest first (started_at), and
+# newest first of one status.
 _V6 = """
 ALTER TABLE jobs ADD COLUMN phase TEXT;
 ALTER TABLE jobs ADD COLUMN check_argv TEXT;
