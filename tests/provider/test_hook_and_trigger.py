@@ -46,9 +46,9 @@ def test_bundle_is_deterministic_and_runs_with_isolated_python():
 
 
 def test_reply_parsing_and_error_mapping():
+    from orchesjob_provider.client.wire import is_missing_agent, parse_reply
     from orchesjob_provider.hooks import orchesjob as h
-    from orchesjob_provider.hooks.connect import parse_host_key
-    from orchesjob_provider.protocol import is_missing_agent, parse_reply
+    from orchesjob_provider.hooks.ssh.connect import parse_host_key
 
     ok = b'{"ok": true, "protocol": 1, "op": "ping", "home": "/x"}\n'
     assert parse_reply("ping", 0, ok, b"", where="w", remote_python="python3")["home"] == "/x"
@@ -74,7 +74,7 @@ def test_reply_parsing_and_error_mapping():
         {"job_id": "j", "status": "LOST", "lost_reason": "rebooted", "exit_code": None}
     )
     assert job.is_terminal and not job.succeeded
-    from orchesjob_provider.protocol import failure_message
+    from orchesjob_provider.operators.messages import failure_message
 
     assert failure_message(job) == "Remote job j was LOST (rebooted)"
     assert "CANCELLED" in failure_message(h.JobRecord.from_dict({"job_id": "j", "status": "CANCELLED"}))

@@ -16,9 +16,9 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="orchesjob-unit-ai
 pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
 
 from orchesjob_provider import exceptions as x
-from orchesjob_provider.protocol import JobLogs
-from orchesjob_provider.retry import DEPLOY, DONE, RESEND, CallRetry
-from orchesjob_provider.watch import Watch, log_chunk_lines, reconnect_delay
+from orchesjob_provider.client.records import JobLogs
+from orchesjob_provider.client.retry import DEPLOY, DONE, RESEND, CallRetry
+from orchesjob_provider.utils.waiting import Watch, log_chunk_lines, reconnect_delay
 
 OK = (0, b'{"ok": true, "op": "ping"}\n', b"")
 BUSY = (5, json.dumps({"ok": False, "error": {"code": 5, "kind": "busy", "message": "locked"}}).encode(), b"")

@@ -1,4 +1,4 @@
-"""The on_kill decision table and the clear epoch (orchesjob_provider.task_state), in-process."""
+"""The on_kill decision table and the clear epoch (orchesjob_provider.utils.task_state), in-process."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
 
-from orchesjob_provider import task_state
-from orchesjob_provider.task_state import (
+from orchesjob_provider.utils import task_state
+from orchesjob_provider.utils.task_state import (
     ABORT,
     KEEP,
     UNKNOWN,

@@ -15,7 +15,7 @@ pytest.importorskip("airflow", reason="Airflow is not installed in this interpre
 paramiko = pytest.importorskip("paramiko")
 asyncssh = pytest.importorskip("asyncssh")
 
-from orchesjob_provider.hooks.connect import (  # noqa: E402
+from orchesjob_provider.hooks.ssh.connect import (  # noqa: E402
     CONNECT_ERRORS,
     ConnectTarget,
     connect_error,
@@ -145,7 +145,7 @@ def test_parse_host_key_and_socket_tuning():
 def test_asyncssh_logger_is_quieted_at_the_first_connect_not_at_import(monkeypatch):
     import logging
 
-    from orchesjob_provider.hooks import shared
+    from orchesjob_provider.hooks.ssh import shared
 
     logger = logging.getLogger("asyncssh")
     monkeypatch.setattr(logger, "level", logging.NOTSET)

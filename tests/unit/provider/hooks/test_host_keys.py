@@ -1,4 +1,4 @@
-"""The triggerer's host-key decision (orchesjob_provider/hooks/host_keys.py) as data: the rules of
+"""The triggerer's host-key decision (orchesjob_provider/hooks/ssh/host_keys.py) as data: the rules of
 SSHHook.get_conn/paramiko, the known_hosts lookup, and the refused ``known_hosts`` extra.
 The end-to-end matrix against a real sshd is tests/provider/test_host_keys.py."""
 
@@ -13,7 +13,7 @@ import os
 import pytest
 
 from orchesjob_provider.exceptions import AgentUnavailable
-from orchesjob_provider.hooks.host_keys import (
+from orchesjob_provider.hooks.ssh.host_keys import (
     HostKeyPolicy,
     check_known_hosts_extra,
     host_key_policy,

@@ -11,9 +11,10 @@ import pytest
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="orchesjob-unit-airflow-home-"))
 pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
 
-from orchesjob_provider import protocol as p
+from orchesjob_provider.client import records
+from orchesjob_provider.operators import messages
 from orchesjob_provider.operators.validation import has_template, validate_locks, validate_slots
-from orchesjob_provider.watch import Watch
+from orchesjob_provider.utils.waiting import Watch
 
 
 def waiting_job(**extra):
@@ -29,7 +30,7 @@ def waiting_job(**extra):
         ],
     }
     raw.update(extra)
-    return p.JobRecord.from_dict(raw)
+    return records.JobRecord.from_dict(raw)
 
 
 def test_waiting_is_an_active_status():
@@ -38,20 +39,21 @@ def test_waiting_is_an_active_status():
 
 
 def test_waiting_message_names_resource_holder_and_deadline():
-    text = p.waiting_message(waiting_job(queue_deadline=0))
+    text = messages.waiting_message(waiting_job(queue_deadline=0))
     assert text == (
         "Remote job J2 is WAITING on the host for write lock 'warehouse.orders' held by job J1 (run key k1); "
         "slot 'io' (capacity 2) queued ahead by job J0 (run key k0); gives up at 1970-01-01T00:00:00+00:00 "
         "(queue timeout)"
     )
-    assert p.waiting_message(p.JobRecord.from_dict({"job_id": "J", "status": "RUNNING"})) is None
+    assert messages.waiting_message(records.JobRecord.from_dict({"job_id": "J", "status": "RUNNING"})) is None
 
 
 def test_cancelled_failure_message_carries_the_reason():
-    job = p.JobRecord.from_dict({"job_id": "J", "status": "CANCELLED", "abort_reason": "queue timeout: 5s"})
-    assert p.failure_message(job) == "Remote job J was CANCELLED (queue timeout: 5s)"
-    bare = p.JobRecord.from_dict({"job_id": "J", "status": "CANCELLED"})
-    assert p.failure_message(bare) == "Remote job J was CANCELLED"
+    job = records.JobRecord.from_dict(
+        {"job_id": "J", "status": "CANCELLED", "abort_reason": "queue timeout: 5s"})
+    assert messages.failure_message(job) == "Remote job J was CANCELLED (queue timeout: 5s)"
+    bare = records.JobRecord.from_dict({"job_id": "J", "status": "CANCELLED"})
+    assert messages.failure_message(bare) == "Remote job J was CANCELLED"
 
 
 class _Log:
@@ -69,9 +71,10 @@ def test_watch_logs_the_wait_once_per_change_and_the_grant():
     w = Watch(log, None, deadline=None, max_failures=3)
     job = waiting_job()
     for _ in range(3):
-        w.seen(p.JobLogs(job_id="J2", job=job))
+        w.seen(records.JobLogs(job_id="J2", job=job))
     assert len(log.lines) == 1 and "is WAITING on the host" in log.lines[0]
-    w.seen(p.JobLogs(job_id="J2", job=p.JobRecord.from_dict({"job_id": "J2", "status": "RUNNING"})))
+    w.seen(records.JobLogs(job_id="J2",
+                           job=records.JobRecord.from_dict({"job_id": "J2", "status": "RUNNING"})))
     assert log.lines[-1] == "Remote job J2 got its locks and slots: status RUNNING"
 
 

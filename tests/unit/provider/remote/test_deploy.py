@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchesjob_provider.bundle import BOOTSTRAP_SCRIPT, DEPLOY_KEEP, DEPLOY_SCRIPT, get_bundle
-from orchesjob_provider.protocol import REDEPLOY_EXIT, is_missing_agent
+from orchesjob_provider.client.wire import REDEPLOY_EXIT, is_missing_agent
 
 PYTHON = os.environ.get("AGENT_PYTHON") or sys.executable
 NOBODY = 65534

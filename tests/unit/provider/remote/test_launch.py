@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchesjob_provider.bundle import deploy_command, get_bundle
-from orchesjob_provider.protocol import REDEPLOY_EXIT
+from orchesjob_provider.client.wire import REDEPLOY_EXIT
 
 PYTHON = os.environ.get("AGENT_PYTHON") or sys.executable
 BUNDLE = get_bundle()

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchesjob_provider.protocol import PROTOCOL, JobLogs, normalize_offsets
+from orchesjob_provider.client.records import JobLogs, normalize_offsets
+from orchesjob_provider.client.wire import PROTOCOL
 
 #: Seconds between the agent's rounds: a job's end reaches the trigger within about this long.
 WATCH_INTERVAL = 0.2

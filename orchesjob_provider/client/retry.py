@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from orchesjob_provider.client.wire import is_missing_agent, parse_reply
 from orchesjob_provider.exceptions import OrchesjobBusy
-from orchesjob_provider.protocol import is_missing_agent, parse_reply
 
 DEPLOY = "deploy"  # deploy the agent, then resend
 RESEND = "resend"  # sleep ``delay`` seconds, then resend

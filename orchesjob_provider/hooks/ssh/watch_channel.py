@@ -21,11 +21,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from orchesjob_provider.bundle import rpc_command
+from orchesjob_provider.client.records import JobLogs
+from orchesjob_provider.client.watch_wire import open_line, parse_line, record_line, sub_line, unsub_line
+from orchesjob_provider.client.wire import is_missing_agent
 from orchesjob_provider.exceptions import AgentUnavailable
-from orchesjob_provider.hooks.shared import load_asyncssh, load_bundle
-from orchesjob_provider.protocol import JobLogs, is_missing_agent
-from orchesjob_provider.watch import reconnect_delay
-from orchesjob_provider.watch_protocol import open_line, parse_line, record_line, sub_line, unsub_line
+from orchesjob_provider.hooks.ssh.shared import load_asyncssh, load_bundle
+from orchesjob_provider.utils.waiting import reconnect_delay
 
 if TYPE_CHECKING:
     from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchesjob_provider.exceptions import AgentUnavailable
-from orchesjob_provider.hooks.host_keys import HostKeyCheck, host_key_policy
-from orchesjob_provider.hooks.host_keys import parse_host_key as parse_host_key  # re-exported
+from orchesjob_provider.hooks.ssh.host_keys import HostKeyCheck, host_key_policy
+from orchesjob_provider.hooks.ssh.host_keys import parse_host_key as parse_host_key  # re-exported
 from orchesjob_provider.version_compat import AirflowException, aget_connection, aget_extra_dejson
 
 KEEPALIVE_SECONDS = 5

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from orchesjob_provider.protocol import STREAMS, JobLogs, JobRecord, normalize_offsets, waiting_message
+from orchesjob_provider.client.records import JobLogs, JobRecord, normalize_offsets
+from orchesjob_provider.operators.messages import waiting_message
+from remote_agent.common.vocab import STREAMS
 
 
 def reconnect_delay(attempt: int, cap: float = 30.0) -> float:

@@ -1,4 +1,4 @@
-"""The watch channel's lines, both ends: the provider's building/parsing (watch_protocol.py)
+"""The watch channel's lines, both ends: the provider's building/parsing (client/watch_wire.py)
 and the agent's command parsing and options (remote_agent/frontends/watch.py). Pure, no processes."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from orchesjob_provider.watch_protocol import (
+from orchesjob_provider.client.watch_wire import (
     open_line,
     parse_line,
     record_line,

@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from orchesjob_provider import bundle as bundle_module
-from orchesjob_provider import metrics
 from orchesjob_provider.bundle import AgentBundle
+from orchesjob_provider.client.records import DEFAULT_LOG_LIMIT, JobLogs, normalize_offsets
+from orchesjob_provider.client.wire import poll_args
 from orchesjob_provider.exceptions import AgentUnavailable
-from orchesjob_provider.hooks.connect import build_connect_options, dead_after, tune_socket
-from orchesjob_provider.protocol import DEFAULT_LOG_LIMIT, JobLogs, normalize_offsets, poll_args
+from orchesjob_provider.hooks.ssh.connect import build_connect_options, dead_after, tune_socket
+from orchesjob_provider.utils import metrics
 
 if TYPE_CHECKING:
     from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from orchesjob_provider import version_compat
 
 if TYPE_CHECKING:
-    from orchesjob_provider.protocol import JobRecord
+    from orchesjob_provider.client.records import JobRecord
 
 log = logging.getLogger(__name__)
 
