@@ -93,7 +93,7 @@ CREATE TABLE IF NOT EXISTS agent_schema (
 #: the previous release can ignore. A change older agents cannot live with (a rename, a new
 #: NOT NULL column, a constraint they could violate) is appended the same way and also sets
 #: ``sqlite.SCHEMA_VERSION`` to its level: older agents then refuse the file, naming both.
-# Level 4 (additive): the host that started the job (host.host_id()); only that host judges
+# Level 4 (additive): the host that started the job (host/identity.host_id()); only that host judges
 # (LOST) or signals it. NULL on older rows: they count as this host's, as every earlier release
 # judged them.
 _V4 = """
