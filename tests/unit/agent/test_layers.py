@@ -140,20 +140,28 @@ def cycles(package: str) -> list[list[str]]:
     return found
 
 
+def report(problems: list[str]) -> str:
+    return "\n" + "\n".join(sorted(set(problems)))
+
+
 def test_agent_modules_import_only_their_layer_or_below() -> None:
-    assert [p for n in ALL if n.startswith("remote_agent.") for p in agent_problems(n)] == []
+    problems = [p for n in ALL if n.startswith("remote_agent.") for p in agent_problems(n)]
+    assert not problems, report(problems)
 
 
 def test_no_module_uses_another_modules_private_names() -> None:
-    assert [p for n in ALL for p in private_uses(n)] == []
+    problems = [p for n in ALL for p in private_uses(n)]
+    assert not problems, report(problems)
 
 
 def test_no_import_cycles_in_the_agent() -> None:
-    assert cycles("remote_agent") == []
+    found = cycles("remote_agent")
+    assert not found, "import cycles:" + report([" -> ".join(c) for c in found])
 
 
 def test_no_import_cycles_in_the_provider() -> None:
-    assert cycles("orchesjob_provider") == []
+    found = cycles("orchesjob_provider")
+    assert not found, "import cycles:" + report([" -> ".join(c) for c in found])
 
 
 def test_the_provider_reaches_the_agent_only_through_common_and_the_version() -> None:
@@ -166,7 +174,7 @@ def test_the_provider_reaches_the_agent_only_through_common_and_the_version() ->
                 continue  # `import remote_agent` (bundle.py finds its files) or its __version__
             if target.startswith("remote_agent") and not target.startswith("remote_agent.common."):
                 bad.append(f"{ALL[name].relative_to(ROOT)}:{line}: {target} {names}")
-    assert bad == []
+    assert not bad, report(bad)
 
 
 def test_subpackage_inits_are_empty_and_modules_short() -> None:
