@@ -174,7 +174,7 @@ def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, r
     assert hook.get_conn().get_transport() is transport
     listing = remote(
         f"stat -c '%a %n' ~/.orchesjob/agent {where} {where}/remote_agent/frontends/cli.py; "
-        f"ls {where}/remote_agent/__pycache__ | grep -c 'cli.*pyc'"
+        f"ls {where}/remote_agent/frontends/__pycache__ | grep -c 'cli.*pyc'"
     )
     lines = listing.splitlines()
     modes = [line.split()[0] for line in lines[:3]]

@@ -15,11 +15,19 @@ ENTRY_POINTS = (
 )
 
 
-def _wheel(tmp_path, extra: tuple[str, ...] = (), version: str = "9.9.9") -> str:
+#: every (sub)package's __init__.py in this checkout: a wheel must hold them all
+INITS = tuple(sorted(
+    os.path.relpath(os.path.join(root, "__init__.py"), REPO).replace(os.sep, "/")
+    for pkg in ("remote_agent", "orchesjob_provider")
+    for root, _, files in os.walk(os.path.join(REPO, pkg)) if "__init__.py" in files))
+
+
+def _wheel(tmp_path, extra: tuple[str, ...] = (), version: str = "9.9.9", drop: str = "") -> str:
     path = str(tmp_path / "airflow_provider_orchesjob-9.9.9-py3-none-any.whl")
     with zipfile.ZipFile(path, "w") as zf:
-        for name in ("remote_agent/__init__.py", "orchesjob_provider/__init__.py", *extra):
-            zf.writestr(name, "")
+        for name in (*INITS, *extra):
+            if name != drop:
+                zf.writestr(name, "")
         zf.writestr(f"{DIST_INFO}/METADATA", f"Metadata-Version: 2.4\nName: x\nVersion: {version}\n\n")
         zf.writestr(f"{DIST_INFO}/entry_points.txt", ENTRY_POINTS)
     return path
@@ -34,6 +42,12 @@ def _check(path: str, version: str = "9.9.9") -> subprocess.CompletedProcess:
 def test_a_wheel_of_the_two_packages_passes(tmp_path):
     r = _check(_wheel(tmp_path, ("orchesjob_provider/hooks/orchesjob.py",)))
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_a_wheel_without_one_of_the_subpackages_is_rejected(tmp_path):
+    assert "remote_agent/store/__init__.py" in INITS and "orchesjob_provider/client/__init__.py" in INITS
+    r = _check(_wheel(tmp_path, drop="remote_agent/store/__init__.py"))
+    assert r.returncode == 1 and "remote_agent/store/__init__.py is missing" in r.stderr, r.stderr
 
 
 def test_a_wheel_with_tests_is_rejected(tmp_path):
