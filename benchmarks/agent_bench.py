@@ -221,7 +221,8 @@ def build_pyz(src: Path, workdir: Path) -> Tuple[Path, str]:
     if stage.exists():
         shutil.rmtree(stage)
     shutil.copytree(src, stage)
-    (stage / "__main__.py").write_text("import sys\nfrom remote_agent.cli import main\nsys.exit(main())\n")
+    (stage / "__main__.py").write_text(
+        "import sys\nfrom remote_agent.frontends.cli import main\nsys.exit(main())\n")
     zipapp.create_archive(stage, target)
     return target, "zipapp.create_archive() of remote_agent/ (sources only)"
 

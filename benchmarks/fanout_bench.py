@@ -127,7 +127,7 @@ async def watch(
     agent_cpu: list[float] = []
     channels: dict[str, Any] = {}
     if contender == "ours":
-        from orchesjob_provider.hooks.shared import loop_registry
+        from orchesjob_provider.hooks.ssh.shared import loop_registry
 
         for key, obj in loop_registry().items():
             if key[0] == "watch":

@@ -10,7 +10,7 @@ process that is not a job's target - the supervisor, the wrapper - and divides b
 Options:
 
 * ``classic``   - the agent with ``ORCHESJOB_LIGHT=0``: a forked Python supervisor per job;
-* ``light``     - the agent as shipped: a bash wrapper per job (remote_agent/light.py);
+* ``light``     - the agent as shipped: a bash wrapper per job (remote_agent/worker/light.py);
 * ``mini-py``   - a minimal Python supervisor: a fresh ``python -I -S`` that forks the target
                   and waits (the least a Python supervisor can be);
 * ``sh-wrap``   - a plain POSIX sh wrapper (dash here: ``sh -c '"$@" & wait $!'``), the floor

@@ -36,7 +36,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from remote_agent.cli import main  # noqa: E402
+from remote_agent.frontends.cli import main  # noqa: E402
 
 main()
 """
@@ -108,6 +108,11 @@ def build_bundle() -> AgentBundle:
 
 _lock = threading.Lock()
 _cached: AgentBundle | None = None
+
+
+def cached_bundle() -> AgentBundle | None:
+    """The bundle if this process built it already (no lock, no I/O: for callers on an event loop)."""
+    return _cached
 
 
 def get_bundle() -> AgentBundle:

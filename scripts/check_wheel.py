@@ -3,13 +3,16 @@
 
 Allowed at the top of the wheel: ``remote_agent/``, ``orchesjob_provider/`` and the wheel's own
 ``*.dist-info/``. Rejected anywhere: tests, the test kit, scripts, benchmarks, example DAGs,
-bytecode. Also checks the metadata's version (when given) and the provider entry point.
+bytecode. Requires every (sub)package of the two in the checkout this script lives in (the
+agent's layers, the provider's client/, utils/, ...). Also checks the metadata's version (when
+given) and the provider entry point.
 Exit 0 = fine; 1 = one line per problem on stderr. Stdlib only (runs before any venv exists).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import zipfile
 from email.parser import Parser
@@ -17,6 +20,18 @@ from email.parser import Parser
 PACKAGES = ("remote_agent", "orchesjob_provider")
 FORBIDDEN_PARTS = ("tests", "testkit", "scripts", "benchmarks", "dags_examples", "__pycache__")
 ENTRY_POINT = "provider_info = orchesjob_provider.get_provider_info:get_provider_info"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def source_packages() -> list[str]:
+    """``<pkg>/.../__init__.py`` of every (sub)package of the two in this checkout."""
+    out = []
+    for pkg in PACKAGES:
+        for root, dirs, files in os.walk(os.path.join(REPO, pkg)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            if "__init__.py" in files:
+                out.append(os.path.relpath(os.path.join(root, "__init__.py"), REPO).replace(os.sep, "/"))
+    return sorted(out)
 
 
 def problems(path: str, version: str | None) -> list[str]:
@@ -33,9 +48,9 @@ def problems(path: str, version: str | None) -> list[str]:
                 out.append(f"{path}: {name}: not part of the two packages {PACKAGES}")
             elif any(p in FORBIDDEN_PARTS for p in rest[:-1]) or name.endswith((".pyc", ".pyo")):
                 out.append(f"{path}: {name}: tests, tooling or bytecode do not belong in the wheel")
-        for pkg in PACKAGES:
-            if f"{pkg}/__init__.py" not in names:
-                out.append(f"{path}: {pkg}/__init__.py is missing")
+        for init in [f"{pkg}/__init__.py" for pkg in PACKAGES] + source_packages():
+            if init not in names:
+                out.append(f"{path}: {init} is missing (a package of the checkout left out)")
         meta = Parser().parsestr(zf.read(f"{dist_info}/METADATA").decode())
         if version is not None and meta["Version"] != version:
             out.append(f"{path}: metadata version {meta['Version']} != {version} (remote_agent.__version__)")

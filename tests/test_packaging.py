@@ -69,9 +69,9 @@ def test_no_dependency_on_a_common_compat_newer_than_mwaa_oldest() -> None:
 
 def test_agent_declares_no_dependency_and_console_script_points_at_it() -> None:
     project = _project()
-    assert project["scripts"]["orchesjob"] == "remote_agent.cli:main"
+    assert project["scripts"]["orchesjob"] == "remote_agent.frontends.cli:main"
     imports = set()
-    for path in (ROOT / "remote_agent").glob("*.py"):
+    for path in (ROOT / "remote_agent").rglob("*.py"):  # every layer's subpackage too
         for m in re.finditer(r"^\s*(?:from|import)\s+([a-zA-Z_][\w]*)", path.read_text(), re.M):
             imports.add(m.group(1))
     stdlib = set(getattr(sys, "stdlib_module_names", ())) | {"remote_agent", "typing"}
@@ -100,3 +100,9 @@ def test_wheel_ships_only_the_agent_and_the_provider() -> None:
     assert "testkit" in top_level, top_level
     shipped = {name for name in top_level if any(fnmatchcase(name, pat) for pat in find["include"])}
     assert shipped == {"remote_agent", "orchesjob_provider"}, (shipped, find)
+    # ... and every subpackage of the two (the agent's layers, the provider's client/, utils/, ...)
+    subpackages = sorted(".".join(p.parent.relative_to(ROOT).parts)
+                         for top in shipped for p in (ROOT / top).rglob("__init__.py"))
+    assert "remote_agent.store" in subpackages and "orchesjob_provider.client" in subpackages
+    missed = [name for name in subpackages if not any(fnmatchcase(name, pat) for pat in find["include"])]
+    assert not missed, (missed, find)

@@ -11,20 +11,14 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from orchesjob_provider import metrics
 from orchesjob_provider.bundle import DEPLOY_TIMEOUT, deploy_command, rpc_command
+from orchesjob_provider.client.records import JobLogs, JobRecord
+from orchesjob_provider.client.retry import DEPLOY, CallRetry
+from orchesjob_provider.client.wire import CALL_SLACK, abort_timeout, build_request, check_deploy
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobNotFound
-from orchesjob_provider.hooks.shared import BatchPoller, SharedConnection, load_bundle, loop_registry
-from orchesjob_provider.hooks.watch_channel import WatchChannel
-from orchesjob_provider.protocol import (
-    CALL_SLACK,
-    JobLogs,
-    JobRecord,
-    abort_timeout,
-    build_request,
-    check_deploy,
-)
-from orchesjob_provider.retry import DEPLOY, CallRetry
+from orchesjob_provider.hooks.ssh.shared import BatchPoller, SharedConnection, load_bundle, loop_registry
+from orchesjob_provider.hooks.ssh.watch_channel import WatchChannel
+from orchesjob_provider.utils import metrics
 
 
 async def _run_with_stdin(conn: Any, command: str, stdin: bytes) -> Any:

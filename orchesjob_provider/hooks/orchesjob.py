@@ -20,8 +20,16 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from orchesjob_provider import metrics
 from orchesjob_provider.bundle import DEPLOY_TIMEOUT, AgentBundle, deploy_command, get_bundle, rpc_command
+from orchesjob_provider.client.records import (
+    DEFAULT_LOG_LIMIT,
+    JobLogs,
+    JobRecord,
+    LogChunk,
+    normalize_offsets,
+)
+from orchesjob_provider.client.retry import DEPLOY, CallRetry
+from orchesjob_provider.client.wire import CALL_SLACK, abort_timeout, build_request, check_deploy, poll_args
 from orchesjob_provider.exceptions import (
     AgentUnavailable,
     OrchesjobBadRequest,
@@ -31,7 +39,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobWrongState,
 )
 from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
-from orchesjob_provider.hooks.connect import (
+from orchesjob_provider.hooks.ssh.connect import (
     KEEPALIVE_SECONDS,
     STALE_SECONDS,
     connect_error,
@@ -39,20 +47,8 @@ from orchesjob_provider.hooks.connect import (
     run_on_channel,
     tune_socket,
 )
-from orchesjob_provider.hooks.host_keys import host_key_checking
-from orchesjob_provider.protocol import (
-    CALL_SLACK,
-    DEFAULT_LOG_LIMIT,
-    JobLogs,
-    JobRecord,
-    LogChunk,
-    abort_timeout,
-    build_request,
-    check_deploy,
-    normalize_offsets,
-    poll_args,
-)
-from orchesjob_provider.retry import DEPLOY, CallRetry
+from orchesjob_provider.hooks.ssh.host_keys import host_key_checking
+from orchesjob_provider.utils import metrics
 from orchesjob_provider.version_compat import AirflowException, BaseHook
 
 # the names users import from this module stay importable from here

@@ -1,11 +1,28 @@
-"""What the operator says in the task log about a start's action, and why an unknown outcome fails."""
+"""What the operator and the sensor say in the task log: a start's action, why a job failed
+(``failure_message``), what a waiting job waits for (``waiting_message``), and why an unknown
+outcome fails."""
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 
-from orchesjob_provider.protocol import ADOPTED, KEPT, REATTACHED, STARTED, JobRecord
-from remote_agent.vocab import SATISFIED, UNKNOWN, VERIFIED
+from orchesjob_provider.client.records import JobRecord
+from remote_agent.common import vocab
+from remote_agent.common.vocab import (
+    ABORTED,
+    ADOPTED,
+    CANCELLED,
+    FAILED,
+    KEPT,
+    LOST,
+    REATTACHED,
+    SATISFIED,
+    STARTED,
+    UNKNOWN,
+    VERIFIED,
+    WAITING,
+)
 
 ACTION_TEXT = {
     STARTED: "started a new remote job",
@@ -35,3 +52,58 @@ def unknown_outcome_message(job: JobRecord, where: str) -> str:
         f"on the task; then retry or clear the task. (With a check_command, the next try's check "
         f"decides instead.)"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcomes and trigger events
+# ---------------------------------------------------------------------------------------------
+def failure_message(job: JobRecord) -> str:
+    """One line saying how a job that did not succeed ended."""
+    phase = job.raw.get("phase") if job.raw else None
+    if job.status == FAILED and phase == vocab.RECHECK_FAILED:
+        return (f"Remote job {job.job_id} {vocab.RECHECK_FAILED_TEXT} (the command exited {job.exit_code},"
+                f" the check then exited {(job.raw.get('check') or {}).get('exit_code')})")
+    if job.status == FAILED and phase == vocab.CHECK_ERROR:
+        ran = job.raw.get("target_pid") is not None
+        return (f"Remote job {job.job_id}: its check could not decide (it could not start, was killed"
+                f" or timed out; see its stderr above){'' if ran else ' and nothing ran'}")
+    if job.status == FAILED:
+        if job.exit_code is not None and job.exit_code < 0:
+            if job.exit_code == -1:
+                return f"Remote job {job.job_id} could not be launched (see its stderr above)"
+            return f"Remote job {job.job_id} failed: killed by signal {-job.exit_code}"
+        return f"Remote job {job.job_id} failed with exit code {job.exit_code}"
+    if job.status == ABORTED:
+        return f"Remote job {job.job_id} was ABORTED ({job.abort_reason or 'no reason given'})"
+    if job.status == LOST:
+        return f"Remote job {job.job_id} was LOST ({job.lost_reason or 'its processes are gone'})"
+    if job.status == CANCELLED:
+        # the agent's reason, e.g. "queue timeout: waited 600s for write lock 'x': held by job ..."
+        reason = job.abort_reason
+        return f"Remote job {job.job_id} was CANCELLED" + (f" ({reason})" if reason else "")
+    return f"Remote job {job.job_id} ended with status {job.status} (exit code {job.exit_code})"
+
+
+def waiting_message(job: JobRecord) -> str | None:
+    """One line for the task log while a job waits on the host for named locks or slots: what it
+    waits for and who holds it (the agent's ``waiting_for``); None when it does not wait."""
+    if job.status != WAITING:
+        return None
+    parts = []
+    for b in job.raw.get("waiting_for") or []:
+        if not isinstance(b, Mapping):
+            continue
+        if b.get("mode") == "slot":
+            what = f"slot {b.get('resource')!r} (capacity {b.get('capacity')})"
+        else:
+            what = f"{b.get('mode')} lock {b.get('resource')!r}"
+        state = "held" if b.get("holding") else "queued ahead"
+        parts.append(f"{what} {state} by job {b.get('job_id')} (run key {b.get('run_key')})")
+    deadline = job.raw.get("queue_deadline")
+    until = ""
+    if isinstance(deadline, (int, float)):
+        import datetime
+
+        stamp = datetime.datetime.fromtimestamp(deadline, datetime.timezone.utc).isoformat(timespec="seconds")
+        until = f"; gives up at {stamp} (queue timeout)"
+    return f"Remote job {job.job_id} is WAITING on the host for " + ("; ".join(parts) or "its turn") + until

@@ -7,10 +7,15 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from orchesjob_provider import metrics
-from orchesjob_provider.address import AgentTaskMixin
+from orchesjob_provider.client.records import JobLogs, JobRecord, normalize_offsets
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobWrongState
-from orchesjob_provider.operators.messages import ACTION_TEXT, PHASE_TEXT, unknown_outcome_message
+from orchesjob_provider.operators.messages import (
+    ACTION_TEXT,
+    PHASE_TEXT,
+    failure_message,
+    unknown_outcome_message,
+    waiting_message,
+)
 from orchesjob_provider.operators.rendering import RenderingMixin
 from orchesjob_provider.operators.validation import (
     bad,
@@ -23,19 +28,10 @@ from orchesjob_provider.operators.validation import (
     validate_skip_codes,
     validate_slots,
 )
-from orchesjob_provider.protocol import (
-    ADOPTED,
-    EVENT_TERMINAL,
-    EVENT_TIMEOUT,
-    FAILED,
-    JobLogs,
-    JobRecord,
-    WatchEvent,
-    failure_message,
-    normalize_offsets,
-    waiting_message,
-)
-from orchesjob_provider.task_state import (
+from orchesjob_provider.triggers.events import EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
+from orchesjob_provider.utils import metrics
+from orchesjob_provider.utils.address import AgentTaskMixin
+from orchesjob_provider.utils.task_state import (
     KEEP,
     TaskIdent,
     clear_epoch,
@@ -43,6 +39,7 @@ from orchesjob_provider.task_state import (
     read_task_state,
     timed_out_now,
 )
+from orchesjob_provider.utils.waiting import MaskedLog, Watch, log_chunk_lines
 from orchesjob_provider.version_compat import (
     AirflowException,
     AirflowSkipException,
@@ -50,9 +47,8 @@ from orchesjob_provider.version_compat import (
     Context,
     conf,
 )
-from orchesjob_provider.watch import MaskedLog, Watch, log_chunk_lines
-from remote_agent.lifecycle import outcome_unknown  # the agent's own rule, pure
-from remote_agent.vocab import UNKNOWN
+from remote_agent.common.rules import outcome_unknown  # the agent's own rule, pure
+from remote_agent.common.vocab import ADOPTED, FAILED, UNKNOWN
 
 
 class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
@@ -296,9 +292,16 @@ class OrchesjobOperator(RenderingMixin, AgentTaskMixin, BaseOperator):
         return self._wait_in_worker(job, offsets, deadline)
 
     def _defer(self, job_id: str, offsets: dict[str, int], deadline: float | None) -> None:
+        # loaded here: the trigger pulls in the async hook, which a task that never defers skips
+        from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
         self.log.info("Deferring: the triggerer watches job %s from log offsets %s", job_id, offsets)
+        agent = self.agent
         self.defer(
-            trigger=self.agent.trigger(
+            trigger=OrchesjobTrigger(
+                ssh_conn_id=agent.ssh_conn_id,
+                remote_python=agent.remote_python,
+                state_dir=agent.state_dir,
                 job_id=job_id,
                 offsets=offsets,
                 poll_interval=self.poll_interval,

@@ -63,7 +63,7 @@ def main(agent_dir):
         if _check(path, False, uid).st_size != size:
             _stop("damaged: %s has the wrong size" % path)
     try:
-        from remote_agent.cli import main as agent_main
+        from remote_agent.frontends.cli import main as agent_main
     except (ImportError, SyntaxError, ValueError, EOFError) as exc:  # EOFError: a cut .pyc
         _stop("damaged: cannot import the agent (%s: %s)" % (type(exc).__name__, exc))
     agent_main(sys.argv[2:])

@@ -6,8 +6,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchesjob_provider.address import AgentTaskMixin
-from orchesjob_provider.protocol import EVENT_TERMINAL, EVENT_TIMEOUT, JobRecord, WatchEvent, failure_message
+from orchesjob_provider.client.records import JobRecord
+from orchesjob_provider.operators.messages import failure_message
+from orchesjob_provider.triggers.events import EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
+from orchesjob_provider.utils.address import AgentTaskMixin
 from orchesjob_provider.version_compat import (
     AirflowException,
     AirflowSensorTimeout,
@@ -93,8 +95,15 @@ class OrchesjobSensor(AgentTaskMixin, BaseSensorOperator):
         first = self.poke(context)
         if first.is_done:
             return first.xcom_value
+        # loaded here: the trigger pulls in the async hook, which a sensor that never defers skips
+        from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+        agent = self.agent
         self.defer(
-            trigger=self.agent.trigger(
+            trigger=OrchesjobTrigger(
+                ssh_conn_id=agent.ssh_conn_id,
+                remote_python=agent.remote_python,
+                state_dir=agent.state_dir,
                 job_id=self.job_id,
                 run_key=self.run_key if not self.job_id else None,
                 poll_interval=float(self.poke_interval),

@@ -6,34 +6,29 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from orchesjob_provider.address import AgentAddress
+from orchesjob_provider.client.records import normalize_offsets
+from orchesjob_provider.client.watch_wire import starts_at
+from orchesjob_provider.client.wire import abort_timeout
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobError, OrchesjobWrongState
 from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
-from orchesjob_provider.hooks.watch_channel import WatchUnsupported
-from orchesjob_provider.protocol import (
-    EVENT_ERROR,
-    EVENT_TERMINAL,
-    EVENT_TIMEOUT,
-    WatchEvent,
-    abort_timeout,
-    normalize_offsets,
-)
-from orchesjob_provider.task_state import (
+from orchesjob_provider.hooks.ssh.watch_channel import WatchUnsupported
+from orchesjob_provider.triggers.cancels import finish_despite_cancels, on_kill_budget
+from orchesjob_provider.triggers.events import EVENT_ERROR, EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
+from orchesjob_provider.utils.address import AgentAddress
+from orchesjob_provider.utils.task_state import (
     KEEP,
     READ_TIMEOUT,
     TaskIdent,
     kill_action,
     read_task_state_async,
 )
-from orchesjob_provider.triggers.cancels import finish_despite_cancels, on_kill_budget
+from orchesjob_provider.utils.waiting import MaskedLog, Watch, log_chunk_lines
 from orchesjob_provider.version_compat import (
     TRIGGER_HAS_ON_KILL,
     BaseTrigger,
     TriggerEvent,
     mask_secret,
 )
-from orchesjob_provider.watch import MaskedLog, Watch, log_chunk_lines
-from orchesjob_provider.watch_protocol import starts_at
 
 
 class OrchesjobTrigger(BaseTrigger):

@@ -272,8 +272,8 @@ def test_a_finisher_without_the_jobs_env_still_rechecks(agent):
                       json.dumps(str(agent.workdir)), job["job_id"]))
     finally:
         conn.close()
-    code = ("import sys; from remote_agent import supervisor as s; "
-            "s._finish(s._Db(sys.argv[1], None), sys.argv[1], sys.argv[2], 0, ())")
+    code = ("import sys; from remote_agent.worker import finish as f; "
+            "f.finish(f.Db(sys.argv[1], None), sys.argv[1], sys.argv[2], 0, ())")
     env = agent.make_env({"FALLBACK": "from-finisher"})
     subprocess.run([agent.argv[0], "-c", code, str(agent.home), job["job_id"]], env=env, check=True,
                    cwd="/", timeout=60)

@@ -152,7 +152,7 @@ def test_cli_abort_ack(agent):
 
 
 def test_version_2_database_gains_the_epoch_column(agent):
-    from remote_agent import schema
+    from remote_agent.store import schema
 
     agent.home.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(agent.db_path), isolation_level=None)

@@ -1,4 +1,4 @@
-"""An async start answers only once the supervisor has recorded itself (remote_agent/handoff.py).
+"""An async start answers only once the supervisor has recorded itself (remote_agent/worker/handoff.py).
 
 Until then the job row names the launcher as its worker. With ``--start-timeout 0`` the launcher
 used to answer and exit at once; a reader that came before the slow supervisor recorded itself

@@ -39,7 +39,8 @@ def previous_agent(tmp_path_factory):
 
 
 def rpc(root: Path, state: Path, request: dict) -> dict:
-    code = "import sys; sys.path.insert(0, sys.argv[1]); from remote_agent.cli import main; main(['rpc'])"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]);"
+            " from remote_agent.__main__ import main; main(['rpc'])")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ORCHESJOB_HOME")}
     r = subprocess.run([AGENT_PYTHON, "-I", "-S", "-c", code, str(root)],
                        input=json.dumps(dict(request, home=str(state))).encode(),
@@ -111,7 +112,8 @@ def test_a_schema_no_agent_here_understands_names_both_agents(tmp_path: Path) ->
         conn.execute("UPDATE agent_schema SET agent_version = '9.0.0', level = 12")
         conn.execute("PRAGMA user_version = 11")
     for request in ({"op": "status", "run_key": "k"}, {"op": "start", "run_key": "j", "argv": ["true"]}):
-        code = "import sys; sys.path.insert(0, sys.argv[1]); from remote_agent.cli import main; main(['rpc'])"
+        code = ("import sys; sys.path.insert(0, sys.argv[1]);"
+                " from remote_agent.__main__ import main; main(['rpc'])")
         r = subprocess.run([AGENT_PYTHON, "-I", "-S", "-c", code, str(REPO)],
                            input=json.dumps(dict(request, home=str(state))).encode(),
                            capture_output=True, timeout=60)

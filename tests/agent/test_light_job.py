@@ -1,5 +1,5 @@
 """Issue 10: a light job on the host. While a job runs, what stays alive besides the job itself
-is one bash process (the wrapper, remote_agent/light.py): at most 1 MB of proportional memory
+is one bash process (the wrapper, remote_agent/worker/light.py): at most 1 MB of proportional memory
 (Pss, /proc/<pid>/smaps_rollup) and no CPU while it waits, with the classic supervisor's
 guarantees. Real processes, signals and SQLite; every job counts its runs in a side-effect file.
 """

@@ -1,4 +1,4 @@
-"""Named locks and slots on the host (remote_agent/locks.py, lockwait.py), against the real agent:
+"""Named locks and slots on the host (remote_agent/jobs/lockrule.py, lockwait.py), against the real agent:
 real starters, real supervisors waiting in the queue, real targets writing their own start and
 end times. Every test counts how many times each target really ran."""
 

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from remote_agent import schema, store  # noqa: E402
+from remote_agent.store import schema, sqlite  # noqa: E402
 
 pytestmark = pytest.mark.beyond_orchesjob
 
@@ -47,7 +47,7 @@ def test_v1_database_migrates_forward_on_first_write_and_reads_never_migrate(tmp
 
     assert agent(home, "start", "--run-key", "other", "--sync", "--", "true").returncode == 0
     conn = sqlite3.connect(str(home / "orchesjob.db"))
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite.SCHEMA_VERSION
     status = json.loads(agent(home, "status", "--run-key", "k").stdout)
     assert status["job_id"] == "j1" and status["exit_code"] == 0
     assert status["log_shown"] == {"stdout": 0, "stderr": 0}

@@ -36,7 +36,7 @@ def _cut_later(host, at: float, duration: float, marks: dict, drop_sessions: boo
 
 async def _close_shared_connections() -> None:
     """The hook keeps the shared connection open 10 s after the last trigger: close it now."""
-    from orchesjob_provider.hooks.shared import loop_registry
+    from orchesjob_provider.hooks.ssh.shared import loop_registry
 
     for obj in list(loop_registry().values()):
         conn = getattr(obj, "conn", None)

@@ -56,9 +56,9 @@ def fake_context(dag_id: str):
 
 def test_on_kill_in_worker_aborts_remote_job(orch_conn, state_dir, remote, sshd, monkeypatch):
     """A user action (the task instance reads ``failed``: marked failed) aborts and acknowledges."""
-    from orchesjob_provider import task_state
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
     from orchesjob_provider.operators.orchesjob import OrchesjobOperator
+    from orchesjob_provider.utils import task_state
 
     monkeypatch.setattr(task_state, "_read", lambda ident: "failed")
 
@@ -151,7 +151,7 @@ def test_sigterm_of_worker_process_leaves_remote_job_running(orch_conn, state_di
         + (
             ""
             if AIRFLOW_V_3_0_PLUS
-            else "import orchesjob_provider.task_state as ts; ts._read = lambda i: 'running'\n"
+            else "import orchesjob_provider.utils.task_state as ts; ts._read = lambda i: 'running'\n"
         )
         + f"spec = importlib.util.spec_from_file_location('d', {path!r})\n"
         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"

@@ -38,7 +38,7 @@ def test_a_truncated_file_on_the_target_is_redeployed_by_the_next_call(
 
     _bundle, where = own_bundle
     OrchesjobHook(orch_conn, state_dir=state_dir).ping()
-    victim = f"{where}/remote_agent/rpc.py"
+    victim = f"{where}/remote_agent/frontends/rpc.py"
     size = int(remote(f"stat -c %s {victim}"))
     remote(f": > {victim}")  # what a crash or a full disk during a deploy leaves
 
@@ -48,14 +48,14 @@ def test_a_truncated_file_on_the_target_is_redeployed_by_the_next_call(
     assert int(remote(f"stat -c %s {victim}")) == size
 
     # the async hook (triggerer) takes the same decision on the same damage
-    remote(f"rm {where}/remote_agent/cli.py")
+    remote(f"rm {where}/remote_agent/frontends/cli.py")
     from orchesjob_provider.hooks.orchesjob import AsyncOrchesjobHook
 
     async def main() -> dict:
         return await AsyncOrchesjobHook(orch_conn, state_dir=state_dir).call("ping")
 
     assert asyncio.run(main())["ok"] is True
-    assert remote(f"test -s {where}/remote_agent/cli.py && echo back").strip() == "back"
+    assert remote(f"test -s {where}/remote_agent/frontends/cli.py && echo back").strip() == "back"
 
 
 @pytest.mark.ssh

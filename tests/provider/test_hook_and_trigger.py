@@ -30,7 +30,7 @@ def test_bundle_is_deterministic_and_runs_with_isolated_python():
     assert a.remote_path == f"~/.orchesjob/agent/agent-{a.sha256[:16]}"
     with zipfile.ZipFile(__import__("io").BytesIO(a.data)) as zf:
         names = zf.namelist()
-        assert names == sorted(names) and "__main__.py" in names and "remote_agent/rpc.py" in names
+        assert names == sorted(names) and "__main__.py" in names and "remote_agent/frontends/rpc.py" in names
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "agent")
@@ -46,9 +46,9 @@ def test_bundle_is_deterministic_and_runs_with_isolated_python():
 
 
 def test_reply_parsing_and_error_mapping():
+    from orchesjob_provider.client.wire import is_missing_agent, parse_reply
     from orchesjob_provider.hooks import orchesjob as h
-    from orchesjob_provider.hooks.connect import parse_host_key
-    from orchesjob_provider.protocol import is_missing_agent, parse_reply
+    from orchesjob_provider.hooks.ssh.connect import parse_host_key
 
     ok = b'{"ok": true, "protocol": 1, "op": "ping", "home": "/x"}\n'
     assert parse_reply("ping", 0, ok, b"", where="w", remote_python="python3")["home"] == "/x"
@@ -74,7 +74,7 @@ def test_reply_parsing_and_error_mapping():
         {"job_id": "j", "status": "LOST", "lost_reason": "rebooted", "exit_code": None}
     )
     assert job.is_terminal and not job.succeeded
-    from orchesjob_provider.protocol import failure_message
+    from orchesjob_provider.operators.messages import failure_message
 
     assert failure_message(job) == "Remote job j was LOST (rebooted)"
     assert "CANCELLED" in failure_message(h.JobRecord.from_dict({"job_id": "j", "status": "CANCELLED"}))
@@ -173,8 +173,8 @@ def test_deploy_once_then_one_exec_per_call_with_nodelay(orch_conn, state_dir, r
     assert hook.exec_count == 8  # one exec per call, same connection
     assert hook.get_conn().get_transport() is transport
     listing = remote(
-        f"stat -c '%a %n' ~/.orchesjob/agent {where} {where}/remote_agent/cli.py; "
-        f"ls {where}/remote_agent/__pycache__ | grep -c 'cli.*pyc'"
+        f"stat -c '%a %n' ~/.orchesjob/agent {where} {where}/remote_agent/frontends/cli.py; "
+        f"ls {where}/remote_agent/frontends/__pycache__ | grep -c 'cli.*pyc'"
     )
     lines = listing.splitlines()
     modes = [line.split()[0] for line in lines[:3]]

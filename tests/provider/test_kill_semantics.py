@@ -99,7 +99,7 @@ def _sigterm_dag_test(dag_id: str, state: str | None, out_path: str) -> subproce
     patch = STATE_PATCH.get(str(state), f"def _read(ident):\n    return {state!r}\n")
     code = (
         "import importlib.util\n"
-        "import orchesjob_provider.task_state as ts\n" + patch + "ts._read = _read\n"
+        "import orchesjob_provider.utils.task_state as ts\n" + patch + "ts._read = _read\n"
         f"spec = importlib.util.spec_from_file_location('d', {path!r})\n"
         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
         "m.dag.test()\n"

@@ -12,7 +12,7 @@ pytest.importorskip("airflow", reason="Airflow is not installed in this interpre
 from dagutil import kw, new_dag_id, ti_states, write_dag
 from test_resume import DIE_ONCE, _release, _wait_release
 
-from orchesjob_provider import metrics
+from orchesjob_provider.utils import metrics
 
 pytestmark = [pytest.mark.ssh, pytest.mark.airflow]
 

@@ -17,7 +17,7 @@ from dagutil import captured
 
 pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
 
-from orchesjob_provider.protocol import EVENT_TERMINAL, WatchEvent
+from orchesjob_provider.triggers.events import EVENT_TERMINAL, WatchEvent
 
 pytestmark = [pytest.mark.ssh, pytest.mark.airflow]
 

@@ -133,8 +133,8 @@ async def _watch_pid(channel, other_than: int | None = None) -> int:
 def test_fallback_to_poll_when_the_agent_never_says_hello(orch_conn, state_dir, monkeypatch):
     """An agent without the op reads its request to EOF and never answers the watch line: the
     trigger polls instead (and the channel is not retried for a while)."""
-    from orchesjob_provider.hooks import watch_channel
     from orchesjob_provider.hooks.orchesjob import AsyncOrchesjobHook, OrchesjobHook
+    from orchesjob_provider.hooks.ssh import watch_channel
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
     # protocol 99 is not a watch this agent takes: it reads to EOF like an agent before the op

@@ -1,0 +1,66 @@
+"""Checks on what callers send (run keys, job ids, commands, free text) and new job ids."""
+
+import os
+
+from remote_agent.common.errors import bad_args
+
+MYPY = False
+if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
+    from typing import Any, List, Optional  # noqa: F401
+
+
+MAX_RUN_KEY = 2048
+
+
+def check_run_key(run_key):
+    # type: (Any) -> str
+    if not isinstance(run_key, str) or not run_key:
+        raise bad_args("run_key is required")
+    if len(run_key) > MAX_RUN_KEY:
+        raise bad_args("run_key is too long ({} characters; the limit is {})".format(
+            len(run_key), MAX_RUN_KEY))
+    if any(ord(c) < 32 or ord(c) == 127 for c in run_key):
+        raise bad_args("run_key must not contain control characters (newline, tab, ...)")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in run_key):
+        raise bad_args("run_key must be valid UTF-8 text")
+    return run_key
+
+
+def text(value):
+    # type: (Optional[str]) -> Optional[str]
+    """Free text from a command line (reasons) as storable UTF-8: undecodable bytes become U+FFFD."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def check_job_id(job_id):
+    # type: (Any) -> str
+    if not isinstance(job_id, str) or not job_id:
+        raise bad_args("job_id is required")
+    if "/" in job_id or "\\" in job_id:
+        raise bad_args("Invalid job_id: contains path separator")
+    if len(job_id) > 200 or any(ord(c) < 32 for c in job_id):
+        raise bad_args("Invalid job_id: {!r}".format(job_id[:60]))
+    return job_id
+
+
+def check_argv(argv):
+    # type: (Any) -> List[str]
+    if not argv:
+        raise bad_args("command is required (provide it after --)")
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise bad_args("command must be a list of strings")
+    if any("\0" in a for a in argv):
+        raise bad_args("command arguments must not contain NUL bytes")
+    return argv
+
+
+def new_job_id():
+    # type: () -> str
+    """A random (version 4) UUID, without importing uuid (it costs start-up time)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = bytes(b).hex()
+    return "-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))

@@ -1,0 +1,234 @@
+"""The remote scripts (orchesjob_provider/remote/) run locally under a temporary HOME, exactly
+as the hooks send them: deploy.py with the bundle on stdin, launch.py (+ the bundle's
+orchesjob_boot.py) in front of every call. No sshd needed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchesjob_provider.bundle import BOOTSTRAP_SCRIPT, DEPLOY_KEEP, DEPLOY_SCRIPT, get_bundle
+from orchesjob_provider.client.wire import REDEPLOY_EXIT, is_missing_agent
+
+PYTHON = os.environ.get("AGENT_PYTHON") or sys.executable
+NOBODY = 65534
+BUNDLE = get_bundle()
+
+
+DEPLOY_ARGV = [PYTHON, "-I", "-S", "-c", DEPLOY_SCRIPT, BUNDLE.sha256, "~/.orchesjob/agent", str(DEPLOY_KEEP)]
+
+
+def deploy(home: Path, data: bytes | None = None) -> subprocess.CompletedProcess:
+    """As deploy_command runs it (the hook quotes the ~/ path; the script expands it)."""
+    return subprocess.run(DEPLOY_ARGV, input=BUNDLE.data if data is None else data, capture_output=True,
+                          env=dict(os.environ, HOME=str(home)), timeout=120)
+
+
+def call(home: Path) -> subprocess.CompletedProcess:
+    """A ping through the bootstrap, as rpc_command runs it (the shell expands the ~)."""
+    return subprocess.run(
+        [PYTHON, "-I", "-S", "-c", BOOTSTRAP_SCRIPT, str(agent_dir(home)), "rpc"],
+        input=b'{"op": "ping", "home": "%s"}' % str(home / "state").encode(), capture_output=True,
+        env=dict(os.environ, HOME=str(home)), timeout=60)
+
+
+def agent_dir(home: Path) -> Path:
+    return home / ".orchesjob" / "agent" / BUNDLE.file_name
+
+
+def outcome(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.decode().strip().splitlines()[-1]
+    assert line.startswith("orchesjob-deploy: ") and line.endswith(str(BUNDLE.file_name)), line
+    return line.split()[1]
+
+
+def assert_works(home: Path) -> None:
+    r = call(home)
+    assert r.returncode == 0 and b'"ok": true' in r.stdout, r.stderr
+
+
+def assert_redeploy(home: Path, why: bytes) -> None:
+    r = call(home)
+    assert r.returncode == REDEPLOY_EXIT and is_missing_agent(r.returncode, r.stdout, r.stderr), r
+    assert why in r.stderr, r.stderr
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def installed(home: Path) -> Path:
+    assert outcome(deploy(home)) == "installed"
+    return home
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_fresh_install_is_private_and_runs(home: Path) -> None:
+    assert_redeploy(home, b"No such file")  # nothing deployed yet
+    assert outcome(deploy(home)) == "installed"
+    assert mode(home / ".orchesjob") == mode(home / ".orchesjob" / "agent") == mode(agent_dir(home)) == 0o700
+    assert_works(home)
+    assert not [p for p in agent_dir(home).parent.iterdir() if p.name != BUNDLE.file_name]
+
+
+def test_a_verified_directory_is_reused_not_reinstalled(installed: Path) -> None:
+    inode = agent_dir(installed).stat().st_ino
+    assert outcome(deploy(installed)) == "verified"
+    assert agent_dir(installed).stat().st_ino == inode
+    assert_works(installed)
+
+
+def test_a_corrupted_upload_is_refused(home: Path) -> None:
+    r = deploy(home, data=BUNDLE.data[:-10])
+    assert r.returncode == 1 and b"orchesjob-deploy: agent upload corrupted" in r.stderr
+    assert not agent_dir(home).exists()
+
+
+@pytest.mark.parametrize("damage", ["empty", "missing"])
+def test_an_empty_or_missing_file_makes_calls_redeploy_and_deploy_repairs(installed: Path, damage: str):
+    victim = agent_dir(installed) / "remote_agent" / "frontends" / "rpc.py"
+    if damage == "empty":
+        victim.write_bytes(b"")  # a crash or a full disk during a deploy
+        assert_redeploy(installed, b"wrong size")
+    else:
+        victim.unlink()
+        assert_redeploy(installed, b"missing")
+    r = deploy(installed)
+    assert outcome(r) == "repaired" and b"remote_agent/frontends/rpc.py" in r.stderr
+    assert_works(installed)
+
+
+def test_an_extra_planted_module_is_repaired(installed: Path) -> None:
+    planted = agent_dir(installed) / "remote_agent" / "sitecustom.py"
+    planted.write_text("raise SystemExit('planted')\n")
+    assert outcome(deploy(installed)) == "repaired"
+    assert not planted.exists()
+    assert_works(installed)
+
+
+def test_a_group_writable_agent_dir_is_refused_by_calls_and_repaired(installed: Path) -> None:
+    os.chmod(agent_dir(installed), 0o775)
+    os.chmod(installed / ".orchesjob", 0o777)
+    assert_redeploy(installed, b"not a directory of this user that only it can write")
+    r = deploy(installed)
+    assert outcome(r) == "repaired" and b"writable by others" in r.stderr
+    assert mode(installed / ".orchesjob") == mode(agent_dir(installed)) == 0o700
+    assert_works(installed)
+
+
+def as_root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("chown to nobody needs root; CI runs this suite as root")
+        pytest.skip("chown to nobody needs root")
+
+
+def chown_tree(path: Path, uid: int) -> None:
+    for root, dirs, files in os.walk(path):
+        for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+            os.lchown(name, uid, uid)
+
+
+def test_an_agent_dir_owned_by_another_user_is_never_run_and_is_replaced(installed: Path) -> None:
+    as_root()
+    chown_tree(agent_dir(installed), NOBODY)
+    assert_redeploy(installed, b"not a directory of this user")
+    assert outcome(deploy(installed)) == "repaired"
+    assert agent_dir(installed).stat().st_uid == os.getuid()
+    assert_works(installed)
+    # and likewise ~/.orchesjob/agent itself, inside our own ~/.orchesjob
+    chown_tree(installed / ".orchesjob" / "agent", NOBODY)
+    assert outcome(deploy(installed)) == "installed"
+    assert (installed / ".orchesjob" / "agent").stat().st_uid == os.getuid()
+    assert_works(installed)
+
+
+def test_a_foreign_dot_orchesjob_is_refused_with_a_clear_message(installed: Path) -> None:
+    as_root()
+    chown_tree(installed / ".orchesjob", NOBODY)
+    assert_redeploy(installed, b"not a directory of this user")
+    r = deploy(installed)
+    assert r.returncode == 1
+    assert b"orchesjob-deploy: " in r.stderr and b"is owned by uid 65534, not by this user" in r.stderr
+    assert (installed / ".orchesjob").stat().st_uid == NOBODY  # left alone
+
+
+def test_stale_leftovers_are_pruned_fresh_ones_kept(installed: Path) -> None:
+    base = agent_dir(installed).parent
+    old = time.time() - 3600
+    stale = [base / "agent-0123456789abcdef.tmp.11", base / "agent-0123456789abcdef.broken.12"]
+    fresh = base / "agent-0123456789abcdef.tmp.13"
+    for d in [*stale, fresh]:
+        (d / "remote_agent").mkdir(parents=True)
+    for d in stale:
+        os.utime(d, (old, old))
+    assert outcome(deploy(installed)) == "verified"
+    assert not any(d.exists() for d in stale) and fresh.exists()
+
+
+def make_versions(base: Path, names: list[str], ages: list[float]) -> None:
+    for name, age in zip(names, ages):
+        (base / name).mkdir()
+        t = time.time() - age
+        os.utime(base / name, (t, t))
+
+
+def test_only_keep_versions_are_kept_and_recent_ones_survive(installed: Path) -> None:
+    base = agent_dir(installed).parent
+    day = 24 * 3600
+    old = [f"agent-{n:016x}" for n in range(DEPLOY_KEEP + 2)]  # newest first
+    make_versions(base, old, [8 * day + 60 * n for n in range(len(old))])
+    assert outcome(deploy(installed)) == "verified"
+    assert sorted(p.name for p in base.iterdir()) == sorted([BUNDLE.file_name, *old[:DEPLOY_KEEP - 1]])
+    # versions deployed within the week stay, however many (a long job's supervisor may use one)
+    young = [f"agent-f{n:015x}" for n in range(DEPLOY_KEEP + 1)]
+    make_versions(base, young, [day * (n + 1) for n in range(len(young))])
+    assert outcome(deploy(installed)) == "verified"
+    assert sorted(p.name for p in base.iterdir()) == sorted([BUNDLE.file_name, *young])
+
+
+def test_two_concurrent_deploys_of_one_bundle_end_verified(home: Path) -> None:
+    env = dict(os.environ, HOME=str(home))
+    for _round in range(3):
+        pipe = subprocess.PIPE
+        procs = [subprocess.Popen(DEPLOY_ARGV, stdin=pipe, stdout=pipe, stderr=pipe, env=env) for _ in "ab"]
+        results = [(*p.communicate(BUNDLE.data, timeout=120), p.returncode) for p in procs]
+        for out, err, rc in results:
+            assert rc == 0, err
+            assert out.split()[1] in (b"installed", b"verified", b"repaired"), out
+        assert outcome(deploy(home)) == "verified"
+        assert_works(home)
+        assert [p.name for p in agent_dir(home).parent.iterdir()] == [BUNDLE.file_name]
+        shutil.rmtree(home / ".orchesjob")
+
+
+def test_the_manifest_lists_every_other_file_of_the_bundle_with_its_sha256_and_size() -> None:
+    import hashlib
+    import io
+    import zipfile
+
+    from orchesjob_provider.bundle import build_bundle
+
+    assert build_bundle().data == BUNDLE.data  # deterministic
+    with zipfile.ZipFile(io.BytesIO(BUNDLE.data)) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    lines = files.pop("MANIFEST").decode().splitlines()
+    assert [ln.split(" ", 2)[2] for ln in lines] == sorted(files) and "orchesjob_boot.py" in files
+    for ln in lines:
+        digest, size, name = ln.split(" ", 2)
+        assert (digest, int(size)) == (hashlib.sha256(files[name]).hexdigest(), len(files[name]))
