@@ -43,16 +43,16 @@ test_resume_after_crash.py (phase 0) are over, one disturbance per phase:
   and then a last line with the count. Once every trigger streams, the triggerer (of two) that
   runs most of them is killed with SIGKILL; the other takes them over (health check 15 s); the
   killed one is started again; every job is released: 50 successes at try 1, each map index ran
-  once. A second test checks every task's log files hold each line exactly once: it is an
-  expected failure today (strict xfail): the taken-over triggers write their lines again from
-  the start (a provider bug, reported, not fixed here).
+  once. A second test checks every task's log files hold each line exactly once: a trigger taken
+  over by another triggerer continues after the job's ``log_shown`` on the host (what the dead
+  triggerer recorded as shown), not from the offsets it was deferred with (fixed in 0.5.0; this
+  case found it).
 
 Every wait is a poll with a deadline; timings are noted in the case's timeline, never asserted.
 """
 
 from __future__ import annotations
 
-import pytest
 from events_runner import check_case, e2e_marks
 
 pytestmark = e2e_marks()
@@ -92,11 +92,6 @@ def test_triggerer_killed_under_50_deferred_tasks(events):
     check_case(events, "triggerer_sigkill_mapped")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug (provider trigger, not fixed here): a trigger taken over by another triggerer "
-    "starts again from the offsets it was deferred with, so the lines the dead triggerer had "
-    "already written are written again (attempt=1.log.trigger.<new triggerer job>.log repeats "
-    "lines 1..k of .trigger.<old>.log). strict: once fixed this XPASSes and fails: drop the mark"))
 def test_triggerer_killed_under_50_deferred_tasks_log_lines_once(events):
     """Every task's logs (its task log and every trigger log file) hold each numbered line of its
     job exactly once: none lost, none repeated by the takeover."""
