@@ -122,7 +122,7 @@ class Watch:
         if not ahead:
             return False
         self.offsets.update(ahead)
-        self.log.info("Continuing the job's log after what an earlier watcher showed (bytes %s)", self.offsets)
+        self.log.info("Continuing the job's log after what an earlier watcher showed (%s)", self.offsets)
         return True
 
     def say_waiting(self, job: JobRecord) -> None:
