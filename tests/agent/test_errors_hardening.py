@@ -71,7 +71,7 @@ def ro_mount(tmp_path):
     def make_ro():
         # EBUSY ("mount point is busy") while a file is open for writing there: a job that has
         # just answered may still have its database open for a moment (seen in CI); wait for it
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # a ceiling: the job's handle closes when it ends
         while True:
             r = subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], stderr=subprocess.PIPE)
             err = r.stderr.decode(errors="replace").strip()
