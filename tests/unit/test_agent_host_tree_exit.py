@@ -202,7 +202,7 @@ def test_end_processes_terms_once_then_kills_after_the_grace():
         took = time.monotonic() - t0
         assert (sent_term, sent_kill) == (True, True)
         assert obeys.wait(1) == -signal.SIGTERM and stubborn.wait(1) == -signal.SIGKILL
-        assert 0.5 <= took < 3.0, took
+        assert took >= 0.5, took  # the grace was waited out (a lower bound: load only lengthens it)
     finally:
         for p in (obeys, stubborn):
             p.kill()
@@ -297,22 +297,24 @@ def test_reconcile_reports_a_live_supervisors_record_and_leaves_the_write_to_wri
 
 def test_supervisor_write_is_retried_until_the_lock_is_released(state, monkeypatch):
     import sqlite3
-    import threading
 
     monkeypatch.setenv("ORCHESJOB_BUSY_TIMEOUT", "0.2")
     holder = sqlite3.connect(os.path.join(state, "orchesjob.db"), isolation_level=None,
                              check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     calls = []
+
+    def before():  # called before each attempt: the second one lets the lock go first
+        calls.append(1)
+        if len(calls) == 2:
+            holder.execute("ROLLBACK")
+
     db = supervisor._Db(state, None)
-    t0 = time.monotonic()  # before the timer starts: the lock is surely held for 1 s from here
-    threading.Timer(1.0, lambda: holder.execute("ROLLBACK")).start()
-    ok = db.write("retrying", vocab.ACTIVE, before=lambda: calls.append(1), status=vocab.SUCCEEDED,
-                  exit_code=0, finished_at=2)
+    ok = db.write("retrying", vocab.ACTIVE, before=before, status=vocab.SUCCEEDED, exit_code=0, finished_at=2)
     db.close()
     holder.close()
-    assert ok is True and time.monotonic() - t0 >= 1.0
-    assert len(calls) >= 2  # attempts failed under the lock and were retried
+    # a count, not a time: the first attempt failed under the lock, the retry after it succeeded
+    assert ok is True and len(calls) == 2
     assert _stored(state, "retrying")["status"] == vocab.SUCCEEDED
 
 
