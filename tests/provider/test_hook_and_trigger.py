@@ -291,7 +291,7 @@ def test_trigger_timeout_event(orch_conn, state_dir):
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
-    _, job = hook.start(["sleep", "30"], f"test/tt/{uuid.uuid4().hex}")
+    _, job = hook.start(["sleep", "600"], f"test/tt/{uuid.uuid4().hex}")
     trigger = OrchesjobTrigger(
         ssh_conn_id=orch_conn,
         job_id=job.job_id,
