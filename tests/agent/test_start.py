@@ -108,7 +108,8 @@ def test_15_strict_returns_terminal_job_at_once(agent):
 def test_16_concurrent_starts_one_accepted(agent):
     key = agent.key()
     marker = agent.workdir / "ran.txt"
-    cmd = ["sh", "-c", f"echo x >> '{marker}'; sleep 1"]
+    gate = agent.workdir / "gate"  # the job runs until every start has answered (not for 1 s)
+    cmd = ["sh", "-c", f"echo x >> '{marker}'; while [ ! -e '{gate}' ]; do sleep 0.02; done"]
     procs = [
         subprocess.Popen(
             [*agent.argv, "start", "--run-key", key, "--", *cmd],
@@ -126,6 +127,7 @@ def test_16_concurrent_starts_one_accepted(agent):
         results.append(json.loads(out))
     assert sum(1 for r in results if r["accepted"]) == 1
     assert len({r["job_id"] for r in results}) == 1
+    gate.touch()
     agent.wait_status(results[0]["job_id"])
     assert marker.read_text() == "x\n"
 
