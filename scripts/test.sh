@@ -78,7 +78,8 @@ STEP_RESULT=ok
 step() {  # step <name> <description>
     end_step "$STEP_RESULT"; STEP_RESULT=ok
     STEP_NAME="$1"; STEP_T0=$SECONDS
-    echo "$1" > "$LOGS/step.current"   # for the load-average sampler
+    # for the load-average sampler (renamed into place: it never reads a half-written file)
+    echo "$1" > "$LOGS/step.current.tmp" && mv -f "$LOGS/step.current.tmp" "$LOGS/step.current"
     printf '\n==== [%s] %s  (t+%ds)\n' "$1" "$2" "$((SECONDS - T_START))"
 }
 end_step() {
