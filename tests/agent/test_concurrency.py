@@ -4,7 +4,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import threading
 import time
 
 import pytest
@@ -171,13 +170,20 @@ def test_creation_waits_for_a_writer_holding_the_new_database(agent):
     agent.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     holder = sqlite3.connect(str(agent.db_path), isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")  # RESERVED on the still-empty, rollback-mode file
-    release = threading.Timer(1.5, holder.execute, ("ROLLBACK",))
-    release.start()
+    # the order, not a clock: the start has not answered while the other writer holds the
+    # lock (however long the machine takes to run it); it answers once the test lets go
+    starter = subprocess.Popen([*agent.argv, "start", "--run-key", agent.key(), "--", "true"],
+                               env=agent.make_env({"ORCHESJOB_BUSY_TIMEOUT": "600"}),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    agent.spawned.append(starter)
     try:
-        t0 = time.monotonic()
-        job = agent.start_ok(agent.key(), "true")
-        assert time.monotonic() - t0 >= 1.2, "start returned before the other writer let go"
-        assert agent.wait_status(job["job_id"])["status"] == "SUCCEEDED"
+        time.sleep(1.0)
+        assert starter.poll() is None, ("start returned before the other writer let go",
+                                        starter.communicate())
     finally:
-        release.join()
+        holder.execute("ROLLBACK")
         holder.close()
+    out, err = starter.communicate(timeout=60)
+    assert starter.returncode == 0, (out, err)
+    job = json.loads(out)
+    assert agent.wait_status(job["job_id"])["status"] == "SUCCEEDED"

@@ -74,11 +74,10 @@ def test_abort_ends_setsid_and_double_forked_descendants(agent):
     procs = [*read_pids(agent, names), (job["target_pid"], start_time(job["target_pid"]))]
     # B1 left both the job's process group and its parent: only the subreaper still has it.
     assert os.getpgid(procs[2][0]) != job["target_pid"]
-    t0 = time.monotonic()
     rep = agent.ok("abort", "--job-id", job["job_id"], "--grace-seconds", "1")
     assert rep["status"] == "ABORTED" and rep["sent_term_target"] is True, rep
     assert rep["sent_kill_target"] is False, rep  # sleep obeys SIGTERM
-    gone_within(procs, max(0.1, 2.0 - (time.monotonic() - t0)))
+    gone_within(procs, 60)  # a ceiling: left alone they would sleep for 300 s
 
 
 def test_leftovers_of_an_ended_main_process_are_ended_and_job_succeeds(agent):
@@ -88,7 +87,7 @@ def test_leftovers_of_an_ended_main_process_are_ended_and_job_succeeds(agent):
     procs = read_pids(agent, names)
     (agent.workdir / "release").write_text("1")  # now the main process may end
     wait_until(lambda: not pid_alive(job["target_pid"]), timeout=10, message="main process ended")
-    gone_within(procs, 5.0 + 1.0)
+    gone_within(procs, 60)  # a ceiling: left alone they would sleep for 300 s
     final = agent.wait_status(job["job_id"], timeout=10)
     assert final["status"] == "SUCCEEDED" and final["exit_code"] == 0, final
     wait_until(lambda: not pid_alive(job["worker_pid"]), timeout=5, message="supervisor exited")
@@ -101,7 +100,10 @@ IGNORE_TERM = (
 
 
 def test_a_descendant_ignoring_sigterm_is_killed_after_the_grace(agent):
-    grace = 3.0
+    # 10 s: the checks below happen in an order (outcome reported, leftover still there 1 s
+    # after the end, gone later); a long grace keeps a slow observer on a loaded machine on
+    # the right side of it, and the ceilings are generous
+    grace = 10.0
     cmd = f"setsid {TARGET_PYTHON} -c \"{IGNORE_TERM}\" & {wait_all(['T1', 'release'])} exit 3"
     job = agent.start_ok(agent.key(), "sh", "-c", cmd, env={"ORCHESJOB_KILL_GRACE": str(grace)})
     procs = read_pids(agent, ["T1"])
@@ -114,14 +116,14 @@ def test_a_descendant_ignoring_sigterm_is_killed_after_the_grace(agent):
         now = agent.status(job["job_id"])
         return now if now["status"] != "RUNNING" else None
 
-    seen = wait_until(reported, timeout=2.0, interval=0.02, message="the outcome reported")
+    seen = wait_until(reported, timeout=grace, interval=0.02, message="the outcome reported")
     assert seen["status"] == "FAILED" and seen["exit_code"] == 3, seen
     assert still_there(procs[0]), "the leftover was ended before the outcome was known"
-    # Checked 1 s after the end was seen: 2 s of slack for a slow observer on a loaded machine.
+    # Checked 1 s after the end was seen: 9 s of slack for a slow observer on a loaded machine.
     time.sleep(max(0.0, ended + 1.0 - time.monotonic()))
     assert still_there(procs[0]), "killed before the grace although SIGTERM was ignored"
-    gone_within(procs, grace + 1.0)
-    final = agent.wait_status(job["job_id"], timeout=10)
+    gone_within(procs, grace + 60)  # a ceiling: left alone it would sleep for 300 s
+    final = agent.wait_status(job["job_id"], timeout=60)
     assert final["status"] == "FAILED" and final["exit_code"] == 3, final
 
 
@@ -137,7 +139,7 @@ def test_abort_after_supervisor_kill_finds_escapees_by_environment(agent):
         assert f"ORCHESJOB_JOB_ID={job['job_id']}".encode() in f.read().split(b"\0")
     rep = agent.ok("abort", "--job-id", job["job_id"], "--grace-seconds", "1")
     assert rep["status"] == "ABORTED" and rep["sent_term_target"] is True, rep
-    gone_within(procs, 2.0)
+    gone_within(procs, 60)  # a ceiling: left alone they would sleep for 300 s
 
 
 def test_job_inherits_no_descriptor_of_the_caller_and_knows_its_id(agent):

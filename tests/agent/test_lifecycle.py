@@ -112,9 +112,11 @@ def test_killed_supervisor_keeps_job_active(agent):
 
 def test_target_ending_without_supervisor_becomes_terminal(agent):
     key = agent.key()
-    job = agent.start_ok(key, "sh", "-c", "sleep 1; exit 3")
+    gate = agent.workdir / "gate"  # the target ends when the test says, not after 1 s
+    job = agent.start_ok(key, "sh", "-c", f"while [ ! -e '{gate}' ]; do sleep 0.02; done; exit 3")
     kill9(job["worker_pid"])
     assert agent.status(job["job_id"])["status"] in ACTIVE
+    gate.touch()
     wait_until(lambda: not pid_alive(job["target_pid"]), timeout=10, message="target ended")
     st = agent.wait_status(job["job_id"], timeout=10)
     assert st["status"] in ("LOST", "FAILED"), st

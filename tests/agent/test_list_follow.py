@@ -1,10 +1,8 @@
 """Issue 9 item 3: ``orchesjob list`` (filters, 100,000 history rows) and ``logs --follow``."""
 
 import json
-import resource
-import statistics
+import re
 import subprocess
-import sys
 import time
 
 import pytest
@@ -38,11 +36,6 @@ def fill(agent, rows):
         conn.execute("COMMIT")
     finally:
         conn.close()
-
-
-def _children_cpu():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def iso(ts):
@@ -85,7 +78,7 @@ def test_list_filters(agent):
     assert keys(agent.ok("list", "--status", "RUNNING")) == []
 
 
-def test_list_at_100000_rows_within_the_read_budget(agent):
+def test_list_at_100000_rows_answers_from_the_indexes(agent):
     fill(agent, 100_000)
     got = agent.ok("list", "--limit", "3")
     assert len(got) == 3 and got[0]["run_key"].startswith("seed-") and got[1]["job_id"] == "hist-0100000"
@@ -102,32 +95,65 @@ def test_list_at_100000_rows_within_the_read_budget(agent):
     got = agent.ok("list", "--until", iso(BASE + 10 * 3 + 1), "--limit", "0")
     assert [j["job_id"] for j in got] == ["hist-0000003", "hist-0000002", "hist-0000001"]
 
-    # The read budget of benchmarks/agent_bench.py is 1.5x the floor (the interpreter and
-    # `import sqlite3, json`) for `status`, on a quiet machine. Here the tests share 2 cores, so
-    # `list` is held to what `status --run-key` (one index seek) costs on the same database, in
-    # interleaved runs: at most 1.6x its median CPU time (user + sys: steadier than wall time on
-    # a loaded machine; CPU time comes in 4 ms ticks: 1.4x failed once in CI on 3.9 at 28 vs
-    # ~40 ms). Without the started_at indexes, `list` sorts the 100,000 rows and
-    # measures 2.7x status: this fails then (tried).
-    floor = [sys.executable, "-I", "-S", "-c", "import sqlite3, json"]
-    cases = {"status": ["status", "--run-key", "hist/012345"],
-             "list --limit 20": ["list", "--limit", "20"],
-             "list --status FAILED": ["list", "--status", "FAILED", "--limit", "20"],
-             "list --prefix (all keys)": ["list", "--prefix", "hist/", "--limit", "20"],
-             "list --run-key GLOB": ["list", "--run-key", "hist/0[9]9*", "--limit", "20"],
-             "list --since": ["list", "--since", iso(BASE + 10 * 99_990)]}
-    times = {name: [] for name in ["floor", *cases]}
-    env = agent.make_env()
-    for _ in range(9):
-        for name in times:
-            argv = floor if name == "floor" else [*agent.argv, *cases[name]]
-            c0 = _children_cpu()
-            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
-            times[name].append(_children_cpu() - c0)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    print("at 100,000 rows, median CPU ms:", {k: round(v * 1000, 1) for k, v in medians.items()})
-    for name in cases:
-        assert medians[name] <= 1.6 * medians["status"], (name, medians)
+    # How fast `list` answers is measured in benchmarks/list_bench.py (CPU time against the
+    # floor and against `status`, a table); a test cannot hold a time under load. What a slow
+    # machine cannot change is which indexes `list` walks: every statement it runs (recorded
+    # from the real code path, in this process, against this database) is answered from an
+    # index, and a limited newest-first listing never sorts the history. Without the
+    # started_at indexes these plans read "SCAN jobs" and "USE TEMP B-TREE FOR ORDER BY".
+    from remote_agent.vocab import STATUSES as ALL
+
+    cases = {"list --limit 20": (ALL, None, None, None, 20),
+             "list --status FAILED": (["FAILED"], None, None, None, 20),
+             "list --prefix (all keys)": (ALL, "hist/*", None, None, 20),
+             "list --run-key GLOB": (ALL, "hist/0[9]9*", None, None, 20),
+             "list --since": (ALL, None, BASE + 10 * 99_990, None, 20)}
+    for name, (statuses, glob, since, until, limit) in cases.items():
+        statements = _statements_of_list(agent, statuses, glob, since, until, limit)
+        listing_sql = [(sql, params) for sql, params in statements if "ORDER BY started_at" in sql]
+        assert len(listing_sql) == 2, (name, statements)  # the active rows, then the terminal ones
+        for sql, params in statements:
+            plan = _plan(agent, sql, params)
+            assert not any(re.match(r"SCAN (TABLE )?jobs$", line) for line in plan), (name, sql, plan)
+            if "LIMIT" in sql and "run_key >= ?" not in sql:
+                assert "USE TEMP B-TREE FOR ORDER BY" not in plan, (name, sql, plan)
+
+
+class _Recording:
+    """A connection that records every statement run on it (then runs it)."""
+
+    def __init__(self, conn, seen):
+        self._conn, self._seen = conn, seen
+
+    def execute(self, sql, params=()):
+        self._seen.append((sql, list(params)))
+        return self._conn.execute(sql, params)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def _statements_of_list(agent, statuses, glob, since, until, limit):
+    """The SQL `orchesjob list` runs for these filters: remote_agent.listing.list_jobs itself,
+    in this process, on a recording read-only connection to the test's database."""
+    from remote_agent import listing, store
+
+    seen = []
+    real_open = store.open_db
+    store.open_db = lambda state_dir, write: _Recording(real_open(state_dir, write), seen)
+    try:
+        listing.list_jobs(str(agent.home), statuses, glob, since, until, limit)
+    finally:
+        store.open_db = real_open
+    return seen
+
+
+def _plan(agent, sql, params):
+    conn = agent.db()
+    try:
+        return [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
+    finally:
+        conn.close()
 
 
 def test_logs_follow_streams_until_the_job_ends(agent):

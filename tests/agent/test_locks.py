@@ -90,10 +90,14 @@ def wait_done(agent, keys, timeout=60):
     return box["jobs"]
 
 
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def wakeups(pid):
+    """How many times ``pid`` went to sleep and was woken (voluntary context switches): a count
+    load cannot raise. A process blocked in select stays put; a poller adds one per poll."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise KeyError("voluntary_ctxt_switches")
 
 
 def test_20_concurrent_writers_never_overlap(agent):
@@ -124,10 +128,9 @@ def test_first_come_order_waiting_status_and_prompt_wake(agent):
     keys, names, ids = [], [], []
     for i in range(5):
         key, name = agent.key(f"q{i}"), f"q{i}"
-        t0 = time.monotonic()
         job = start(agent, runs, key, name, 0.05, "--lock-write", "R")
-        # an async start returns at once with the job waiting in the queue (not after --start-timeout)
-        assert time.monotonic() - t0 < 5
+        # an async start returns with the job waiting in the queue: the holder cannot end before
+        # the gate opens, so a start that waited for its turn would hang (the run's ceiling)
         assert job["status"] == "WAITING", job
         assert job["waiting_for"][0]["job_id"] in [holder["job_id"], *ids]
         ids.append(job["job_id"])
@@ -138,6 +141,13 @@ def test_first_come_order_waiting_status_and_prompt_wake(agent):
     expected = {"job_id": holder["job_id"], "run_key": holder["run_key"], "mode": "write", "resource": "R",
                 "holding": True}
     assert first["waiting_for"] == [expected]
+    # woken by the holder's exit, not by a poll: while the holder runs, no waiter wakes up
+    # (blocked in select on the wake channel; RECHECK polls would add 2 a second each)
+    queued = [agent.status(run_key=k)["worker_pid"] for k in keys]
+    before = {pid: wakeups(pid) for pid in queued}
+    time.sleep(1.0)
+    woke = {pid: wakeups(pid) - n for pid, n in before.items()}
+    assert max(woke.values()) <= 1, woke
     gate.touch()
     wait_done(agent, [*keys, holder["run_key"]])
     starts, spans = runs.read()
@@ -146,10 +156,7 @@ def test_first_come_order_waiting_status_and_prompt_wake(agent):
     assert order == ["h", *names]
     chain = [spans[n] for n in order]
     gaps = [s2 - e1 for (_, e1), (s2, _) in zip(chain, chain[1:])]
-    assert min(gaps) >= 0
-    # woken by the holder's exit, not by a poll: the next target starts within a second (the
-    # bound has slack for a loaded CI machine; typical hand-overs take ~0.1 s)
-    assert sorted(gaps)[len(gaps) // 2] < 0.5 and max(gaps) < 1.5, gaps
+    assert min(gaps) >= 0  # how short the hand-overs are: benchmarks/locks_bench.py
 
 
 def test_readers_share_a_writer_waits_and_later_readers_do_not_overtake_it(agent):
@@ -204,18 +211,16 @@ def test_holder_killed_with_sigkill_frees_its_lock(agent):
     waiter_key = agent.key("w")
     waiter = start(agent, runs, waiter_key, "w", 0.1, "--lock-write", "R")
     assert waiter["status"] == "WAITING"
-    # the waiter costs no CPU while it waits (blocked in select on the holder's wake channel)
+    # the waiter does not poll while it waits (blocked in select on the holder's wake channel)
     supervisor = waiter["worker_pid"]
-    before = cpu_ticks(supervisor)
+    before = wakeups(supervisor)
     time.sleep(1.0)
-    assert cpu_ticks(supervisor) - before <= 2  # <= 20 ms of CPU in 1 s
-    killed_at = time.time()
+    assert wakeups(supervisor) - before <= 1
     _kill_tree(holder)
     jobs = wait_done(agent, [waiter_key])
     assert jobs[waiter_key]["status"] == "SUCCEEDED"
-    starts, spans = runs.read()
-    assert starts == {"h": 1, "w": 1}
-    assert spans["w"][0] - killed_at < 1.5, spans["w"][0] - killed_at  # typically ~0.1 s
+    starts, _spans = runs.read()
+    assert starts == {"h": 1, "w": 1}  # woken by the kill (how soon: benchmarks/locks_bench.py)
     assert agent.status(run_key=holder["run_key"])["status"] == "LOST"
 
 
@@ -235,18 +240,16 @@ def test_supervisor_killed_while_target_runs_keeps_the_lock_until_the_target_end
     starts, spans = runs.read()
     assert starts == {"h": 1, "w": 1}
     assert spans["w"][0] >= spans["h"][1]  # never beside the still-running holder
-    assert spans["w"][0] - spans["h"][1] < 1.5
 
 
 def test_queue_timeout_cancels_without_running(agent):
     runs = Runs(agent)
-    holder = start(agent, runs, agent.key("h"), "h", 4, "--lock-write", "R")
+    gate = runs.gate("h")  # the holder runs until the test lets it end: only the timeout can
+    holder = start(agent, runs, agent.key("h"), "h", 0, "--lock-write", "R", gate=gate)
     key = agent.key("w")
-    t0 = time.monotonic()
     job = start(agent, runs, key, "w", 0.1, "--lock-write", "R", "--queue-timeout", "0.5")
     assert job["status"] == "WAITING" and job["queue_deadline"] is not None
-    done = wait_done(agent, [key], timeout=10)[key]
-    assert time.monotonic() - t0 < 2.5
+    done = wait_done(agent, [key], timeout=60)[key]
     assert done["status"] == "CANCELLED" and done["exit_code"] is None
     assert done["abort_reason"].startswith("queue timeout: waited 0.5s for write lock 'R': held by job "
                                            + holder["job_id"])
@@ -272,9 +275,10 @@ def test_retry_reattaches_to_the_waiting_job_and_abort_ends_it(agent):
     assert [h["job_id"] for h in listing[0]["holders"]] == [holder["job_id"]]
     assert [(w["job_id"], w["status"], w["position"]) for w in listing[0]["waiters"]] == [
         (first["job"]["job_id"], "WAITING", 1)]
-    t0 = time.monotonic()
-    res = agent.rpc_ok({"op": "abort", "job_id": first["job"]["job_id"], "reason": "not today", "ack": True})
-    assert time.monotonic() - t0 < 3  # the waiting supervisor ends at SIGTERM, not after the grace
+    # the waiting supervisor ends at SIGTERM, not after the grace: with a 600 s grace, an abort
+    # that waited it out would outlast the rpc's 60 s ceiling
+    res = agent.rpc_ok({"op": "abort", "job_id": first["job"]["job_id"], "reason": "not today", "ack": True,
+                        "grace_seconds": 600})
     assert res["job"]["status"] == "ABORTED"
     third = agent.rpc_ok(req)  # acknowledged: a new attempt queues again
     assert third["action"] == "started" and third["job"]["attempt_no"] == 2
@@ -350,6 +354,7 @@ def test_an_aborted_holder_keeps_its_lock_until_its_processes_are_gone(agent):
     wait_done(agent, [w1["run_key"], w2["run_key"]])
     starts, spans = runs.read()
     assert starts == {"h": 1, "w1": 1, "w2": 1}
-    assert spans["w1"][0] - t0 >= 1.8  # only after the SIGKILL at the end of the 2 s grace
+    # only after the SIGKILL at the end of the 2 s grace (a lower bound: load only lengthens it)
+    assert spans["w1"][0] - t0 >= 1.8
     assert spans["w2"][0] >= spans["w1"][1]
     assert agent.ok("locks") == {"locks": []}

@@ -94,20 +94,19 @@ def test_reads_while_a_writer_holds_the_lock(agent, lock):
         pytest.skip(f"BEGIN EXCLUSIVE blocks readers outside WAL mode (journal_mode={mode})")
     conn.execute(f"BEGIN {lock}")
     conn.execute("UPDATE jobs SET rerun_reason = 'uncommitted' WHERE job_id = ?", (job["job_id"],))
-    env = {"ORCHESJOB_BUSY_TIMEOUT": "3"}
+    # A read that waited for the writer would wait as long as the test holds the lock (here:
+    # until the run's 60 s ceiling kills it, a hang); a busy timeout far past that ceiling means
+    # the read cannot give up and answer either. So a prompt answer is the only way to pass.
+    env = {"ORCHESJOB_BUSY_TIMEOUT": "600"}
     try:
         for args in _reads(agent, job, key):
-            t0 = time.monotonic()
             res = agent.run(*args, env=env)
             assert res.code == 0, (args, res)
-            assert time.monotonic() - t0 < 2.5, ("read waited for the lock", args)
             if args[0] == "status" and res.json and isinstance(res.json, dict):
                 assert res.json["rerun_reason"] is None
         for req in _rpc_reads(job):
-            t0 = time.monotonic()
             code, _ = agent.rpc(req, env=env)
             assert code == 0, agent.last_rpc
-            assert time.monotonic() - t0 < 2.5, ("read waited for the lock", req)
     finally:
         conn.rollback()
         conn.close()

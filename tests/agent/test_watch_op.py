@@ -83,31 +83,48 @@ def _text(events: List[Dict[str, Any]], stream: str = "stdout") -> bytes:
     return b"".join(base64.b64decode(e["logs"][stream]["data_b64"]) for e in events if e.get("logs"))
 
 
-def test_end_is_pushed_within_a_second_and_eof_exits(agent: Agent) -> None:
-    job = _start(agent, "import time; time.sleep(1.0)")
+def test_end_is_pushed_and_eof_exits(agent: Agent) -> None:
+    """The job cannot end before the test opens its gate, so the first event is the job as it
+    runs and the end comes later, pushed by the watch (no command sent after the sub). How soon
+    it is pushed is measured in benchmarks/watch_bench.py, not here."""
+    gate = agent.workdir / "end-gate"
+    job = _start(agent, f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.02)\n")
     w = WatchProc(agent)
     assert w.hello["event"] == "hello" and w.hello["ok"] is True
     w.send({"cmd": "sub", "sid": "a", "job_id": job["job_id"], "offsets": None})
-    first = w.next(5)
-    assert first["sid"] == "a" and first["job"]["status"] in ("STARTING", "RUNNING")
+    first = w.next(30)
+    assert first is not None and first["sid"] == "a" and first["job"]["status"] in ("STARTING", "RUNNING")
     assert "logs" not in first
-    end = w.until(lambda e: e.get("job") and e["job"]["status"] == "SUCCEEDED", 10)[-1]
-    seen_at = time.time()
-    finished = end["job"]["finished_at"]  # from the exit record: often before the DB has it
-    assert finished is not None
-    # finished_at has whole seconds: the push came within a second of the end (+1 s rounding)
-    assert seen_at - finished < 2.0, (seen_at, finished)
+    gate.touch()
+    events = w.until(lambda e: e.get("job") and e["job"]["status"] == "SUCCEEDED", 60)
+    assert all(e["sid"] == "a" and e["job"]["status"] in ("STARTING", "RUNNING") for e in events[:-1]), events
+    end = events[-1]
+    assert end["job"]["finished_at"] is not None  # from the exit record: often before the DB has it
     assert end["job"]["exit_code"] == 0
     assert w.close() == 0
 
 
 def test_log_lines_pushed_with_offsets_no_byte_twice(agent: Agent) -> None:
-    code = "import sys, time\nfor i in range(6):\n    print('line', i, flush=True); time.sleep(0.15)\n"
-    code += "sys.stdout.write('tail-no-newline'); sys.stdout.flush()\n"
+    """Line i is printed, then the job waits for gate i, which the test creates only after it
+    has seen line i pushed: each line can only arrive in a push of its own (pushed as they
+    came, not all at the end), whatever the machine's load."""
+    gates = agent.workdir / "gates"
+    gates.mkdir()
+    code = (f"import os, sys, time\nfor i in range(6):\n    print('line', i, flush=True)\n"
+            f"    while not os.path.exists(os.path.join({str(gates)!r}, str(i))): time.sleep(0.02)\n"
+            "sys.stdout.write('tail-no-newline'); sys.stdout.flush()\n")
     job = _start(agent, code)
     w = WatchProc(agent)
     w.send({"cmd": "sub", "sid": "s", "job_id": job["job_id"], "offsets": {"stdout": 0, "stderr": 0}})
-    events = w.until(lambda e: e.get("job") and e["job"]["status"] == "SUCCEEDED", 10)
+    events: List[Dict[str, Any]] = []
+    for i in range(6):
+        want = b"".join(b"line %d\n" % n for n in range(i + 1))
+        while _text(events) != want:  # the 60 s ceiling is for a hang, not a measurement
+            e = w.next(60)
+            assert e is not None and want.startswith(_text([*events, e])), (want, events, e)
+            events.append(e)
+        (gates / str(i)).touch()
+    events += w.until(lambda e: e.get("job") and e["job"]["status"] == "SUCCEEDED", 60)
     offset = 0
     for e in events:  # each event starts where the previous one ended
         chunk = e["logs"]["stdout"]
@@ -115,27 +132,40 @@ def test_log_lines_pushed_with_offsets_no_byte_twice(agent: Agent) -> None:
         offset = chunk["next_offset"]
     text = _text(events)
     assert text == b"".join(b"line %d\n" % i for i in range(6)) + b"tail-no-newline"
-    assert sum(1 for e in events if _text([e])) >= 3  # pushed as they came, not all at the end
+    pushes = [_text([e]) for e in events if _text([e])]
+    assert pushes[:6] == [b"line %d\n" % i for i in range(6)], pushes  # one push per line, in order
+    assert b"".join(pushes[6:]) == b"tail-no-newline", pushes
     assert events[-1]["logs"]["stdout"]["eof"] is True
     assert w.close() == 0
 
 
 def test_resubscribe_from_callers_offsets_and_unsubscribe(agent: Agent) -> None:
-    job = _start(agent, "import time\nfor i in range(30):\n    print(i, flush=True); time.sleep(0.1)\n")
+    gate = agent.workdir / "gate"
+    job = _start(agent, "import os, time\nfor i in range(30):\n    print(i, flush=True); time.sleep(0.1)\n"
+                        f"while not os.path.exists({str(gate)!r}): time.sleep(0.02)\n")
     w = WatchProc(agent)
     w.send({"cmd": "sub", "sid": "s", "job_id": job["job_id"], "offsets": {"stdout": 0, "stderr": 0}})
-    events = w.until(lambda e: len(_text([e])) > 0, 5)
+    events = w.until(lambda e: len(_text([e])) > 0, 30)
     mine = events[-1]["logs"]["stdout"]["next_offset"]
     # the caller showed up to `mine`; it resubscribes from there (e.g. after a reconnect)
     w.send({"cmd": "sub", "sid": "s", "job_id": job["job_id"], "offsets": {"stdout": mine, "stderr": 0}})
-    again = w.until(lambda e: e.get("logs", {}).get("stdout", {}).get("offset") == mine, 5)
+    again = w.until(lambda e: e.get("logs", {}).get("stdout", {}).get("offset") == mine, 30)
     assert again[-1]["logs"]["stdout"]["offset"] == mine
     w.send({"cmd": "unsub", "sid": "s"})
-    time.sleep(0.3)
-    while w.next(0.05) is not None:  # drain what was in flight
-        pass
-    assert w.next(1.0) is None  # nothing more after unsub
-    agent.wait_status(job["job_id"])
+    # a barrier instead of a pause: the watch handles its commands in order, one at a time, so
+    # whatever it sends after answering this command comes after the unsub
+    w.send({"cmd": "record", "sid": "barrier", "job_id": job["job_id"],
+            "offsets": {"stdout": 0, "stderr": 0}})
+    w.until(lambda e: e.get("event") == "recorded", 30)
+    late = []
+    while True:  # the job still prints (for ~3 s, then waits on its gate): none of it comes
+        e = w.next(1.0)
+        if e is None:
+            break
+        late.append(e)
+    assert [e for e in late if e.get("sid") == "s"] == [], late
+    gate.touch()
+    agent.wait_status(job["job_id"], timeout=60)
     assert w.close() == 0
 
 
@@ -171,9 +201,10 @@ def test_lost_supervisor_is_found_by_the_periodic_check(agent: Agent) -> None:
     assert w.close() == 0
 
 
-def test_a_thousand_subscriptions_cost_little(agent: Agent) -> None:
+def test_a_thousand_subscriptions_each_answered_and_an_end_among_them_pushed(agent: Agent) -> None:
     """1,000 subscribed jobs (rows and log files made directly; their processes are not needed):
-    a round costs a few ms of CPU, and an end among them is still pushed at once."""
+    each sub is answered once, and an end among them is still pushed. What a round costs (CPU
+    per second) and how soon that end comes are measured in benchmarks/watch_bench.py."""
     flag = agent.workdir / "end-now"
     job = _start(agent, f"import os, time\nwhile not os.path.exists({str(flag)!r}): time.sleep(0.02)\n")
     agent.wait_status(job["job_id"], statuses={"RUNNING"})
@@ -198,31 +229,18 @@ def test_a_thousand_subscriptions_cost_little(agent: Agent) -> None:
     # before reading would fill both pipes and wait on itself
     writer = threading.Thread(target=lambda: [w.send(s) for s in subs], daemon=True)
     writer.start()
-    got = {e["sid"] for e in w.until(lambda e: e.get("sid") == "real", 20)}
-    assert len(got) == 1001
-    cpu0 = _cpu(w.proc.pid)
-    time.sleep(2.0)
-    per_second = (_cpu(w.proc.pid) - cpu0) / 2.0
+    answers = w.until(lambda e: e.get("sid") == "real", 120)
+    assert sorted(e["sid"] for e in answers) == sorted([*fakes, "real"])  # each sub answered once
     flag.write_text("")
-    t0 = time.monotonic()
-    w.until(lambda e: e.get("sid") == "real" and e["job"]["status"] == "SUCCEEDED", 10)
-    latency = time.monotonic() - t0
-    print(f"watch CPU {per_second * 1000:.0f} ms/s with 1,001 subscriptions; end seen after {latency:.2f}s")
-    assert per_second < 0.25, f"watch used {per_second:.3f} s CPU per second with 1,001 subscriptions"
-    assert latency < 1.5
+    w.until(lambda e: e.get("sid") == "real" and e["job"]["status"] == "SUCCEEDED", 60)
     assert w.close() == 0
-
-
-def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_watch_never_holds_a_lock_writers_wait_on(agent: Agent) -> None:
     """In a rollback-journal database (a state dir on NFS) a reader that kept a transaction open
     would block every writer. With the watch running its rounds, an exclusive lock is still
-    taken within 50 ms, time after time."""
+    taken, time after time (the busy timeout is a ceiling for a watch that never lets go: a
+    round's own short read may delay it on a loaded machine, which is not what is tested)."""
     agent.wait_status(_start(agent, "pass")["job_id"])  # creates the database
     mode = []
 
@@ -247,8 +265,8 @@ def test_watch_never_holds_a_lock_writers_wait_on(agent: Agent) -> None:
     w.send({"cmd": "sub", "sid": "s", "job_id": job["job_id"], "offsets": {"stdout": 0, "stderr": 0}})
     assert w.next(5)["sid"] == "s"
     for _ in range(30):
-        c = agent.db(timeout=0.05)
-        c.execute("BEGIN EXCLUSIVE")  # raises "database is locked" if the watch held a lock
+        c = agent.db(timeout=10)
+        c.execute("BEGIN EXCLUSIVE")  # raises "database is locked" if the watch kept a lock
         c.execute("COMMIT")
         c.close()
         w.send({"cmd": "record", "sid": "s", "job_id": job["job_id"], "offsets": {"stdout": 1, "stderr": 0}})

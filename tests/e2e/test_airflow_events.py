@@ -27,9 +27,9 @@ the run key:
   and its result acknowledged; the new try starts attempt 2: 2 executions, success.
 * clear_deferred: the same while the task is deferred (the race of issue 8: the new try must
   neither reattach to the old job nor fail with ABORTED): 2 executions, success.
-* mark_failed_deferred: the user marks the deferred task failed: the job is ABORTED within
-  30 s of the API's answer (the trigger's on_kill); the user then clears the task: it runs again,
-  2 executions, success.
+* mark_failed_deferred: the user marks the deferred task failed: the job is ABORTED (the
+  trigger's on_kill; the wait for it is a hang ceiling, not a budget); the user then clears the
+  task: it runs again, 2 executions, success.
 * clear_success / clear_success_strict: the user clears a task that succeeded: a new attempt,
   2 executions; with strict=True the result is kept: 1 execution; success both times.
 * sshd_outage_deferred: the sshd the task's connection uses (a second sshd of the test kit, so

@@ -39,7 +39,7 @@ def test_netns_host_reachable_cut_restore_and_teardown(netns_factory):
     # silent cut: no error, the connect just times out
     host.cut()
     what, took = _connect(host.host, host.port, 1.5)
-    assert what == "TimeoutError" and took >= 1.4, (what, took)
+    assert what == "TimeoutError" and took >= 1.4, (what, took)  # a lower bound: load only lengthens it
     host.restore()
     assert _connect(host.host, host.port, 2)[0] == "banner"
 
@@ -47,8 +47,10 @@ def test_netns_host_reachable_cut_restore_and_teardown(netns_factory):
     host.cut("root")
     route = subprocess.run(["ip", "route", "get", host.host], capture_output=True, text=True)
     assert "eth" not in route.stdout and "via" not in route.stdout, route.stdout
-    what, took = _connect(host.host, host.port, 2)
-    assert what.startswith("OSError") and took < 0.5, (what, took)
+    # at once: an error, not a timeout, although the connect would wait up to 60 s (the kind
+    # of the outcome says it; the time it took is not asserted)
+    what, took = _connect(host.host, host.port, 60)
+    assert what.startswith("OSError"), (what, took)
     host.restore()
     assert _connect(host.host, host.port, 2)[0] == "banner"
 

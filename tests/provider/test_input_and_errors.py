@@ -87,13 +87,16 @@ def test_secret_env_not_in_ps_nor_task_log_nor_state_db(orch_conn, state_dir, re
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     dag_id = new_dag_id("secret")
     run_key = f"test/{dag_id}"
+    gate = f"/tmp/orchesjob-secret-gate-{uuid.uuid4().hex}"
     body = (
         "OrchesjobOperator(task_id='t', "
         + kw(
             ssh_conn_id=orch_conn,
             state_dir=state_dir,
             run_key=run_key,
-            command=["sh", "-c", 'sleep 4; echo "token-len $(printf %s "$API_TOKEN" | wc -c)"'],
+            # runs until the test has looked at the processes (a gate, not `sleep 4`)
+            command=["sh", "-c", f'while [ ! -e {gate} ]; do sleep 0.1; done; '
+                     'echo "token-len $(printf %s "$API_TOKEN" | wc -c)"'],
             env={"API_TOKEN": secret},
             poll_interval=0.5,
         )
@@ -103,8 +106,9 @@ def test_secret_env_not_in_ps_nor_task_log_nor_state_db(orch_conn, state_dir, re
     assert ti_states(starter.test()) == {"t": "success"}
     # while the job runs: not in any process's command line on the target
     ps = remote("ps -eo args; for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; done")
-    assert "sleep 4" in ps
-    assert secret not in ps
+    assert gate in ps  # the job's command line is there ...
+    assert secret not in ps  # ... its secret is not
+    remote(f"touch {gate}")
     dag = write_dag(dag_id, body)
     dr = dag.test()
     assert ti_states(dr) == {"t": "success"}

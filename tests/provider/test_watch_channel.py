@@ -5,7 +5,6 @@ a host where the channel cannot run falls back to the batched poll."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
@@ -20,6 +19,14 @@ def _lines_job(n: int, pause: float, tag: str, flag: str | None = None) -> list[
     script = f"for i in $(seq 1 {n}); do echo {tag}-$i; sleep {pause}; done; echo {tag}-err >&2"
     if flag:
         script = f"while [ ! -e {flag} ]; do sleep 0.05; done; {script}"
+    return ["sh", "-c", script]
+
+
+def _gated_lines_job(n: int, tag: str, flag: str, gates: str) -> list[str]:
+    """Once ``flag`` exists: prints line i, then waits for the file ``<gates>-<i>`` (which the
+    test creates after it has seen line i) before the next: each line is its own push."""
+    script = (f"while [ ! -e {flag} ]; do sleep 0.05; done; for i in $(seq 1 {n}); do echo {tag}-$i; "
+              f"while [ ! -e {gates}-$i ]; do sleep 0.05; done; done; echo {tag}-err >&2")
     return ["sh", "-c", script]
 
 
@@ -46,15 +53,17 @@ def test_two_triggers_share_one_channel_and_one_connection(orch_conn, state_dir,
 
     hook = OrchesjobHook(orch_conn, state_dir=state_dir)
     flag = f"{state_dir}/go-{uuid.uuid4().hex}"  # the jobs print once both triggers are subscribed
+    gates = f"{state_dir}/line-{uuid.uuid4().hex}"  # and each next line once both showed the last
     jobs = [
-        hook.start(_lines_job(6, 0.3, f"t{i}", flag), f"test/watch/{uuid.uuid4().hex}")[1] for i in range(2)
+        hook.start(_gated_lines_job(6, f"t{i}", flag, gates), f"test/watch/{uuid.uuid4().hex}")[1]
+        for i in range(2)
     ]
     shown: list[list[bytes]] = [[], []]
 
     async def main():
         triggers = [
-            # poll_interval 30 s: only the channel can bring the end in time
-            OrchesjobTrigger(ssh_conn_id=orch_conn, job_id=j.job_id, poll_interval=30, state_dir=state_dir)
+            # poll_interval 600 s: within the 120 s ceiling only the channel can bring lines and ends
+            OrchesjobTrigger(ssh_conn_id=orch_conn, job_id=j.job_id, poll_interval=600, state_dir=state_dir)
             for j in jobs
         ]
         for t, s in zip(triggers, shown):
@@ -65,20 +74,25 @@ def test_two_triggers_share_one_channel_and_one_connection(orch_conn, state_dir,
             if probe.watch_channel.hello is not None and len(probe.watch_channel.subs) == 2:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # the subs' first events (the jobs wait: no output yet)
-        t0 = time.monotonic()
         await asyncio.to_thread(remote, f"touch {flag}")
-        events = await asyncio.wait_for(waits, 30)
-        return events, time.monotonic() - t0, probe.watch_channel, probe.poller, probe.shared
+        for k in range(1, 7):  # line k shown by both triggers, then the jobs may print line k + 1
+            for _ in range(2400):  # a 120 s ceiling for a hang
+                if all(b"".join(shown[i]) == _expected(k, f"t{i}") for i in range(2)):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(remote, f"touch {gates}-{k}")
+        events = await asyncio.wait_for(waits, 120)
+        return events, probe.watch_channel, probe.poller, probe.shared
 
-    events, took, channel, poller, _shared = asyncio.run(main())
+    events, channel, poller, _shared = asyncio.run(main())
     for i, (job, ev) in enumerate(zip(jobs, events)):
         p = ev.payload
         assert p["status"] == "terminal" and p["job"]["status"] == "SUCCEEDED" and p["job_id"] == job.job_id
         assert b"".join(shown[i]) == _expected(6, f"t{i}")
         assert p["offsets"]["stdout"] == len(_expected(6, f"t{i}"))
-        assert len(shown[i]) >= 2, shown[i]  # pushed as the lines came
-    assert took < 6.0, took  # ~1.8 s of output, never a 30 s poll interval
+        # pushed as the lines came: one push per line, in order (a line cannot come before the
+        # test has seen the previous one), whatever the machine's load
+        assert [c for c in shown[i] if c] == [f"t{i}-{n}\n".encode() for n in range(1, 7)], shown[i]
     assert channel.opens == 1  # one exec for both triggers, for the whole wait
     assert poller.execs == 0
     # the offsets shown were recorded through the channel: a later try starts after them

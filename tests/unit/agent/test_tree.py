@@ -137,7 +137,7 @@ def test_end_processes_terms_once_then_kills_after_the_grace():
         took = time.monotonic() - t0
         assert (sent_term, sent_kill) == (True, True)
         assert obeys.wait(1) == -signal.SIGTERM and stubborn.wait(1) == -signal.SIGKILL
-        assert 0.5 <= took < 3.0, took
+        assert took >= 0.5, took  # the grace was waited out (a lower bound: load only lengthens it)
     finally:
         for p in (obeys, stubborn):
             p.kill()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -33,10 +32,8 @@ def test_wait_until_returns_the_first_truthy_value():
 
 
 def test_wait_until_times_out_with_message_last_value_and_diagnostics():
-    t0 = time.monotonic()
-    with pytest.raises(AssertionError) as exc:  # WaitTimeout is an AssertionError
+    with pytest.raises(AssertionError) as exc:  # WaitTimeout is an AssertionError (a hang: pytest's timeout)
         procs.wait_until(lambda: 0, timeout=0.05, interval=0.01, message="the moon", diag=lambda: "DIAG")
-    assert time.monotonic() - t0 < 2
     assert isinstance(exc.value, procs.WaitTimeout)
     text = str(exc.value)
     assert "waiting for the moon" in text and "last value 0" in text and text.endswith("\nDIAG")

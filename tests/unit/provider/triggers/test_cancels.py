@@ -65,7 +65,7 @@ def test_the_budget_bounds_it_and_cancels_the_work(caplog):
 
     async def stuck():
         try:
-            await asyncio.sleep(60)
+            await asyncio.sleep(3600)  # only the budget can end it
         except asyncio.CancelledError:
             cancelled.append(True)
             raise
@@ -80,8 +80,9 @@ def test_the_budget_bounds_it_and_cancels_the_work(caplog):
         return loop.time() - t0, task
 
     with caplog.at_level(logging.WARNING, logger="test.cancels"):
-        took, task = asyncio.run(main())
-    assert 0.25 < took < 2.0 and not task.cancelled() and task.result() is None
+        took, task = asyncio.run(asyncio.wait_for(main(), 120))  # a ceiling for a hang
+    # it waited out its budget (a lower bound: load only lengthens it), then gave up
+    assert took >= 0.25 and not task.cancelled() and task.result() is None
     assert cancelled == [True]
     assert "Gave up on the abort after 0.3 s" in caplog.text
 
