@@ -18,8 +18,6 @@ from remote_agent.common.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, b
 from remote_agent.common.timeutil import ISO_HINT, parse_datetime, parse_ttl, to_iso
 from remote_agent.frontends import render
 from remote_agent.frontends.cli_fast import fast_parse
-from remote_agent.jobs import lockqueue, lockrule
-from remote_agent.jobs.checkspec import parse
 from remote_agent.jobs.reader import Reader, wait_for
 from remote_agent.store import paths, sqlite
 
@@ -80,6 +78,8 @@ def _check_spec(args):
             raise bad_args("--check-argv-json is not valid JSON: {}".format(exc)) from None
     else:
         argv = ["/bin/sh", "-c", shell]
+    from remote_agent.jobs.checkspec import parse  # per start with a check: < 1 ms
+
     return parse({"argv": argv, "timeout": timeout})
 
 
@@ -94,6 +94,8 @@ def _claims(args):
         if timeout is not None:
             raise bad_args("--queue-timeout needs --lock-write, --lock-read or --slot")
         return None, None
+    from remote_agent.jobs import lockrule  # per start with locks or slots: < 1 ms
+
     slots = {}  # type: Dict[str, Any]
     for text in slot_args or ():
         name, capacity = lockrule.parse_slot(text)
@@ -106,6 +108,8 @@ def _claims(args):
 def cmd_locks(args, state_dir):
     # type: (Any, str) -> None
     """Holders and waiters of every named lock and slot (read-only)."""
+    from remote_agent.jobs import lockqueue  # per command: the lock queue and its rule, ~1 ms
+
     reader = Reader(state_dir)
     try:
         resources = lockqueue.listing(reader.conn)

@@ -15,8 +15,6 @@ from remote_agent.common.validate import check_argv, check_job_id, check_run_key
 from remote_agent.common.vocab import STREAMS, TERMINAL
 from remote_agent.frontends import render
 from remote_agent.host import procs
-from remote_agent.jobs import lockqueue, lockrule
-from remote_agent.jobs.checkspec import parse
 from remote_agent.jobs.reader import Reader, wait_for
 from remote_agent.store import jobsql, paths, sqlite
 from remote_agent.store.logs import read_chunk
@@ -129,6 +127,8 @@ def _check(req):
     # type: (Dict[str, Any]) -> Any
     if req.get("check") is None:
         return None
+    from remote_agent.jobs.checkspec import parse  # per start with a check: < 1 ms
+
     return parse(req["check"])
 
 
@@ -141,6 +141,8 @@ def _claims(req):
         if timeout is not None:
             raise bad_args("queue_timeout needs locks or slots")
         return None, None
+    from remote_agent.jobs import lockrule  # per start with locks or slots: < 1 ms
+
     if timeout is not None and timeout < 0:
         raise bad_args("queue_timeout must be >= 0 seconds")
     return lockrule.normalize(locks_arg, slots_arg), timeout
@@ -149,6 +151,8 @@ def _claims(req):
 def op_locks(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     """Holders and waiters of every named lock and slot (``orchesjob locks``); read-only."""
+    from remote_agent.jobs import lockqueue  # per command: the lock queue and its rule, ~1 ms
+
     reader = Reader(state_dir)
     try:
         return {"locks": lockqueue.listing(reader.conn)}

@@ -9,7 +9,6 @@ Elsewhere (macOS, best effort) the start time is unknown and only the PID is che
 
 import errno
 import os
-import signal
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -111,4 +110,6 @@ def kill_signal():
     # type: () -> int
     """SIGKILL (SIGTERM where there is none). Imported lazily: the signal module costs ~1 ms
     of start-up (it builds enums), and read commands never signal anything."""
+    import signal  # ~1 ms (the enum wrapper): only the commands that signal pay it
+
     return int(getattr(signal, "SIGKILL", signal.SIGTERM))

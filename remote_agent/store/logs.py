@@ -1,6 +1,5 @@
 """Reading job logs in chunks (for poll and wait) without tearing lines."""
 
-import binascii
 import os
 
 from remote_agent.store import paths
@@ -41,6 +40,8 @@ def read_chunk(state_dir, job_id, stream, offset, limit, terminal):
 
 def b64(data):
     # type: (bytes) -> str
+    import binascii  # not needed by the commands that read no logs
+
     return binascii.b2a_base64(data).decode("ascii").rstrip("\n")
 
 
