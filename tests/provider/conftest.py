@@ -118,7 +118,7 @@ def quick_sshhook_retries(monkeypatch):
     monkeypatch.setattr(ssh_mod, "wait_fixed", lambda *_: wait_none(), raising=False)
     monkeypatch.setattr(ssh_mod, "wait_random", lambda *_: wait_none(), raising=False)
     # where the provider lets us, our hook retries instead (OrchesjobHook.get_conn)
-    monkeypatch.setattr("orchesjob_provider.hooks.orchesjob.CONNECT_RETRY_WAIT", (0.0, 0.0))
+    monkeypatch.setattr("orchesjob_provider.hooks.ssh.paramiko_transport.CONNECT_RETRY_WAIT", (0.0, 0.0))
 
 
 @pytest.fixture(autouse=True, scope="session")
