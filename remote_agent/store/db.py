@@ -17,6 +17,7 @@ from remote_agent.store.sqlite import (
     connect,
     db_error,
     migrated_by,
+    schema_level,
     transaction,
     translate,
     user_version,
@@ -46,7 +47,10 @@ def open_write(state_dir):
         conn = connect(path, readonly=False)
         version = user_version(conn)
         fstype = network_fs_type(state_dir)  # writers only: reads keep the journal mode
-        if version != SCHEMA_VERSION or fstype or migrated_by(conn) != __version__:
+        # the level too, not only who migrated last: two builds that share a version number
+        # (a development checkout) must not leave a file without this one's columns
+        if (version != SCHEMA_VERSION or fstype or migrated_by(conn) != __version__
+                or schema_level(conn) < schema.LEVEL):
             # only a writer meeting another agent's file, or a state dir on a network filesystem
             if version > SCHEMA_VERSION:
                 version_error(conn, version, state_dir)

@@ -101,7 +101,7 @@ def test_list_at_100000_rows_answers_from_the_indexes(agent):
     # from the real code path, in this process, against this database) is answered from an
     # index, and a limited newest-first listing never sorts the history. Without the
     # started_at indexes these plans read "SCAN jobs" and "USE TEMP B-TREE FOR ORDER BY".
-    from remote_agent.vocab import STATUSES as ALL
+    from remote_agent.common.vocab import STATUSES as ALL
 
     cases = {"list --limit 20": (ALL, None, None, None, 20),
              "list --status FAILED": (["FAILED"], None, None, None, 20),
@@ -134,17 +134,18 @@ class _Recording:
 
 
 def _statements_of_list(agent, statuses, glob, since, until, limit):
-    """The SQL `orchesjob list` runs for these filters: remote_agent.listing.list_jobs itself,
-    in this process, on a recording read-only connection to the test's database."""
-    from remote_agent import listing, store
+    """The SQL `orchesjob list` runs for these filters: remote_agent.frontends.listing.list_jobs
+    itself, in this process, on a recording read-only connection to the test's database."""
+    from remote_agent.frontends import listing
+    from remote_agent.store import sqlite
 
     seen = []
-    real_open = store.open_db
-    store.open_db = lambda state_dir, write: _Recording(real_open(state_dir, write), seen)
+    real_open = sqlite.open_read
+    sqlite.open_read = lambda state_dir: _Recording(real_open(state_dir), seen)
     try:
         listing.list_jobs(str(agent.home), statuses, glob, since, until, limit)
     finally:
-        store.open_db = real_open
+        sqlite.open_read = real_open
     return seen
 
 

@@ -106,3 +106,24 @@ def test_transaction_on_an_open_connection(state_dir: str) -> None:
     assert jobsql.get_job(conn, "a")["status"] == vocab.STARTING
     assert not conn.in_transaction
     conn.close()
+
+
+def test_a_file_one_level_behind_is_migrated_even_if_the_same_version_migrated_it(tmp_path: Path) -> None:
+    """Two builds can share a version number (a development checkout, a helper's branch): the
+    writer compares the level too, so a file left at level LEVEL - 1 "by this version" still gets
+    the last level's columns (seen: 'table jobs has no column named task_instance')."""
+    state_dir = str(tmp_path / "state")
+    paths.ensure_state_dir(state_dir)
+    conn = sqlite3.connect(paths.db_path(state_dir), isolation_level=None)
+    for script in schema._MIGRATIONS[:-1]:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute(f"PRAGMA user_version={sqlite.SCHEMA_VERSION:d}")
+    schema.set_schema_meta(conn, schema.LEVEL - 1, 1700000000)  # "migrated by" this very version
+    conn.close()
+    with db.writing(state_dir) as conn:
+        jobsql.insert_job(conn, dict(job("j1"), task_instance="d/t/-1/r"))
+    conn = sqlite.open_read(state_dir)
+    assert conn is not None and sqlite.schema_level(conn) == schema.LEVEL
+    conn.close()
