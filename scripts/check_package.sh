@@ -6,6 +6,8 @@
 #   2 twine    `twine check --strict` on both (uvx: twine is never installed in the project venvs)
 #   3 content  scripts/check_wheel.py: only remote_agent/ and orchesjob_provider/ in the wheel,
 #              version = remote_agent.__version__, the provider entry point
+#   3b agent   scripts/build_agent_dist.sh: orchesjob-agent (the agent alone), twine, its content,
+#              installed with CPython 3.6's own pip (no index) and run: start --sync, status
 #   4 install  per pin set (MWAA 2.10.3 and 3.3.1, docs/installation.md): a fresh venv, the wheel
 #              and the pins in ONE resolve (so the wheel's ranges must admit the pins), then
 #              scripts/package_smoke.py under `python -I` from a scratch dir (no Airflow DB)
@@ -64,6 +66,30 @@ if tar tzf "$SDIST" | grep -qE '^[^/]+/(tests|testkit|scripts|benchmarks|docs)/'
     exit 1
 fi
 
+# The agent alone (orchesjob-agent, packaging/orchesjob-agent): built from the same sources,
+# installed with the OLDEST CPython we support (3.6, its own pip, no index), then run for real.
+log "agent-only distribution (orchesjob-agent)"
+bash "$REPO/scripts/build_agent_dist.sh" "$WORK/agent-dist" >/dev/null
+AGENT_WHEEL="$(ls "$WORK"/agent-dist/orchesjob_agent-*.whl)"
+AGENT_SDIST="$(ls "$WORK"/agent-dist/orchesjob_agent-*.tar.gz)"
+"${UVX[@]}" --quiet --python "$BASE_PY" twine check --strict "$AGENT_WHEEL" "$AGENT_SDIST"
+"$BASE_PY" -I "$REPO/scripts/check_wheel.py" "$AGENT_WHEEL" --version "$VERSION" --agent-only
+OLDEST_PY="$(ls -d "$( (pyenv root 2>/dev/null) || echo "${PYENV_ROOT:-$HOME/.pyenv}")"/versions/3.6.*/bin/python3 \
+    2>/dev/null | sort -V | tail -n 1 || true)"
+if [[ -z "$OLDEST_PY" ]]; then
+    [[ "${CI:-}" == true ]] && { log "ERROR: no CPython 3.6 for the agent-only install (CI=true)"; exit 1; }
+    OLDEST_PY="$BASE_PY"; log "no CPython 3.6 here: the agent-only install runs under $OLDEST_PY"
+fi
+"$OLDEST_PY" -m venv "$WORK/venv-agent"
+"$WORK/venv-agent/bin/python" -m pip install --quiet --no-index "$AGENT_WHEEL"
+got="$("$WORK/venv-agent/bin/orchesjob" --version)"
+[[ "$got" == "orchesjob $VERSION" ]] || { log "ERROR: orchesjob --version said '$got'"; exit 1; }
+ahome="$WORK/agent-home"
+ORCHESJOB_HOME="$ahome" "$WORK/venv-agent/bin/orchesjob" start --run-key smoke --sync -- /bin/sh -c 'echo ran' >/dev/null
+ORCHESJOB_HOME="$ahome" "$WORK/venv-agent/bin/orchesjob" status --run-key smoke | grep -q '"status": "SUCCEEDED"' \
+    || { log "ERROR: the agent-only install did not run its smoke job"; exit 1; }
+log "orchesjob-agent: $(basename "$AGENT_WHEEL") installs and runs under $("$OLDEST_PY" -c 'import platform; print(platform.python_version())')"
+
 install_and_smoke() {  # <pinset>: a fresh venv, the wheel + the pins in one resolve, the smoke test
     local pinset="$1" t=$SECONDS venv="$WORK/venv-$1" home="$WORK/airflow-home-$1"
     local -a pins
@@ -90,4 +116,4 @@ for pinset in $PINSETS; do
     i=$((i + 1))
 done
 [[ $failed == 0 ]] || exit 1
-log "ok: $(basename "$WHEEL"), $(basename "$SDIST") in $((SECONDS - T0)) s"
+log "ok: $(basename "$WHEEL"), $(basename "$SDIST"), $(basename "$AGENT_WHEEL") in $((SECONDS - T0)) s"
