@@ -23,7 +23,6 @@ MAX_LINES = 400
 #: (module, what it may load inside a function) outside frontends/, each with its cost note: the
 #: reader loads the lock queue only for a STARTING row (~1 ms that every status would pay)
 LAZY = {("remote_agent.jobs.reader", "remote_agent.jobs.lockqueue")}
-#: over MAX_LINES today, to be split next (docs/design/architecture.md, "Not yet done")
 
 
 def modules(package: str) -> dict[str, Path]:
