@@ -56,6 +56,41 @@ def check_argv(argv):
     return argv
 
 
+#: the largest number of seconds a duration option takes (start/queue/check timeouts, graces):
+#: thirty years; beyond that a deadline is no longer a date the platform can hold
+MAX_SECONDS = 1e9
+#: the largest ``limit`` of a listing (0 = all)
+MAX_LIST_LIMIT = 10 ** 9
+
+
+def check_seconds(name, value, allow_none=True):
+    # type: (str, Any, bool) -> Any
+    """A duration: a finite number from 0 to MAX_SECONDS (None when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or not 0 <= value <= MAX_SECONDS:
+        raise bad_args("{} must be a number of seconds from 0 to {:g}".format(name, MAX_SECONDS))
+    return float(value)
+
+
+def check_limit(value):
+    # type: (Any) -> int
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIST_LIMIT:
+        raise bad_args("limit must be a whole number from 0 to {}".format(MAX_LIST_LIMIT))
+    return value
+
+
+def check_path(name, value):
+    # type: (str, Any) -> Optional[str]
+    """A directory a caller names (cwd, the state dir): a non-empty string without NUL."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise bad_args("{} must be a non-empty path without NUL bytes".format(name))
+    return value
+
+
 def new_job_id():
     # type: () -> str
     """A random (version 4) UUID, without importing uuid (it costs start-up time)."""

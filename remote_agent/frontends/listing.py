@@ -7,6 +7,7 @@ history size (``list`` walks the index on started_at newest first and stops at i
 import time
 
 from remote_agent.common.errors import EXIT_NOT_FOUND, AgentError, bad_args
+from remote_agent.common.validate import check_limit
 from remote_agent.common.vocab import ACTIVE, STATUSES, TERMINAL
 from remote_agent.jobs.liveness import reconcile
 from remote_agent.jobs.reader import Reader
@@ -92,6 +93,8 @@ def list_jobs(state_dir, statuses, key_glob=None, since=None, until=None, limit=
     first and filtered by their real status; the terminal ones come from the index with the
     limit applied in SQL. Both lists are complete up to ``limit``, so their merge is exact.
     """
+    if limit is not None:
+        check_limit(limit)
     conn = sqlite.open_read(state_dir)
     if conn is None:
         return []

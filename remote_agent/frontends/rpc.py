@@ -11,7 +11,7 @@ import sys
 
 from remote_agent import PROTOCOL, __version__
 from remote_agent.common.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
-from remote_agent.common.validate import check_argv, check_job_id, check_run_key
+from remote_agent.common.validate import check_argv, check_job_id, check_path, check_run_key
 from remote_agent.common.vocab import STREAMS, TERMINAL
 from remote_agent.frontends import render
 from remote_agent.host import procs
@@ -253,8 +253,18 @@ def _reply(op, body):
     # type: (Optional[str], Dict[str, Any]) -> None
     out = {"ok": "error" not in body, "protocol": PROTOCOL, "agent_version": __version__, "op": op}
     out.update(body)
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the caller went away: nobody to answer, and no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.stderr.write("orchesjob rpc: the caller closed the reply channel before the answer\n")
+
+
+#: the largest request ``rpc`` reads (bytes): a start's env and command fit many times over;
+#: a larger one is refused (exit 2) before it is parsed, without reading the rest
+MAX_REQUEST = 16 * 1024 * 1024
 
 
 def _read_request(fd=0):
@@ -262,26 +272,33 @@ def _read_request(fd=0):
     """(bytes, None) for a one-shot request (everything up to EOF), or (bytes after the first
     line, request) when the first line is a ``watch`` request: its commands follow on stdin, so
     reading to EOF would wait for the channel to close. Read from the fd, unbuffered, so the
-    watch sees every byte after its first line."""
-    raw = b""
-    while b"\n" not in raw:
-        data = os.read(fd, 65536)
-        if not data:
-            return raw, None
-        raw += data
-    first, rest = raw.split(b"\n", 1)
-    if b'"watch"' in first:
-        try:
-            req = json.loads(first.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            req = None
-        if isinstance(req, dict) and req.get("op") == "watch" and req.get("protocol", PROTOCOL) == PROTOCOL:
-            return rest, req
+    watch sees every byte after its first line. Linear in the request's size (chunks joined
+    once; only a new chunk is searched for the first newline) and bounded by MAX_REQUEST."""
+    chunks = []  # type: List[bytes]
+    size = 0
+    newline = False
     while True:
         data = os.read(fd, 65536)
         if not data:
-            return raw, None
-        raw += data
+            return b"".join(chunks), None
+        chunks.append(data)
+        size += len(data)
+        if size > MAX_REQUEST:
+            raise bad_args("request is larger than {} bytes (the limit); nothing was done".format(
+                MAX_REQUEST))
+        if not newline and b"\n" in data:
+            newline = True
+            raw = b"".join(chunks)
+            chunks = [raw]
+            first, rest = raw.split(b"\n", 1)
+            if b'"watch"' in first:
+                try:
+                    req = json.loads(first.decode("utf-8"))
+                except (ValueError, UnicodeDecodeError):
+                    req = None
+                if (isinstance(req, dict) and req.get("op") == "watch"
+                        and req.get("protocol", PROTOCOL) == PROTOCOL):
+                    return rest, req
 
 
 def serve():
@@ -295,7 +312,7 @@ def serve():
             from remote_agent.frontends import watch  # per op: the watch channel's server, ~2 ms
 
             op = "watch"
-            given = _get(watching, "home", str) or _get(watching, "state_dir", str)
+            given = check_path("home", _get(watching, "home", str) or _get(watching, "state_dir", str))
             state_dir = paths.expand(given) if given else paths.default_state_dir()
             return watch.serve(watching, state_dir, raw)
         try:
@@ -308,10 +325,10 @@ def serve():
         proto = req.get("protocol", PROTOCOL)
         if proto != PROTOCOL:
             raise bad_args("protocol {!r} is not supported (this agent speaks {})".format(proto, PROTOCOL))
-        if op not in OPS:
+        if not isinstance(op, str) or op not in OPS:
             raise bad_args("unknown op {!r}; known: {}".format(op, ", ".join(sorted(OPS))))
         # "home" is the protocol's historical name for the state dir; "state_dir" also works.
-        given = _get(req, "home", str) or _get(req, "state_dir", str)
+        given = check_path("home", _get(req, "home", str) or _get(req, "state_dir", str))
         state_dir = paths.expand(given) if given else paths.default_state_dir()
         body = OPS[op](req, state_dir)
     except AgentError as exc:
