@@ -108,7 +108,11 @@ def list_jobs(state_dir, statuses, key_glob=None, since=None, until=None, limit=
         rows = [r for r in rows if r["status"] in statuses]
         wanted = [s for s in statuses if s in TERMINAL]
         if wanted:
-            rows += reads.list_jobs(conn, wanted, key_glob, since, until, limit, key_range=bounds)
+            # A job that ends between the two reads (its outcome stored by the watch channel or
+            # a finisher meanwhile) is in both: the reconciled active copy stands, once.
+            seen = {r["job_id"] for r in rows}
+            rows += [r for r in reads.list_jobs(conn, wanted, key_glob, since, until, limit, key_range=bounds)
+                     if r["job_id"] not in seen]
     finally:
         conn.close()
     rows.sort(key=lambda r: (r["started_at"], r["seq"]), reverse=True)

@@ -76,7 +76,7 @@ def test_a_request_over_the_maximum_is_refused_without_reading_it_all(agent):
     """100 MB on stdin: refused once MAX_REQUEST bytes were read (exit 2), nothing stored. The
     read is linear: a quadratic one (the old `raw += data` and a scan of the whole buffer for
     the first newline per 64 KiB chunk) would not finish under the run's hang ceiling."""
-    argv = agent.argv + ["rpc"]
+    argv = [*agent.argv, "rpc"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=agent.make_env(None, ()))
     chunk = b"x" * (1024 * 1024)
@@ -111,7 +111,7 @@ def test_a_caller_that_closes_the_reply_channel_gets_no_traceback(agent):
     agent.start(agent.key(), "/bin/true", sync=True)
     r, w = os.pipe()
     os.close(r)  # nobody will read the reply
-    proc = subprocess.run(agent.argv + ["rpc"], input=b'{"op":"ping","protocol":1}', stdout=w,
+    proc = subprocess.run([*agent.argv, "rpc"], input=b'{"op":"ping","protocol":1}', stdout=w,
                           stderr=subprocess.PIPE, env=agent.make_env(None, ()), timeout=60)
     os.close(w)
     assert b"Traceback" not in proc.stderr, proc.stderr

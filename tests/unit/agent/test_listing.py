@@ -34,3 +34,25 @@ def test_literal_prefix_and_its_range() -> None:
 def test_prefix_glob_takes_wildcards_literally() -> None:
     assert listing.prefix_glob("af/dag/") == "af/dag/*"
     assert listing.prefix_glob("a*b?[c]") == "a[*]b[?][[]c]*"
+
+
+def test_a_job_that_ends_between_the_two_reads_is_listed_once(tmp_path, monkeypatch) -> None:
+    """Issue 18: `orchesjob list` showed a quick-ended job twice: read as RUNNING by the active
+    query (and reconciled to its end), then stored SUCCEEDED by the watch channel or a finisher
+    before the terminal query read it again."""
+    from remote_agent.store import db, reads
+
+    state = str(tmp_path / "state")
+    with db.writing(state):
+        pass  # the database exists
+
+    row = {"job_id": "j1", "run_key": "k", "status": vocab.RUNNING, "started_at": 5, "seq": 1}
+    ended = dict(row, status=vocab.SUCCEEDED)
+
+    def list_jobs(conn, statuses, *args, **kw):
+        return [dict(row)] if vocab.RUNNING in statuses else [dict(ended)]
+
+    monkeypatch.setattr(reads, "list_jobs", list_jobs)
+    monkeypatch.setattr(listing, "reconcile", lambda conn, r: dict(r, status=vocab.SUCCEEDED))
+    got = listing.list_jobs(state, list(vocab.STATUSES))
+    assert [(r["job_id"], r["status"]) for r in got] == [("j1", vocab.SUCCEEDED)]
