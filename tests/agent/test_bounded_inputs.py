@@ -101,7 +101,7 @@ def test_a_request_over_the_maximum_is_refused_without_reading_it_all(agent):
 
 def test_a_large_request_under_the_maximum_is_read_whole(agent):
     """15 MiB of env in one start request (one line, newline at the very end): accepted."""
-    env = {"BIG_%d" % i: "v" * 1000 for i in range(15 * 1024)}
+    env = {f"BIG_{i}": "v" * 1000 for i in range(15 * 1024)}
     req = start_req(agent, env=env)
     code, reply = agent.rpc(req, timeout=120)
     assert code == 0 and reply["action"] == "started", (code, str(reply)[:300])
