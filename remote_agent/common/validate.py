@@ -91,6 +91,30 @@ def check_path(name, value):
     return value
 
 
+#: the largest environment a start takes: Linux's execve refuses more than a quarter of the
+#: stack limit for argv and environment together (2 MiB with the usual 8 MiB), and any one
+#: "NAME=value" string over 128 KiB
+MAX_ENV_BYTES = 1024 * 1024
+MAX_ENV_STRING = 128 * 1024
+
+
+def check_env_size(env):
+    # type: (Optional[Any]) -> None
+    """Refuse an environment the kernel would refuse at exec, before anything is stored."""
+    if not env:
+        return
+    total = 0
+    for k, v in env.items():
+        size = len(k.encode("utf-8", "surrogateescape")) + len(v.encode("utf-8", "surrogateescape")) + 2
+        if size > MAX_ENV_STRING:
+            raise bad_args("env {!r} is {} bytes; one variable may hold at most {}".format(
+                k[:60], size, MAX_ENV_STRING))
+        total += size
+    if total > MAX_ENV_BYTES:
+        raise bad_args("env is {} bytes in {} variables; the limit is {} bytes".format(
+            total, len(env), MAX_ENV_BYTES))
+
+
 def new_job_id():
     # type: () -> str
     """A random (version 4) UUID, without importing uuid (it costs start-up time)."""

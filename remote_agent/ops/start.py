@@ -14,7 +14,14 @@ import time
 
 from remote_agent.common.rules import outcome_unknown
 from remote_agent.common.timeutil import now_ts
-from remote_agent.common.validate import check_argv, check_path, check_run_key, check_seconds, new_job_id
+from remote_agent.common.validate import (
+    check_argv,
+    check_env_size,
+    check_path,
+    check_run_key,
+    check_seconds,
+    new_job_id,
+)
 from remote_agent.common.vocab import ABORTED, ACTIVE, STARTED, STARTING
 from remote_agent.host import identity, procs
 from remote_agent.host.stop import stop_processes
@@ -49,6 +56,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
     check_argv(argv)
     # before anything is stored: a bad value must not create a job or spend a strict key
     check_path("cwd", cwd)
+    check_env_size(env)
     start_timeout = check_seconds("start_timeout", start_timeout, allow_none=False)
     grace = check_seconds("grace_seconds", grace, allow_none=False)
     queue_timeout = check_seconds("queue_timeout", queue_timeout)
