@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchesjob_provider.client.records import JobLogs, normalize_offsets
-from orchesjob_provider.client.wire import PROTOCOL
+from orchesjob_provider.client.wire import PROTOCOL, json_line
 
 #: Seconds between the agent's rounds: a job's end reaches the trigger within about this long.
 WATCH_INTERVAL = 0.2
@@ -77,7 +77,7 @@ class WatchMessage:
 def parse_line(line: bytes) -> WatchMessage:
     """Parse one line from the agent; never raises (a line that is not ours is ``garbage``)."""
     try:
-        obj = json.loads(line.decode("utf-8", "replace"))
+        obj = json_line(line)
     except ValueError:
         return WatchMessage("garbage", message=line[:200].decode("utf-8", "replace").strip())
     if not isinstance(obj, dict):

@@ -75,6 +75,20 @@ def is_missing_agent(rc: int | None, out: bytes, err: bytes) -> bool:
     return rc == REDEPLOY_EXIT and REDEPLOY_MARK in err
 
 
+def json_line(line: bytes | str) -> Any:
+    """One line of the agent's output as JSON, also behind a login banner that did not end its
+    line (a shell rc file that prints without a newline glues its text to the agent's first
+    line). Raises ValueError when neither the line nor its part from the first ``{"`` parses."""
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    try:
+        return json.loads(text)
+    except ValueError:
+        start = text.find('{"')
+        if start <= 0:
+            raise
+        return json.loads(text[start:])
+
+
 def parse_reply(
     op: str, rc: int | None, out: bytes, err: bytes, *, where: str, remote_python: str
 ) -> dict[str, Any]:
@@ -83,7 +97,7 @@ def parse_reply(
     reply: Any = None
     if text:
         try:
-            reply = json.loads(text.splitlines()[-1])
+            reply = json_line(text.splitlines()[-1])
         except ValueError:
             reply = None
     if isinstance(reply, dict) and "ok" in reply:

@@ -113,3 +113,12 @@ def test_starts_at_guards_the_callers_offsets():
     assert not starts_at(res(stdout=8, stderr=0), {"stdout": 10, "stderr": 0})  # would repeat bytes
     assert not starts_at(res(stdout=12, stderr=0), {"stdout": 10, "stderr": 0})  # would skip bytes
     assert starts_at(res(), {"stdout": 10})  # no logs asked: nothing to check
+
+
+def test_the_hello_line_is_read_behind_a_banner_without_newline():
+    """Issue 18: the watch channel's first line may carry a login banner's unterminated text."""
+    from orchesjob_provider.client.watch_wire import parse_line
+
+    msg = parse_line(b'Welcome to batch-01{"event": "hello", "ok": true, "protocol": 1}')
+    assert msg.kind == "hello", msg
+    assert parse_line(b"just a banner").kind == "garbage"

@@ -35,6 +35,22 @@ def test_parse_reply_ok_returns_the_reply_of_the_last_stdout_line():
         "ok": True, "protocol": 1, "op": "ping", "home": "/x"}
 
 
+@pytest.mark.parametrize("banner", [b"", b"Welcome to batch-01\n", b"Welcome to batch-01", b"\x1b[0m>> motd ",
+                                    b"line one\nno newline at the end"])
+def test_parse_reply_reads_the_reply_behind_a_login_banner_with_or_without_newline(banner):
+    """Issue 18: a shell rc file that prints a banner without a trailing newline glued it to the
+    reply's line, and every call failed."""
+    reply = {"ok": True, "protocol": 1, "op": "ping", "nested": {"a": [1, {"b": 2}]}}
+    out = banner + json.dumps(reply).encode() + b"\n"
+    assert wire.parse_reply("ping", 0, out, b"", **W) == reply
+
+
+def test_a_banner_that_hides_the_reply_is_still_one_clear_error():
+    with pytest.raises(x.AgentUnavailable) as e:
+        wire.parse_reply("ping", 0, b'motd {"not": json', b"", **W)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize(
     "code, cls, kind",
     [
