@@ -160,10 +160,18 @@ def op_locks(req, state_dir):
         reader.close()
 
 
+#: log bytes one ``poll`` reply carries at most, over all its jobs (each stream gets an equal
+#: share, at least POLL_MIN_SHARE): the rest comes with the next poll (``size`` > ``next_offset``)
+POLL_MAX_BYTES = 16 * 1024 * 1024
+POLL_MIN_SHARE = 1024
+
+
 def op_poll(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     specs = _get(req, "jobs", list, required=True)
-    limit = _limit(req)
+    # every stream its share of the reply's budget: many chatty jobs cannot make one reply hold
+    # jobs x 2 x MAX_LIMIT bytes, and none starves the others of their turn
+    limit = min(_limit(req), max(POLL_MIN_SHARE, POLL_MAX_BYTES // (2 * max(1, len(specs)))))
     for spec in specs:
         if not isinstance(spec, dict):
             raise bad_args("each entry of 'jobs' must be an object with a job_id")

@@ -5,10 +5,12 @@ linear time up to a documented maximum; a caller that goes away gets no tracebac
 Real agent processes under AGENT_PYTHON, real SQLite; each case counts the jobs stored.
 """
 
+import base64
 import os
 import subprocess
 
 import pytest
+from agent_helpers import TARGET_PYTHON
 
 pytestmark = pytest.mark.beyond_orchesjob
 
@@ -137,3 +139,35 @@ def test_a_caller_that_closes_the_reply_channel_gets_no_traceback(agent):
     os.close(w)
     assert b"Traceback" not in proc.stderr, proc.stderr
     assert b"closed the reply channel" in proc.stderr
+
+
+def test_a_poll_reply_carries_a_bounded_share_per_stream_and_the_rest_comes_next(agent):
+    """Issue 18: a poll of many chatty jobs held jobs x 2 x 8 MiB in memory. Each stream now gets
+    an equal share of 16 MiB (at least 1 KiB); the bytes left come with the next poll, in order."""
+    jobs = []
+    for _ in range(40):
+        # 1 MiB of numbered lines each, then the job ends
+        script = "import sys\nfor n in range(16384):\n    sys.stdout.write('%05d %s\\n' % (n, 'y' * 57))\n"
+        jobs.append(agent.rpc_ok(start_req(agent, argv=[TARGET_PYTHON, "-c", script]))["job"]["job_id"])
+    for job_id in jobs:
+        assert agent.wait_status(job_id, timeout=120)["status"] == "SUCCEEDED"
+    total = 16384 * 64
+    share = 16 * 1024 * 1024 // (2 * len(jobs))  # 209,715 bytes per stream
+    offsets = {j: 0 for j in jobs}
+    rounds = 0
+    got = {j: bytearray() for j in jobs}
+    while any(offsets[j] < total for j in jobs):
+        rounds += 1
+        reply = agent.rpc_ok({"op": "poll", "protocol": 1, "limit": 8 * 1024 * 1024,
+                              "jobs": [{"job_id": j, "offsets": {"stdout": offsets[j], "stderr": 0}} for j in jobs]})
+        for item in reply["jobs"]:
+            chunk = item["logs"]["stdout"]
+            data = base64.b64decode(chunk["data_b64"])
+            assert len(data) <= share and chunk["offset"] == offsets[item["job_id"]]
+            got[item["job_id"]] += data
+            offsets[item["job_id"]] = chunk["next_offset"]
+        assert rounds <= total // share + 1
+    assert rounds == -(-total // share)  # ceil: every round moved every stream by its full share
+    for j in jobs:
+        lines = bytes(got[j]).splitlines()
+        assert [int(line[:5]) for line in lines] == list(range(16384))
