@@ -158,8 +158,8 @@ def test_a_poll_reply_carries_a_bounded_share_per_stream_and_the_rest_comes_next
     got = {j: bytearray() for j in jobs}
     while any(offsets[j] < total for j in jobs):
         rounds += 1
-        reply = agent.rpc_ok({"op": "poll", "protocol": 1, "limit": 8 * 1024 * 1024,
-                              "jobs": [{"job_id": j, "offsets": {"stdout": offsets[j], "stderr": 0}} for j in jobs]})
+        specs = [{"job_id": j, "offsets": {"stdout": offsets[j], "stderr": 0}} for j in jobs]
+        reply = agent.rpc_ok({"op": "poll", "protocol": 1, "limit": 8 * 1024 * 1024, "jobs": specs})
         for item in reply["jobs"]:
             chunk = item["logs"]["stdout"]
             data = base64.b64decode(chunk["data_b64"])
