@@ -15,7 +15,7 @@ import sqlite3
 import sys
 
 from remote_agent.common.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
-from remote_agent.common.timeutil import ISO_HINT, parse_datetime, parse_ttl, to_iso
+from remote_agent.common.timeutil import ISO_HINT, now_ts, parse_datetime, parse_ttl, to_iso
 from remote_agent.frontends import render
 from remote_agent.frontends.cli_fast import fast_parse
 from remote_agent.jobs.reader import Reader, wait_for
@@ -210,18 +210,31 @@ def cmd_clean(args, state_dir):
     # type: (Any, str) -> None
     from remote_agent.ops import clean  # per command: ops/clean + worker/lockwait + the schema, ~2 ms
 
+    older_than, keep = getattr(args, "older_than", None), getattr(args, "keep", None)
+    retention = older_than is not None or keep is not None
+    if retention and (args.job_id or args.all or args.before or args.after):
+        raise bad_args("clean: --older-than and --keep cannot be combined with --before, --after, --all "
+                       "or --job-id")
     if args.job_id:
         if args.before or args.after or args.all or args.run_key:
             raise bad_args("clean: --job-id cannot be combined with --before, --after, --all, or --run-key")
     elif args.all:
         if args.before or args.after:
             raise bad_args("clean: --all cannot be combined with --before or --after")
-    elif not args.before and not args.after:
-        raise bad_args("clean: one of --before, --after, --all, or --job-id is required")
+    elif not args.before and not args.after and not retention:
+        raise bad_args("clean: one of --before, --after, --all, or --job-id is required")  # orchesjob 1.1.0
+    if keep is not None and keep < 0:
+        raise bad_args("clean: --keep must be >= 0")
     before = _clean_datetime("--before", args.before)
     after = _clean_datetime("--after", args.after)
+    if older_than is not None:
+        try:
+            before = now_ts() - parse_ttl(older_than)
+        except ValueError as exc:
+            raise bad_args("clean: --older-than: {}".format(exc)) from None
     rows, errors = clean.clean(state_dir, job_id=args.job_id, run_key=args.run_key, before=before,
-                                   after=after, everything=args.all, dry_run=args.dry_run)
+                               after=after, everything=args.all, dry_run=args.dry_run, keep=keep,
+                               acked_only=retention)
     items = []
     for r in rows:
         selected = r["finished_at"] if r["finished_at"] is not None else r["started_at"]

@@ -134,14 +134,22 @@ def build_parser():
             "  * Otherwise, specify at least one of --before or --after.\n"
             "  * --before and --after may be combined as a range.\n"
             "  * --run-key may be combined with --all, --before, or --after.\n"
-            "  * --job-id cannot be combined with other selection options."),
+            "  * --job-id cannot be combined with other selection options.\n"
+            "  * Retention: --older-than and/or --keep (each with --run-key if wanted) delete\n"
+            "    only acknowledged results: a result no Airflow try has reported yet stays,\n"
+            "    so a retry can still adopt it. Both together: old AND beyond the newest N."),
         epilog=_examples("orchesjob clean --before 2026-01-01 --dry-run",
-                         "orchesjob clean --all --run-key backup-42"))
+                         "orchesjob clean --all --run-key backup-42",
+                         "orchesjob clean --older-than 30d --keep 5   # daily, from cron"))
     p.add_argument("--before", metavar="DATETIME", help="jobs finished before this (exclusive)")
     p.add_argument("--after", metavar="DATETIME", help="jobs finished at or after this (inclusive)")
     p.add_argument("--all", action="store_true", help="all matching terminal jobs")
     p.add_argument("--job-id", metavar="JOB_ID", help="one terminal job")
     p.add_argument("--run-key", metavar="RUN_KEY", help="only this run key")
+    p.add_argument("--older-than", metavar="AGE", dest="older_than",
+                   help="retention: acknowledged jobs that finished more than AGE ago (90s, 2h, 30d)")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="retention: keep the newest N jobs of each run key, delete older acknowledged ones")
     p.add_argument("--dry-run", action="store_true", dest="dry_run", help="list, delete nothing")
 
     p = sub.add_parser(

@@ -14,9 +14,14 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
     Row = Dict[str, Any]
 
 
-def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everything=False, dry_run=False):
-    # type: (str, Optional[str], Optional[str], Optional[int], Optional[int], bool, bool) -> Tuple[List[Row], int]
+def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everything=False, dry_run=False,
+          keep=None, acked_only=False):
+    # type: (str, Optional[str], Optional[str], Optional[int], Optional[int], bool, bool, Optional[int], bool) -> Tuple[List[Row], int]
     """Delete terminal jobs, their logs and exit records; active jobs and run-key history are kept.
+
+    Retention (``keep``: the newest N jobs of each key stay; ``acked_only``): a result no try has
+    acknowledged is never deleted by it, since a resume start adopts it (deleting it would run
+    the key again).
 
     The run_keys row survives, so attempt numbers keep counting up and a key that a
     ``--strict`` start consumed stays consumed until ``unlock``. A dry run reads in a
@@ -36,7 +41,7 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
             # its outcome in its exit record: store it, so the job is cleaned like any ended one.
             for row in jobsql.active_jobs(conn):
                 reconcile(conn, row, locked=True)
-        rows = jobsql.clean_candidates(conn, job_id, run_key, before, after)
+        rows = jobsql.clean_candidates(conn, job_id, run_key, before, after, keep, acked_only)
         if dry_run or not rows:
             return rows, 0
         jobsql.delete_terminal(conn, [r["job_id"] for r in rows])

@@ -60,9 +60,11 @@ def valid_override(conn, run_key, now):
     ).fetchone()
 
 
-def clean_candidates(conn, job_id=None, run_key=None, before=None, after=None):
-    # type: (sqlite3.Connection, Optional[str], Optional[str], Optional[int], Optional[int]) -> List[Row]
-    """Terminal jobs to clean, oldest first; ``before`` exclusive, ``after`` inclusive."""
+def clean_candidates(conn, job_id=None, run_key=None, before=None, after=None, keep=None, acked_only=False):
+    # type: (sqlite3.Connection, Optional[str], Optional[str], Optional[int], Optional[int], Optional[int], bool) -> List[Row]
+    """Terminal jobs to clean, oldest first; ``before`` exclusive, ``after`` inclusive; ``keep``:
+    not the newest N attempts of their key (a seek on jobs_run_key_attempt per row: no window
+    functions before SQLite 3.25); ``acked_only``: acknowledged results only."""
     clauses = ["status IN " + placeholders(TERMINAL)]
     params = list(TERMINAL)  # type: List[Any]
     if job_id:
@@ -77,6 +79,12 @@ def clean_candidates(conn, job_id=None, run_key=None, before=None, after=None):
     if after is not None:
         clauses.append("COALESCE(finished_at, started_at) >= ?")
         params.append(after)
+    if acked_only:
+        clauses.append("acked_at IS NOT NULL")
+    if keep is not None:
+        clauses.append("(SELECT COUNT(*) FROM jobs AS newer WHERE newer.run_key = jobs.run_key"
+                       " AND newer.attempt_no > jobs.attempt_no) >= ?")
+        params.append(keep)
     sql = "SELECT job_id, run_key, finished_at, started_at FROM jobs WHERE {} ORDER BY started_at".format(
         " AND ".join(clauses))
     return conn.execute(sql, params).fetchall()

@@ -184,3 +184,60 @@ def test_27_bad_combinations_and_datetimes(agent, args, exact, contains):
     assert_error(agent.run("clean", *args), 2, exact=exact, contains=contains)
     assert agent.status(keep["job_id"])["status"] == "SUCCEEDED"
     assert _exists(keep)
+
+
+# -- retention (beyond orchesjob 1.1.0; issue 18): --older-than and --keep ------------------------
+def _ack(agent, job_id):
+    agent.rpc_ok({"op": "ack", "protocol": 1, "job_id": job_id})
+
+
+def _age(agent, job_id, seconds):
+    """Make a job look as if it finished ``seconds`` ago (its row only)."""
+    conn = agent.db()
+    try:
+        conn.execute("UPDATE jobs SET finished_at = finished_at - ?, started_at = started_at - ? "
+                     "WHERE job_id = ?", (seconds, seconds, job_id))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+@pytest.mark.beyond_orchesjob
+def test_retention_keeps_the_newest_n_per_key_and_never_an_unacknowledged_result(agent):
+    key, other = agent.key(), agent.key()
+    jobs = [agent.start_ok(key, "true", sync=True) for _ in range(4)]
+    for j in jobs[:3]:
+        _ack(agent, j["job_id"])
+    lone = agent.start_ok(other, "true", sync=True)
+    _ack(agent, lone["job_id"])
+    # --keep 1: of key's 4 jobs the newest (attempt 4) stays; attempts 1-3 (acknowledged) go
+    rep = agent.ok("clean", "--keep", "1", "--dry-run")
+    assert sorted(i["job_id"] for i in rep["items"]) == sorted(j["job_id"] for j in jobs[:3])
+    # an unacknowledged result is never deleted by retention, even beyond --keep
+    unacked = agent.start_ok(key, "true", sync=True)  # attempt 5: newest now, jobs[3] unacked
+    rep = agent.ok("clean", "--keep", "0")
+    deleted = {i["job_id"] for i in rep["items"]}
+    assert deleted == {j["job_id"] for j in jobs[:3]} | {lone["job_id"]}
+    assert agent.status(jobs[3]["job_id"])["status"] == "SUCCEEDED"  # unacknowledged: kept
+    assert agent.status(unacked["job_id"])["status"] == "SUCCEEDED"
+    # a resume start adopts the unacknowledged result instead of running the key again
+    rep = agent.rpc_ok({"op": "start", "protocol": 1, "run_key": key, "argv": ["true"], "mode": "resume"})
+    assert rep["action"] == "adopted" and rep["job"]["job_id"] == unacked["job_id"]
+
+
+@pytest.mark.beyond_orchesjob
+def test_retention_by_age_and_its_bad_values(agent):
+    key = agent.key()
+    old, new = agent.start_ok(key, "true", sync=True), agent.start_ok(key, "true", sync=True)
+    for j in (old, new):
+        _ack(agent, j["job_id"])
+    _age(agent, old["job_id"], 40 * 86400)
+    rep = agent.ok("clean", "--older-than", "30d")
+    assert [i["job_id"] for i in rep["items"]] == [old["job_id"]]
+    assert agent.status(new["job_id"])["status"] == "SUCCEEDED"
+    # both together: old AND beyond the newest N
+    _age(agent, new["job_id"], 40 * 86400)
+    assert agent.ok("clean", "--older-than", "30d", "--keep", "1")["deleted"] == 0
+    assert_error(agent.run("clean", "--older-than", "soon"), 2, contains="clean: --older-than: Invalid ttl")
+    assert_error(agent.run("clean", "--keep", "-1"), 2, contains="clean: --keep must be >= 0")
+    assert_error(agent.run("clean", "--keep", "1", "--all"), 2, contains="cannot be combined")
