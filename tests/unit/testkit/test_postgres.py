@@ -13,7 +13,15 @@ from testkit import prereqs
 from testkit.airflow_stack import AirflowStack, StackError, base_component, expand_components
 from testkit.procs import pid_alive, port_open
 
+try:
+    import psycopg2  # noqa: F401  (the af3 venv's: the e2e stack runs there; af2/af32 have none)
+
+    HAS_PSYCOPG2 = True
+except ImportError:
+    HAS_PSYCOPG2 = False
 needs_pg = pytest.mark.skipif(pg_mod.bin_dir() is None, reason=prereqs.missing_message("postgresql"))
+needs_psycopg2 = pytest.mark.skipif(
+    not HAS_PSYCOPG2, reason="psycopg2 is installed in the af3 venv only (the e2e stack's)")
 
 
 def test_component_names():
@@ -52,6 +60,7 @@ def test_postgres_stack_settings_and_command_lines(tmp_path):
 
 
 @needs_pg
+@needs_psycopg2
 def test_postgres_cluster_lifecycle_and_stack_queries():
     # not under pytest's tmp_path: its parents (0700) are not traversable by the postgres user
     home = tempfile.mkdtemp(prefix="orchesjob-pgtest-")
