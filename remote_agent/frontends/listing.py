@@ -11,7 +11,7 @@ from remote_agent.common.validate import check_limit
 from remote_agent.common.vocab import ACTIVE, STATUSES, TERMINAL
 from remote_agent.jobs.liveness import reconcile
 from remote_agent.jobs.reader import Reader
-from remote_agent.store import paths, reads, sqlite
+from remote_agent.store import logs, paths, reads, sqlite
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -137,12 +137,7 @@ def follow(state_dir, run_key, job_id, stream, out):
                     if done:
                         raise AgentError("Log file not found: {}".format(path), EXIT_NOT_FOUND) from None
             if f is not None:
-                while True:
-                    block = f.read(1 << 20)
-                    if not block:
-                        break
-                    out.write(block)
-                out.flush()
+                logs.copy_out(f, out)
             if done:
                 return
             time.sleep(FOLLOW_INTERVAL)

@@ -61,3 +61,14 @@ def has_output(state_dir, job_id, offsets, limit):
             if read_chunk(state_dir, job_id, stream, offset, limit, False)["next_offset"] > offset:
                 return True
     return False
+
+
+def copy_out(f, out):
+    # type: (Any, Any) -> None
+    """Copy an open log file to ``out`` (a binary stream) from where it stands, 1 MiB at a time."""
+    while True:
+        block = f.read(1 << 20)
+        if not block:
+            break
+        out.write(block)
+    out.flush()
