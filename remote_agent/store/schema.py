@@ -308,6 +308,7 @@ def leave_wal(conn, state_dir, fstype):
         raise AgentError(
             "state dir {} is on a network filesystem ({}) and its database {} is in WAL mode, which "
             "is unsafe there; it could not be switched to journal_mode=DELETE while another process "
-            "holds it open: wait for its jobs to end and retry, or use a local state_dir "
-            "(ORCHESJOB_HOME, e.g. /var/tmp/orchesjob-$USER)".format(
+            "holds it open: wait for its jobs to end and retry, or use a state dir on a local "
+            "filesystem that only you can write, e.g. unset ORCHESJOB_HOME for the default "
+            "~/.local/state/orchesjob (the agent creates it 0700 if missing)".format(
                 state_dir, fstype, db_path(state_dir)))

@@ -10,7 +10,8 @@ SIGINT/SIGQUIT not ignored, which a POSIX sh without job control would do to a b
 job), reports the target's pid, and waits, using no CPU. The Python supervisor records the
 wrapper as the job's worker (``worker_pid``/``worker_start``) and the target, tells the
 launcher, and exits. When the target ends, bash writes the exit record at once (exitrec.py's
-format, ``printf`` to a temporary name and ``mv``): from then on readers report the outcome,
+format, ``printf`` to a temporary file that ``mktemp`` made new with an unpredictable name,
+and ``mv``): from then on readers report the outcome,
 as they did a few milliseconds after the end with the classic supervisor.
 
 Most jobs on a local filesystem end with nothing left to do (a network filesystem can be shared
@@ -120,7 +121,8 @@ _oj_code=$_oj_rc
 if [ "$_oj_rc" -gt 128 ] && [ "$_oj_rc" -le 192 ]; then _oj_code=$((128 - _oj_rc)); fi
 printf -v _oj_now '%(%s)T' -1
 if [ -n "$5" ]; then
-  printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$5.tmp" && command -p mv -f "$5.tmp" "$5" && _oj_rec=1
+  _oj_tmp=$(command -p mktemp "$5.tmp.XXXXXXXXXX") && printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$_oj_tmp" \
+    && command -p mv -f "$_oj_tmp" "$5" && _oj_rec=1
 fi
 if [ -n "$_oj_rec" ] && [ "$8" = 1 ] && [ "${12}" = 1 ] && [ -z "$_oj_s" ] && [ "$_oj_rc" -le 128 ] \
    && [ "${_oj_now:-0}" -gt 0 ]; then

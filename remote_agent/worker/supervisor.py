@@ -74,8 +74,7 @@ def _detach():
 
 def _open_log(state_dir, job_id, stream):
     # type: (str, str, str) -> int
-    return os.open(paths.log_path(state_dir, job_id, stream),
-                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return paths.open_log(state_dir, job_id, stream)
 
 
 def _record(conn, job_id, only_if, **values):
