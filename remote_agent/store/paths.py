@@ -104,6 +104,26 @@ def trusted_fd(fd, path):
         raise UnsafePath(refusal(path, st, False))
 
 
+def _check_parent(state_dir):
+    # type: (str) -> None
+    """Whoever can write the state dir's parent can rename the state dir away and put another in
+    its place: the parent must be the user's or root's, and writable by group or others only
+    with the sticky bit (as /tmp). Symlinks above the state dir are followed (``/home`` may
+    be one): only the state dir itself must be a real directory."""
+    parent = os.path.dirname(os.path.abspath(state_dir))
+    try:
+        st = os.stat(parent)
+    except OSError:
+        return
+    if st.st_uid not in (0, os.geteuid()) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+        raise UnsafePath(
+            "unsafe state dir: its parent {} is a directory owned by {} with mode {:04o}, so another "
+            "user could replace the state dir {}; the parent must belong to {} or root and be "
+            "writable by group or others only with the sticky bit: move the state dir (set "
+            "ORCHESJOB_HOME) into a directory of your own".format(
+                parent, _owner(st.st_uid), stat.S_IMODE(st.st_mode), state_dir, _owner(os.geteuid())))
+
+
 def check_state_dir(state_dir):
     # type: (str) -> bool
     """Check an existing state dir once per process: the dir, ``logs``, ``locks`` and the
@@ -112,6 +132,7 @@ def check_state_dir(state_dir):
         return True
     if not trusted(state_dir, True):
         return False
+    _check_parent(state_dir)
     for sub in ("logs", "locks"):
         trusted(os.path.join(state_dir, sub), True)
     for name in DB_FILES:
@@ -141,8 +162,10 @@ def ensure_state_dir(state_dir):
             parent = os.path.dirname(os.path.abspath(state_dir))
             if not os.path.isdir(parent):
                 os.makedirs(parent, 0o700, exist_ok=True)
+            _check_parent(state_dir)
             _mkdir(state_dir)
             trusted(state_dir, True)
+        _check_parent(state_dir)
         logs = os.path.join(state_dir, "logs")
         if not trusted(logs, True):
             _mkdir(logs)

@@ -230,3 +230,19 @@ def test_a_forged_row_in_a_foreign_owned_database_is_never_run_nor_adopted(other
 def test_the_network_fs_advice_names_a_private_local_dir():
     text = (pathlib.Path(__file__).resolve().parents[2] / "remote_agent/store/schema.py").read_text()
     assert "/var/tmp/orchesjob-$USER" not in text
+
+
+def test_a_state_dir_whose_parent_another_user_can_write_is_refused(other_user, shared, tmp_path):
+    """The other user owns the parent: it could rename the state dir away and put its own in
+    place between the agent's check and its use."""
+    parent = shared / "theirs"
+    as_other(other_user, "mkdir", "-m", "0755", str(parent))
+    home = parent / "home"
+    subprocess.run(["mkdir", "-m", "0700", str(home)], check=True)  # the test user's, inside
+    side = tmp_path / "side"
+    a = agent_at(home, tmp_path)
+    res = a.start(a.key(), *side_effect_cmd(side), sync=True)
+    assert_error(res, UNUSABLE_STATE_DIR, contains=f"unsafe state dir: its parent {parent} is a directory")
+    assert f"owned by {other_user[0]} (uid {other_user[1]}) with mode 0755" in res.err, res
+    assert runs(side) == 0
+    assert list(home.iterdir()) == []
