@@ -4,9 +4,11 @@
 # Standard library only, valid on CPython 3.6, and cheap (a few stats; it loads as bytecode): it
 # runs on every call. It checks that every file the bundle's MANIFEST lists is there, a regular
 # file of this user that nobody else can write, with its size (a crash or a full disk during a
-# deploy leaves empty or missing files), then imports and runs the agent. Anything wrong ends
-# here, before the agent runs, with exit code 86 and one line on stderr; the hook then deploys
-# again, which verifies every sha256 and repairs or refuses (deploy.py).
+# deploy leaves empty or missing files), and so is every bytecode file under the packages'
+# __pycache__ dirs (Python loads those instead of the sources), then imports and runs the
+# agent. Anything wrong ends here, before the agent runs, with exit code 86 and one line on
+# stderr; the hook then deploys again, which verifies every sha256 and the bytecode, and
+# repairs or refuses (deploy.py).
 import os
 import sys
 
@@ -62,6 +64,19 @@ def main(agent_dir):
             checked.add(parent)
         if _check(path, False, uid).st_size != size:
             _stop("damaged: %s has the wrong size" % path)
+    # The bytecode Python will load instead of the sources: every file under each package's
+    # __pycache__ must be this user's and writable by nobody else, like the sources.
+    for parent in sorted(checked):
+        cache = os.path.join(parent, "__pycache__")
+        if not os.path.lexists(cache):
+            continue
+        _check(cache, True, uid)
+        try:
+            names = os.listdir(cache)
+        except OSError:
+            _stop("unreadable %s" % cache)
+        for name in names:
+            _check(os.path.join(cache, name), False, uid)
     try:
         from remote_agent.frontends.cli import main as agent_main
     except (ImportError, SyntaxError, ValueError, EOFError) as exc:  # EOFError: a cut .pyc

@@ -8,7 +8,8 @@
 #   ~/.orchesjob/agent inside our own ~/.orchesjob is moved aside and made again.
 # * agent-<sha16>/ is trusted only if every file of its MANIFEST is there, a regular file owned by
 #   this user, not writable by others, with the right sha256, and no other file sits beside them
-#   (only bytecode under __pycache__/). A damaged or foreign directory is moved aside (its name
+#   (only bytecode under __pycache__/, and this interpreter's must load: right magic, a header
+#   that matches its source, a body that unmarshals). A damaged or foreign directory is moved aside (its name
 #   gets .broken.<pid>) and installed again.
 # * A new install is unpacked into a temporary sibling, precompiled by this interpreter, every file
 #   and directory fsynced, then renamed into place (atomic; a concurrent deploy of the same bundle
@@ -88,6 +89,50 @@ def _manifest(data):
     return out
 
 
+def _bytecode_ok(pyc):
+    # type: (str) -> bool
+    """False if ``pyc`` is this interpreter's bytecode and would not load as its source's: a
+    wrong magic, a header that no longer matches the source (mtime and size), or a body that
+    does not unmarshal. Another interpreter's bytecode is only checked for its owner and mode."""
+    tag = getattr(sys.implementation, "cache_tag", None)
+    name = os.path.basename(pyc)
+    if not tag or not name.endswith("." + tag + ".pyc"):
+        return True
+    import importlib.util
+    import marshal
+
+    source = os.path.join(os.path.dirname(os.path.dirname(pyc)), name[:-len(tag) - 5] + ".py")
+    try:
+        with open(pyc, "rb") as f:
+            data = f.read()
+        st = os.stat(source)
+    except OSError:
+        return False
+    if data[:4] != importlib.util.MAGIC_NUMBER:
+        return False
+    if sys.version_info < (3, 7):  # no flags word before PEP 552
+        data = data[:4] + b"\0\0\0\0" + data[4:]
+    if len(data) < 16:
+        return False
+    flags = int.from_bytes(data[4:8], "little")
+    if flags == 0:  # timestamp-based: the source's mtime and size
+        if (int.from_bytes(data[8:12], "little") != int(st.st_mtime) & 0xFFFFFFFF
+                or int.from_bytes(data[12:16], "little") != st.st_size & 0xFFFFFFFF):
+            return False
+    elif flags == 3:  # checked hash (compileall under SOURCE_DATE_EPOCH; 3.7+)
+        source_hash = getattr(importlib.util, "source_hash", None)
+        with open(source, "rb") as f:
+            if source_hash is None or source_hash(f.read()) != data[8:16]:
+                return False
+    else:  # an unchecked hash would load whatever the source says: never written by a deploy
+        return False
+    try:
+        marshal.loads(data[16:])
+    except (EOFError, ValueError, TypeError):
+        return False
+    return True
+
+
 def _problem(agent_dir, uid):
     # type: (str, int) -> Optional[str]
     """Why ``agent_dir`` cannot be trusted, or None if it can."""
@@ -99,6 +144,7 @@ def _problem(agent_dir, uid):
             files = _manifest(f.read())
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         return "no readable MANIFEST (%s)" % exc
+    compiled = []  # type: List[Tuple[str, str]]
     try:
         for root, dirs, names in os.walk(agent_dir):
             rel_root = os.path.relpath(root, agent_dir)
@@ -109,6 +155,8 @@ def _problem(agent_dir, uid):
                 if st.st_uid != uid or st.st_mode & 0o022 or (st.st_mode & 0o170000) == 0o120000:
                     return "%s is not owned by this user, is writable by others, or is a symlink" % rel
                 bytecode = os.path.basename(root) == "__pycache__" and name.endswith(".pyc")
+                if bytecode:
+                    compiled.append((rel, path))
                 if name in dirs or rel in files or rel == "MANIFEST" or bytecode:
                     continue
                 return "unexpected file %s" % rel
@@ -122,6 +170,9 @@ def _problem(agent_dir, uid):
             return "missing %s" % rel
         if len(content) != size or hashlib.sha256(content).hexdigest() != digest:
             return "damaged %s" % rel
+    for rel, path in compiled:  # the sources are right: is their bytecode?
+        if not _bytecode_ok(path):
+            return "damaged bytecode %s" % rel
     return None
 
 

@@ -4,6 +4,9 @@ A bare PID is not an identity: PIDs are reused, and a reboot restarts the number
 process is identified by (boot id, pid, start time in clock ticks since boot), all read from
 /proc on Linux. A recorded identity is alive only if all three still match and the process
 is not a zombie, so a recycled PID never keeps a job RUNNING and never receives our signals.
+Where /proc exists, a pid recorded without its start time (a target reaped before it was read
+by an older agent, a row imported from orchesjob 1.1.0) is no identity: it never counts as
+alive, so it is never signalled and the job is judged by its worker and its exit record.
 Elsewhere (macOS, best effort) the start time is unknown and only the PID is checked.
 """
 
@@ -75,8 +78,8 @@ def is_alive(pid, started, boot):
         return _pid_exists(pid)  # no /proc (macOS): best effort
     if fields[0] in (b"Z", b"X"):
         return False
-    if started is not None and len(fields) >= 20 and int(fields[19]) != started:
-        return False
+    if started is None or len(fields) < 20 or int(fields[19]) != started:
+        return False  # no start time known: a bare pid may be anybody's by now
     return True
 
 

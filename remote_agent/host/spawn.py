@@ -86,6 +86,20 @@ def wait_exit(pid):
             return exit_code(status)
 
 
+def unreaped_child(pid):
+    # type: (int) -> bool
+    """True while ``pid`` is a child of this process not yet reaped (running or a zombie): its
+    pid, and so its process group number, cannot belong to anybody else. Asks without reaping."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:  # no waitid (macOS): best effort
+        return True
+    try:
+        waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def reap_into(statuses):
     # type: (Dict[int, int]) -> None
     """Collect every exited child without blocking, keeping its wait status by pid."""

@@ -28,6 +28,12 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
     Row = Dict[str, Any]
 
 
+#: The lost reason of a job whose target's start time was never recorded (see procs.py).
+NO_IDENTITY = ("no start time was recorded for the target (pid {}), so that pid cannot be told from"
+               " a reused one; its supervisor (pid {}) has ended and left no exit record; exit"
+               " status unknown")
+
+
 def lost_reason(row):
     # type: (Row) -> Optional[str]
     """Why an active job is gone, or None while its supervisor or its target is alive."""
@@ -42,6 +48,8 @@ def lost_reason(row):
         return "supervisor (pid {}) exited before starting the target".format(supervisor_pid)
     if procs.is_alive(row["target_pid"], row.get("target_start"), boot):
         return None
+    if row.get("target_start") is None and procs.boot_id():
+        return NO_IDENTITY.format(row["target_pid"], supervisor_pid)
     return "supervisor (pid {}) was killed and the target (pid {}) has ended; exit status unknown".format(
         supervisor_pid, row["target_pid"])
 

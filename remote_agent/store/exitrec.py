@@ -12,6 +12,7 @@ this file before declaring it LOST.
 Format, one line: ``v1 <exit_code> <finished_at>`` (a shell wrapper can write it too).
 """
 
+import binascii
 import os
 
 MYPY = False
@@ -42,9 +43,14 @@ def write(state_dir, job_id, exit_code, finished_at):
     # type: (str, str, int, int) -> None
     """Record the exit status durably; raises OSError (e.g. ENOSPC) if it could not."""
     final = path(state_dir, job_id)
-    tmp = final + ".tmp"
     data = "v1 {:d} {:d}\n".format(exit_code, finished_at).encode("ascii")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    while True:  # an unpredictable name, created new, never through a symlink
+        tmp = "{}.tmp.{}".format(final, binascii.hexlify(os.urandom(6)).decode("ascii"))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            break
+        except FileExistsError:
+            continue
     try:
         view = memoryview(data)
         while view:
@@ -60,10 +66,16 @@ def read(state_dir, job_id):
     # type: (str, str) -> Optional[Tuple[int, int]]
     """(exit_code, finished_at) if the supervisor recorded them, else None."""
     try:
-        with open(path(state_dir, job_id), "rb") as f:
-            fields = f.read(64).split()
+        fd = os.open(path(state_dir, job_id), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None  # not written by this user: never an outcome
+        fields = os.read(fd, 64).split()
+    finally:
+        os.close(fd)
     if len(fields) != 3 or fields[0] != b"v1":
         return None
     try:

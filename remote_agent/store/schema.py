@@ -240,6 +240,14 @@ def _ts(value):
         return None
 
 
+#: The lost reason of a job imported active from orchesjob 1.1.0. It does not start with
+#: "imported from orchesjob": its outcome is unknown (common/rules.py outcome_unknown).
+LEGACY_NO_IDENTITY = ("no process identity: the job was active in orchesjob 1.1.0's database, which"
+                      " recorded bare pids without start times, so whether it still runs cannot be"
+                      " told from a reused pid; it was imported as LOST, exit status unknown:"
+                      " check the host, then rerun or unlock its run key")
+
+
 def _import_legacy(conn):
     # type: (sqlite3.Connection) -> None
     """Copy an orchesjob 1.1.0 database into this schema; its tables stay as orchesjob_legacy_*.
@@ -280,6 +288,10 @@ def _import_legacy(conn):
             if r["status"] in ACTIVE and r is not active[-1]:
                 job.update(status=LOST, finished_at=job["updated_at"],
                            lost_reason="imported from orchesjob 1.1.0 beside a newer active job of its key")
+            elif r["status"] in ACTIVE:
+                # orchesjob 1.1.0 recorded bare pids: no start time, so no process identity
+                # (host/procs.py); whether it still runs cannot be told from a reused pid.
+                job.update(status=LOST, finished_at=job["updated_at"], lost_reason=LEGACY_NO_IDENTITY)
             if job["status"] in TERMINAL:
                 job["acked_at"] = job["finished_at"] or job["updated_at"]
             jobsql.insert_job(conn, job)
@@ -308,6 +320,8 @@ def leave_wal(conn, state_dir, fstype):
         raise AgentError(
             "state dir {} is on a network filesystem ({}) and its database {} is in WAL mode, which "
             "is unsafe there; it could not be switched to journal_mode=DELETE while another process "
-            "holds it open: wait for its jobs to end and retry, or use a local state_dir "
-            "(ORCHESJOB_HOME, e.g. /var/tmp/orchesjob-$USER)".format(
+            "holds it open: wait for its jobs to end and retry, or use a local state_dir that only "
+            "you can write: unset ORCHESJOB_HOME for the default ~/.local/state/orchesjob when "
+            "your home is on a local filesystem, which the agent creates 0700 (never a predictable "
+            "name in a shared dir such as /var/tmp: another user could create it first)".format(
                 state_dir, fstype, db_path(state_dir)))

@@ -13,7 +13,7 @@ import sqlite3
 
 from remote_agent import __version__
 from remote_agent.common.errors import EXIT_ERROR, EXIT_LOCK_ERROR, AgentError, wrong_state
-from remote_agent.store.paths import db_path
+from remote_agent.store.paths import check_state_dir, db_path
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -209,7 +209,7 @@ def open_read(state_dir):
     # type: (str) -> Optional[sqlite3.Connection]
     """Open the state database for reading; None when nothing was ever stored."""
     path = db_path(state_dir)
-    if not os.path.exists(path):
+    if not check_state_dir(state_dir) or not os.path.exists(path):
         return None
     try:
         try:

@@ -107,7 +107,7 @@ def run(state_dir, job_id, spec, cwd, env, when, current=None):
     is forwarded to) holds the check's pid while it runs.
     """
     argv, timeout = spec
-    fd = os.open(paths.log_path(state_dir, job_id, STDERR), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = paths.open_log(state_dir, job_id, STDERR)
     try:
         _write_line(fd, "==> orchesjob check ({} the run, timeout {:g}s): {}".format(
             when, timeout, json.dumps(argv)))
@@ -158,7 +158,7 @@ def before_run(db, state_dir, job_id, spec, cwd, env, current, notify_fd):
     """
     tell(notify_fd, READY)
     try:  # both logs exist from the start, as for a job without a check (``logs`` reads them)
-        os.close(os.open(paths.log_path(state_dir, job_id, STDOUT), os.O_WRONLY | os.O_CREAT, 0o600))
+        os.close(paths.open_log(state_dir, job_id, STDOUT, append=False))
     except OSError:
         pass
     verdict, rc = run(state_dir, job_id, spec, cwd, env, "before", current)

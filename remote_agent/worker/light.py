@@ -10,7 +10,8 @@ SIGINT/SIGQUIT not ignored, which a POSIX sh without job control would do to a b
 job), reports the target's pid, and waits, using no CPU. The Python supervisor records the
 wrapper as the job's worker (``worker_pid``/``worker_start``) and the target, tells the
 launcher, and exits. When the target ends, bash writes the exit record at once (exitrec.py's
-format, ``printf`` to a temporary name and ``mv``): from then on readers report the outcome,
+format, ``printf`` to a temporary file that ``mktemp`` made new with an unpredictable name,
+and ``mv``): from then on readers report the outcome,
 as they did a few milliseconds after the end with the classic supervisor.
 
 Most jobs on a local filesystem end with nothing left to do (a network filesystem can be shared
@@ -97,10 +98,18 @@ FD_HELD = 8
 #: (1: may end without the finisher, see above), ``--``, the argv.
 #: bash's environment is the job's: the script assigns no variable before the target is forked
 #: (so the target sees exactly the job's environment) and names its own ``_oj_*`` after.
+#: The target's subshell reports its own pid and start time (/proc/self/stat, read by bash
+#: itself before it execs the target) on ``FD_PID``: bash reaps its children as they end, so
+#: a fast target's /proc entry can be gone before anyone else reads it, and a pid without a
+#: start time is no identity (host/procs.py). It uses ``_oj_st`` for that and unsets it:
+#: a variable of that name in the job's environment does not reach the target.
 SCRIPT = r"""set -m
 trap '_oj_t=1; _oj_s=1; kill -TERM -- "-$_oj_pid" 2>/dev/null' TERM
 trap '_oj_t=1; _oj_s=1' HUP INT
 (
+  { read -r _oj_st; } 2>/dev/null </proc/self/stat
+  printf '%s %s\n' "$BASHPID" "${_oj_st##*) }" >&3
+  unset _oj_st
   case $9 in x*) SHLVL=${9#x};; *) unset SHLVL;; esac
   case ${10} in x*) PWD=${10#x};; *) unset PWD;; esac
   case ${11} in x*) OLDPWD=${11#x};; *) unset OLDPWD;; esac
@@ -109,7 +118,6 @@ trap '_oj_t=1; _oj_s=1' HUP INT
 ) &
 _oj_pid=$!
 set +m
-printf '%s\n' "$_oj_pid" >&3
 exec 3>&- 5>&- 6>&-
 umask 077
 _oj_t=1
@@ -120,7 +128,8 @@ _oj_code=$_oj_rc
 if [ "$_oj_rc" -gt 128 ] && [ "$_oj_rc" -le 192 ]; then _oj_code=$((128 - _oj_rc)); fi
 printf -v _oj_now '%(%s)T' -1
 if [ -n "$5" ]; then
-  printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$5.tmp" && command -p mv -f "$5.tmp" "$5" && _oj_rec=1
+  _oj_tmp=$(command -p mktemp "$5.tmp.XXXXXXXXXX") && printf 'v1 %d %d\n' "$_oj_code" "$_oj_now" >"$_oj_tmp" \
+    && command -p mv -f "$_oj_tmp" "$5" && _oj_rec=1
 fi
 if [ -n "$_oj_rec" ] && [ "$8" = 1 ] && [ "${12}" = 1 ] && [ -z "$_oj_s" ] && [ "$_oj_rc" -le 128 ] \
    && [ "${_oj_now:-0}" -gt 0 ]; then
@@ -214,8 +223,9 @@ def _exec_wrapper(bash, args, cwd, env, fds):
 
 
 def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=None, record=True):
-    # type: (str, str, List[str], Optional[str], Dict[str, str], int, int, int, Optional[int], bool) -> Optional[Tuple[int, int, int]]
-    """Fork the wrapper and read the target's pid: (wrapper pid, target pid, go-ahead fd),
+    # type: (str, str, List[str], Optional[str], Dict[str, str], int, int, int, Optional[int], bool) -> Optional[Tuple[int, int, Optional[int], int]]
+    """Fork the wrapper and read the target's pid and start time: (wrapper pid, target pid,
+    target start time or None, go-ahead fd),
     or None if the light job is not for this target (nothing was started then).
 
     ``held``: a descriptor the wrapper keeps open until it and its finisher end (the lock-queue
@@ -254,15 +264,17 @@ def start(state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=Non
             break
         chunks.append(chunk)
     os.close(pid_r)
-    text = b"".join(chunks).strip()
-    if not text.isdigit():  # bash did not start: no target either
+    fields = b"".join(chunks).split()
+    if not fields or not fields[0].isdigit():  # bash did not start: no target either
         os.close(ack_w)
         try:
             os.waitpid(wrapper, 0)
         except OSError:
             pass
         return None
-    return wrapper, int(text), ack_w
+    # fields[1:] are /proc/<pid>/stat's from field 3 (state) on: the start time is field 22
+    start = int(fields[20]) if len(fields) > 20 and fields[20].isdigit() else None
+    return wrapper, int(fields[0]), start, ack_w
 
 
 def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, held=None, record=True):
@@ -275,9 +287,9 @@ def hand_over(db, state_dir, job_id, argv, cwd, env, out_fd, err_fd, notify_fd, 
         return False
     os.close(out_fd)
     os.close(err_fd)
-    wrapper, pid, go_ahead = started
+    wrapper, pid, pid_start, go_ahead = started
     running = db.write(job_id, (STARTING,), status=RUNNING, target_pid=pid,
-                       target_start=procs.start_time(pid), worker_pid=wrapper,
+                       target_start=pid_start, worker_pid=wrapper,
                        worker_start=procs.start_time(wrapper))
     if running is False:
         # Aborted between launch and record: end the job's processes (the wrapper's finisher

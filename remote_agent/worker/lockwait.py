@@ -65,15 +65,13 @@ def open_channel(state_dir, job_id):
     path = channel_path(state_dir, job_id)
     old_umask = os.umask(0o077)
     try:
-        try:
-            os.mkdir(os.path.dirname(path), 0o700)
-        except FileExistsError:
-            pass
+        paths.ensure_subdir(state_dir, "locks")
         try:
             os.mkfifo(path, 0o600)
         except FileExistsError:
             pass
-        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW)
+        paths.trusted_fd(fd, path)
         fcntl.flock(fd, fcntl.LOCK_EX)  # waiters probe it: held means "someone will close it"
         return fd
     except OSError:
@@ -202,7 +200,7 @@ def _log_line(state_dir, job_id, message):
     # type: (str, str, str) -> None
     """Say why the job did not run in its stderr log, which the task log shows."""
     try:
-        fd = os.open(paths.log_path(state_dir, job_id, STDERR), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = paths.open_log(state_dir, job_id, STDERR)
         try:
             os.write(fd, "orchesjob: {}\n".format(message).encode("utf-8", "backslashreplace"))
         finally:
@@ -220,7 +218,7 @@ def _block(state_dir, job_ids, deadline):
     try:
         for job_id in sorted(set(job_ids)):
             try:
-                fd = os.open(channel_path(state_dir, job_id), os.O_RDONLY | os.O_NONBLOCK)
+                fd = os.open(channel_path(state_dir, job_id), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
             except OSError:
                 unwatched = True  # not made yet, another host's job, or an older agent's
                 continue

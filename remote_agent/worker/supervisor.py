@@ -22,7 +22,7 @@ import sys
 from remote_agent.common.timeutil import now_ts
 from remote_agent.common.vocab import RUNNING, STARTING, STREAMS
 from remote_agent.host import procs, tree
-from remote_agent.host.spawn import exit_code, reap_into, spawn, wait_exit
+from remote_agent.host.spawn import exit_code, reap_into, spawn, unreaped_child, wait_exit
 from remote_agent.jobs import checkspec
 from remote_agent.store import jobsql, paths
 from remote_agent.store.db import open_write
@@ -74,8 +74,7 @@ def _detach():
 
 def _open_log(state_dir, job_id, stream):
     # type: (str, str, str) -> int
-    return os.open(paths.log_path(state_dir, job_id, stream),
-                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return paths.open_log(state_dir, job_id, stream)
 
 
 def _record(conn, job_id, only_if, **values):
@@ -105,10 +104,14 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
     def forward_term(signum, frame):  # type: ignore[no-untyped-def]
         # A plain `kill <supervisor>` stops the job rather than orphaning it: the main
         # process's group gets SIGTERM, and when the main process ends, its leftovers too.
-        if target:
+        # Only while the target is our unreaped child: once reaped, its number may be reused by
+        # an unrelated process group (a signal handler runs between the main flow's steps, so
+        # nothing reaps it between this check and the signal).
+        if target and unreaped_child(target[0]):
             procs.send_group(target[0], signal.SIGTERM)
         for pid in checking:  # a check runs: it is stopped like the target would be
-            procs.send_group(pid, signal.SIGTERM)
+            if unreaped_child(pid):
+                procs.send_group(pid, signal.SIGTERM)
 
     def ignore(signum, frame):  # type: ignore[no-untyped-def]
         pass

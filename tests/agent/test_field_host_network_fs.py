@@ -35,7 +35,10 @@ def sshfs_dir(sshd, tmp_path):
     subprocess.run(
         ["sshfs", f"{sshd.user}@{sshd.host}:{remote_dir}", str(mount), "-p", str(sshd.port),
          "-o", f"IdentityFile={sshd.key_path}", "-o", f"UserKnownHostsFile={sshd.known_hosts_path}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"],
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+         # the remote user's files show as the local user's (as when one mounts one's own
+         # files): the agent trusts only a state dir of its own user (issue 18)
+         "-o", "idmap=user"],
         check=True, capture_output=True, timeout=30)
     yield mount, remote_dir
     subprocess.run(["fusermount", "-u", "-z", str(mount)], capture_output=True, timeout=30)

@@ -38,6 +38,11 @@ def agent(home: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
+def sleeper_alive(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(") ", 1)[1].split()[0] not in ("Z", "X")
+
+
 def legacy_row(run_key: str, attempt: int, status: str, **extra: object) -> dict:
     row = {"job_id": str(uuid.uuid4()), "run_key": run_key, "command": json.dumps(["true"]),
            "status": status, "exit_code": 0 if status == "SUCCEEDED" else None, "attempt_no": attempt,
@@ -103,7 +108,12 @@ def test_imported_strict_key_stays_consumed_and_duplicate_active_jobs_collapse(l
     assert strict.returncode == 0, strict.stderr
     assert json.loads(strict.stdout)["existing"] is True  # not run again
 
-    live = json.loads(agent(home, "start", "--run-key", "dup", "--", "true").stdout)
-    assert live["existing"] is True and live["job_id"] == rows["live"]["job_id"]
+    # orchesjob 1.1.0 recorded bare pids: an imported active job has no process identity, so it
+    # is LOST with a reason that says so (outcome unknown), never "RUNNING" because some
+    # process now has its pid (issue 18 item 2); the sleeper that has that pid is not signalled
+    live = json.loads(agent(home, "status", "--job-id", rows["live"]["job_id"]).stdout)
+    assert live["status"] == "LOST" and live["lost_reason"].startswith("no process identity"), live
+    assert "orchesjob 1.1.0" in live["lost_reason"] and live["exit_code"] is None
+    assert sleeper_alive(rows["live"]["target_pid"])
     stale = json.loads(agent(home, "status", "--job-id", rows["stale"]["job_id"]).stdout)
     assert stale["status"] == "LOST" and "newer active job" in stale["lost_reason"]

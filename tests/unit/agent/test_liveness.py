@@ -8,17 +8,17 @@ import pytest
 from remote_agent.common import vocab
 from remote_agent.host import procs
 from remote_agent.jobs import reader
-from remote_agent.jobs.liveness import lost_reason, reconcile
+from remote_agent.jobs.liveness import NO_IDENTITY, lost_reason, reconcile
 from remote_agent.store import db, jobsql, sqlite
 
 NO_SUCH_PID = 4194304 + 17  # above Linux's largest pid_max: never a live process
 
 
-def job(job_id: str, supervisor_pid: int, status: str = vocab.STARTING, target_pid=None):
+def job(job_id: str, supervisor_pid: int, status: str = vocab.STARTING, target_pid=None, target_start=None):
     return {"job_id": job_id, "run_key": "k-" + job_id, "attempt_no": 1, "command": '["true"]',
             "status": status, "started_at": 1, "updated_at": 1, "boot_id": procs.boot_id(),
             "worker_pid": supervisor_pid, "worker_start": procs.start_time(supervisor_pid),
-            "target_pid": target_pid}
+            "target_pid": target_pid, "target_start": target_start}
 
 
 @pytest.fixture
@@ -36,8 +36,13 @@ def test_lost_reason() -> None:
     assert lost_reason(job("a", os.getpid())) is None
     assert lost_reason(job("a", NO_SUCH_PID)) == (
         f"supervisor (pid {NO_SUCH_PID}) exited before starting the target")
-    assert "has ended; exit status unknown" in lost_reason(job("a", NO_SUCH_PID, target_pid=NO_SUCH_PID))
-    assert lost_reason(job("a", NO_SUCH_PID, target_pid=os.getpid())) is None
+    assert "has ended; exit status unknown" in lost_reason(
+        job("a", NO_SUCH_PID, target_pid=NO_SUCH_PID, target_start=1))
+    me = procs.start_time(os.getpid())
+    assert lost_reason(job("a", NO_SUCH_PID, target_pid=os.getpid(), target_start=me)) is None
+    # a live pid without a start time is no identity (issue 18): never "alive", never RUNNING
+    assert lost_reason(job("a", NO_SUCH_PID, target_pid=os.getpid())) == NO_IDENTITY.format(
+        os.getpid(), NO_SUCH_PID)
     rebooted = dict(job("a", os.getpid()), boot_id="another-boot")
     assert lost_reason(rebooted) == "host rebooted since the job started"
 

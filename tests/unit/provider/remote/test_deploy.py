@@ -232,3 +232,62 @@ def test_the_manifest_lists_every_other_file_of_the_bundle_with_its_sha256_and_s
     for ln in lines:
         digest, size, name = ln.split(" ", 2)
         assert (digest, int(size)) == (hashlib.sha256(files[name]).hexdigest(), len(files[name]))
+
+
+# -- issue 18 item 4: the boot file and every bytecode file are checked before they are loaded --
+
+def planted_pyc(source_of: Path, pyc: Path, marker: Path) -> None:
+    """Bytecode that Python loads for ``source_of`` whatever the source says (an unchecked-hash
+    .pyc, PEP 552), and that creates ``marker`` when it runs: what a group member could plant."""
+    import py_compile
+
+    evil = pyc.parent / "evil_src.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    pyc.parent.mkdir(exist_ok=True)
+    py_compile.compile(str(evil), cfile=str(pyc), doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    evil.unlink()
+    os.chmod(pyc, 0o666)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 7), reason="unchecked-hash .pyc files are 3.7+")
+@pytest.mark.parametrize("where", ["boot", "agent"])
+def test_a_group_writable_pyc_is_never_loaded_and_deploy_repairs_it(
+        installed: Path, tmp_path: Path, where: str) -> None:
+    tag = sys.implementation.cache_tag
+    base = agent_dir(installed)
+    src = base / "orchesjob_boot.py" if where == "boot" else base / "remote_agent" / "frontends" / "cli.py"
+    pyc = src.parent / "__pycache__" / f"{src.stem}.{tag}.pyc"
+    marker = tmp_path / "ran"
+    planted_pyc(src, pyc, marker)
+    assert_redeploy(installed, f"{pyc}".encode())
+    assert not marker.exists()  # the planted bytecode never ran
+    r = deploy(installed)
+    assert outcome(r) == "repaired", r.stderr
+    assert_works(installed)
+    assert not marker.exists()
+
+
+def test_a_group_writable_boot_file_is_never_imported(installed: Path, tmp_path: Path) -> None:
+    boot = agent_dir(installed) / "orchesjob_boot.py"
+    marker = tmp_path / "ran"
+    shutil.rmtree(agent_dir(installed) / "__pycache__", ignore_errors=True)
+    boot.write_text(f"open({str(marker)!r}, 'w').close()\n" + boot.read_text())
+    os.chmod(boot, 0o664)
+    assert_redeploy(installed, f"not a file of this user that only it can write: {boot}".encode())
+    assert not marker.exists()
+    assert outcome(deploy(installed)) == "repaired"
+    assert_works(installed)
+    assert not marker.exists()
+
+
+def test_a_damaged_pyc_of_our_own_is_repaired_by_deploy(installed: Path) -> None:
+    tag = sys.implementation.cache_tag
+    pyc = agent_dir(installed) / "remote_agent" / "frontends" / "__pycache__" / f"rpc.{tag}.pyc"
+    data = pyc.read_bytes()
+    pyc.write_bytes(data[: len(data) // 2])  # cut: a crash or a full disk
+    r = deploy(installed)
+    assert outcome(r) == "repaired", r.stderr
+    assert b"damaged bytecode remote_agent/frontends/__pycache__/rpc." in r.stderr
+    assert pyc.read_bytes() == data or len(pyc.read_bytes()) == len(data)
+    assert_works(installed)
