@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 import zipfile
 
@@ -197,9 +198,42 @@ def _remove(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
+#: what a deploy leaves beside the agent versions after a crash: directories it moved aside in
+#: ~/.orchesjob, and the launcher's temporary files in ~/.orchesjob/bin
+LEFTOVERS = {"": re.compile(r"^(agent|bin)\.broken\.\d+$"), "bin": re.compile(r"^orchesjob\.tmp\.")}
+
+
+def _prune_leftovers(top, now):
+    # type: (str, float) -> None
+    """Remove stale leftovers (older than STALE_SECONDS) in ~/.orchesjob and its bin/; a symlink
+    or file is unlinked, never followed."""
+    for sub, pattern in LEFTOVERS.items():
+        folder = os.path.join(top, sub) if sub else top
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not pattern.match(name) or now - st.st_mtime <= STALE_SECONDS:
+                continue
+            if (st.st_mode & 0o170000) == 0o040000:
+                _remove(path)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
 def _prune(base, current, keep):
     # type: (str, str, int) -> None
     now = time.time()
+    _prune_leftovers(os.path.dirname(base), now)
     versions = []  # type: List[Tuple[float, str]]
     for name in os.listdir(base):
         path = os.path.join(base, name)
@@ -257,9 +291,10 @@ def _launcher(base, final, uid, launch):
         "# agent-dir: %s\n"
         "exec %s -I -S -c %s %s \"$@\"\n"
     ) % (".".join(str(x) for x in mine), final, _quote(sys.executable), _quote(launch), _quote(final))
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    # a new file of an unpredictable name (O_EXCL, never through a symlink planted at a name)
+    fd, tmp = tempfile.mkstemp(prefix="orchesjob.tmp.", dir=bin_dir)
     try:
+        os.fchmod(fd, 0o700)
         os.write(fd, text.encode("utf-8"))
         os.fsync(fd)
     finally:

@@ -181,6 +181,31 @@ def test_stale_leftovers_are_pruned_fresh_ones_kept(installed: Path) -> None:
     assert not any(d.exists() for d in stale) and fresh.exists()
 
 
+def test_leftovers_beside_the_agent_dir_are_pruned_too(installed: Path) -> None:
+    """Issue 18: ~/.orchesjob/*.broken.* and bin/orchesjob.tmp.* were never pruned."""
+    top = installed / ".orchesjob"
+    (top / "bin").mkdir(exist_ok=True)
+    old = time.time() - 3600
+    stale = [top / "agent.broken.11", top / "bin.broken.12", top / "bin" / "orchesjob.tmp.13"]
+    (stale[0] / "x").mkdir(parents=True)
+    stale[1].mkdir()
+    stale[2].write_text("#!/bin/sh\n")
+    victim = installed / "victim"
+    victim.write_text("keep me")
+    planted = top / "bin" / "orchesjob.tmp.14"
+    planted.symlink_to(victim)  # a stale symlink is unlinked, never followed
+    stale.append(planted)
+    fresh = top / "bin" / "orchesjob.tmp.15"
+    fresh.write_text("a deploy in progress")
+    mine = top / "notes.broken.1"  # not a name a deploy leaves: kept
+    mine.write_text("x")
+    for p in [*stale, mine]:
+        os.utime(p, (old, old), follow_symlinks=False)
+    assert outcome(deploy(installed)) == "verified"
+    assert not any(os.path.lexists(p) for p in stale), [p for p in stale if os.path.lexists(p)]
+    assert fresh.exists() and mine.exists() and victim.read_text() == "keep me"
+
+
 def make_versions(base: Path, names: list[str], ages: list[float]) -> None:
     for name, age in zip(names, ages):
         (base / name).mkdir()
