@@ -3,7 +3,7 @@
 Pure, standard library only, and imported by the Airflow worker: keep it tiny.
 """
 
-from remote_agent.common.vocab import LOST
+from remote_agent.common.vocab import LOST, REBOOTED
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -11,8 +11,7 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
     Row = Dict[str, Any]
 
 
-#: The lost reason of a job whose host rebooted: its target was killed with the host.
-REBOOTED = "host rebooted since the job started"
+__all__ = ["REBOOTED", "outcome_unknown"]
 
 
 def outcome_unknown(row):

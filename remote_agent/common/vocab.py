@@ -61,3 +61,7 @@ CHECK_ERROR = "check_error"
 PHASES = (CHECKING, RUNNING_PHASE, RECHECKING, SATISFIED, VERIFIED, RECHECK_FAILED, CHECK_ERROR)
 #: What the provider says (and the agent's log section ends with) when a recheck fails.
 RECHECK_FAILED_TEXT = "ran, but the check still fails"
+
+#: The lost reason of a job whose host rebooted: its target was killed with the host (here, not
+#: in rules.py, so the read path that writes it loads one module less).
+REBOOTED = "host rebooted since the job started"

@@ -19,7 +19,7 @@ from remote_agent.common.timeutil import ISO_HINT, now_ts, parse_datetime, parse
 from remote_agent.frontends import render
 from remote_agent.frontends.cli_fast import fast_parse
 from remote_agent.jobs.reader import Reader, wait_for
-from remote_agent.store import logs, paths, sqlite
+from remote_agent.store import paths, sqlite
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -163,6 +163,8 @@ def cmd_logs(args, state_dir):
         f = open(path, "rb")
     except FileNotFoundError:
         raise AgentError("Log file not found: {}".format(path), EXIT_NOT_FOUND) from None
+    from remote_agent.store import logs  # per command: logs only, < 0.5 ms
+
     with f:
         logs.copy_out(f, sys.stdout.buffer)
 

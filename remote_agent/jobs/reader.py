@@ -8,7 +8,6 @@ from remote_agent.common.validate import check_job_id, check_run_key
 from remote_agent.common.vocab import ACTIVE, STARTING, TERMINAL
 from remote_agent.jobs.liveness import reconcile
 from remote_agent.store import jobsql, sqlite
-from remote_agent.store.logs import has_output
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -119,6 +118,8 @@ def wait_for(reader, job_id, timeout, offsets=None, limit=65536):
         if row["status"] in TERMINAL:
             return row, False
         if offsets:
+            from remote_agent.store.logs import has_output  # per wait for output: ~0.3 ms
+
             if has_output(reader.state_dir, job_id, offsets, limit):
                 return row, False
         if deadline is not None:

@@ -22,7 +22,10 @@ TARGET_SIDE = "orchesjob_provider.remote."
 MAX_LINES = 400
 #: (module, what it may load inside a function) outside frontends/, each with its cost note: the
 #: reader loads the lock queue only for a STARTING row (~1 ms that every status would pay)
-LAZY = {("remote_agent.jobs.reader", "remote_agent.jobs.lockqueue")}
+LAZY = {("remote_agent.jobs.reader", "remote_agent.jobs.lockqueue"),
+        # the read path (status of a finished job) loads neither: start-up is measured in ms
+        ("remote_agent.jobs.reader", "remote_agent.store.logs"),
+        ("remote_agent.jobs.liveness", "remote_agent.store.exitrec")}
 
 
 def modules(package: str) -> dict[str, Path]:
