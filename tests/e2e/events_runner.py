@@ -995,6 +995,14 @@ def scenario_triggerer_sigkill_mapped(c: Case) -> None:
         f"{ {i: n for i, n in per_index.items() if n != 1} }")
     assert [t["state"] for t in tis] == ["success"] * MAPPED_WIDTH, tis
     assert c.stack.dag_run_state(c.dag_id, c.run_id) == "success"
+    # The triggerer writes a trigger's log file on its own schedule: the task's logs may lag its
+    # success by a moment. Poll (a ceiling, not a bound) until every task's last line is in.
+    end_re = re.compile(r"\bL(\d+)-end-\d+\b")
+    try:
+        c.wait(lambda: all(end_re.search(_mapped_logs(c, m)) for m in range(MAPPED_WIDTH)),
+               "every task's last line in its logs", timeout=STEP, interval=2.0)
+    except Exception as e:  # WaitTimeout: reported below, task by task
+        c.note(f"not every last line arrived: {e}")
     problems = []
     for m in range(MAPPED_WIDTH):
         seen: Dict[int, int] = {}
