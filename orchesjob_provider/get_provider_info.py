@@ -26,7 +26,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Orchesjob",
-                # the two hook classes; hooks/connect.py and hooks/shared.py are their helpers
+                # the two hook classes; hooks/ssh/ holds their helpers
                 "python-modules": [
                     "orchesjob_provider.hooks.orchesjob",
                     "orchesjob_provider.hooks.async_orchesjob",

@@ -1,8 +1,8 @@
 """The async hook, for triggers: asyncssh, never blocks the triggerer's event loop.
 
-It speaks the same protocol as the sync hook (orchesjob_provider/protocol.py) with the same
+It speaks the same protocol as the sync hook (orchesjob_provider/client/wire.py) with the same
 retry policy (``CallRetry``) and deploy check; only the transport differs. All hooks of one
-event loop share one connection per conn id and batch their polls (hooks/shared.py).
+event loop share one connection per conn id and batch their polls (hooks/ssh/shared.py).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class AsyncOrchesjobHook:
 
     @property
     def watch_channel(self) -> WatchChannel:
-        """The loop's watch channel for this host and state dir (hooks/watch_channel.py); it
+        """The loop's watch channel for this host and state dir (hooks/ssh/watch_channel.py); it
         holds a hook of its own, so its hold on the shared connection is its own too."""
         reg = loop_registry()
         key = ("watch", self.ssh_conn_id, self.state_dir, self.remote_python)

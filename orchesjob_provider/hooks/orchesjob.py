@@ -2,7 +2,7 @@
 
 ``OrchesjobHook`` (paramiko through the SSH provider's ``SSHHook``) is used by operators and
 sensors in the worker; ``AsyncOrchesjobHook`` (asyncssh, hooks/async_orchesjob.py) by the
-trigger. Both speak the JSON protocol of docs/PROTOCOL.md (orchesjob_provider/protocol.py): one
+trigger. Both speak the JSON protocol of docs/agent/protocol.md (orchesjob_provider/client/wire.py): one
 fixed command line per call, the request on stdin::
 
     <remote_python> -I -S -c <remote/launch.py> ~/.orchesjob/agent/agent-<sha256[:16]> rpc

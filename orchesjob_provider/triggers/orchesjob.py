@@ -36,7 +36,7 @@ class OrchesjobTrigger(BaseTrigger):
     Wait until a remote job is terminal; yield one event with its final record and log offsets.
 
     All I/O goes through asyncssh: one shared connection per SSH connection id in the triggerer
-    process, and one watch channel per host (hooks/watch_channel.py) that pushes the job's end and
+    process, and one watch channel per host (hooks/ssh/watch_channel.py) that pushes the job's end and
     new log lines; where that channel cannot run, one batched ``poll`` exec per round for every
     trigger watching that host. New log
     lines are written to the trigger's log as they arrive (on Airflow 2.6+ and 3.x the triggerer

@@ -9,7 +9,7 @@ state costs no exec; a job's end reaches its trigger within the agent's round (0
 
 When the channel cannot run (an agent without the op never answers the ``watch`` line; the
 remote refuses it), the channel says so with :class:`WatchUnsupported` and its triggers fall
-back to the batched poll (hooks/shared.py) for ``UNSUPPORTED_FOR`` seconds.
+back to the batched poll (hooks/ssh/shared.py) for ``UNSUPPORTED_FOR`` seconds.
 """
 
 from __future__ import annotations
