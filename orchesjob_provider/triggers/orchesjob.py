@@ -183,8 +183,6 @@ class OrchesjobTrigger(BaseTrigger):
                     message += " (state dir cleaned or changed?)"
                     yield self._event(EVENT_ERROR, watch, message, job_known=False)
                     return
-                if watch.catch_up(res.job):  # another triggerer showed lines of this job already
-                    continue
                 watch.seen(res)
                 self.offsets = dict(watch.offsets)
                 if res.job.is_terminal:
@@ -238,9 +236,6 @@ class OrchesjobTrigger(BaseTrigger):
                         f"job {self.job_id} is not known on {hook.where} (state dir cleaned or changed?)"
                     )
                     return self._event(EVENT_ERROR, watch, message, job_known=False)
-                if watch.catch_up(res.job):  # another triggerer showed lines of this job already
-                    sub.resubscribe(watch.offsets)
-                    continue
                 if self.stream_logs and not starts_at(res, watch.offsets):
                     sub.resubscribe()
                     continue
