@@ -11,7 +11,7 @@ The supervisor tells the launcher what happened through a pipe (handoff.py).
 Names: orchesjob called this process the "worker". The code calls it the supervisor
 (``supervisor_pid``); the database columns ``worker_pid``/``worker_start``, the job object's
 ``worker_pid`` and ``pid_kind: "worker"``, and abort's ``sent_*_worker`` flags keep orchesjob's
-names (AGENT_CONTRACT items 5, 6 and 23). Until the supervisor records itself, the launcher's
+names (docs/agent/contract.md items 5, 6 and 23). Until the supervisor records itself, the launcher's
 own pid stands in (see ops/start.new_attempt).
 """
 
