@@ -48,14 +48,14 @@ def test_a_truncated_file_on_the_target_is_redeployed_by_the_next_call(
     assert int(remote(f"stat -c %s {victim}")) == size
 
     # the async hook (triggerer) takes the same decision on the same damage
-    remote(f"rm {where}/remote_agent/frontends/cli.py")
+    remote(f"rm {where}/remote_agent/store/jobsql.py")  # a module every call loads
     from orchesjob_provider.hooks.orchesjob import AsyncOrchesjobHook
 
     async def main() -> dict:
         return await AsyncOrchesjobHook(orch_conn, state_dir=state_dir).call("ping")
 
     assert asyncio.run(main())["ok"] is True
-    assert remote(f"test -s {where}/remote_agent/frontends/cli.py && echo back").strip() == "back"
+    assert remote(f"test -s {where}/remote_agent/store/jobsql.py && echo back").strip() == "back"
 
 
 @pytest.mark.ssh

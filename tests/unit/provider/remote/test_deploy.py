@@ -4,6 +4,7 @@ orchesjob_boot.py) in front of every call. No sshd needed."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import shutil
 import stat
@@ -18,6 +19,9 @@ from orchesjob_provider.bundle import BOOTSTRAP_SCRIPT, DEPLOY_KEEP, DEPLOY_SCRI
 from orchesjob_provider.client.wire import REDEPLOY_EXIT, is_missing_agent
 
 PYTHON = os.environ.get("AGENT_PYTHON") or sys.executable
+#: the bytecode tag of the interpreter that runs the agent (AGENT_PYTHON may differ from ours)
+TAG = subprocess.run([PYTHON, "-c", "import sys; print(sys.implementation.cache_tag)"],
+                     capture_output=True, text=True, check=True).stdout.strip()
 NOBODY = 65534
 BUNDLE = get_bundle()
 
@@ -279,13 +283,13 @@ def planted_pyc(source_of: Path, pyc: Path, marker: Path) -> None:
 @pytest.mark.parametrize("where", ["boot", "agent"])
 def test_a_group_writable_pyc_is_never_loaded_and_deploy_repairs_it(
         installed: Path, tmp_path: Path, where: str) -> None:
-    tag = sys.implementation.cache_tag
+    tag = TAG
     base = agent_dir(installed)
-    src = base / "orchesjob_boot.py" if where == "boot" else base / "remote_agent" / "frontends" / "cli.py"
+    src = base / "orchesjob_boot.py" if where == "boot" else base / "remote_agent" / "frontends" / "rpc.py"
     pyc = src.parent / "__pycache__" / f"{src.stem}.{tag}.pyc"
     marker = tmp_path / "ran"
     planted_pyc(src, pyc, marker)
-    assert_redeploy(installed, f"{pyc}".encode())
+    assert_redeploy(installed, f"{pyc}".encode())  # a module every call loads: refused
     assert not marker.exists()  # the planted bytecode never ran
     r = deploy(installed)
     assert outcome(r) == "repaired", r.stderr
@@ -307,7 +311,7 @@ def test_a_group_writable_boot_file_is_never_imported(installed: Path, tmp_path:
 
 
 def test_a_damaged_pyc_of_our_own_is_repaired_by_deploy(installed: Path) -> None:
-    tag = sys.implementation.cache_tag
+    tag = TAG
     pyc = agent_dir(installed) / "remote_agent" / "frontends" / "__pycache__" / f"rpc.{tag}.pyc"
     data = pyc.read_bytes()
     pyc.write_bytes(data[: len(data) // 2])  # cut: a crash or a full disk
@@ -316,3 +320,69 @@ def test_a_damaged_pyc_of_our_own_is_repaired_by_deploy(installed: Path) -> None
     assert b"damaged bytecode remote_agent/frontends/__pycache__/rpc." in r.stderr
     assert pyc.read_bytes() == data or len(pyc.read_bytes()) == len(data)
     assert_works(installed)
+
+
+# -- the boot file's finder: a call loads only what the MANIFEST lists, each file checked as
+# -- it is loaded (bootstrap.py), so a call pays for the modules it uses, not for all of them
+
+@pytest.mark.skipif(sys.version_info < (3, 7), reason="unchecked-hash .pyc files are 3.7+")
+def test_a_planted_pyc_of_a_module_the_call_does_not_load_never_runs_and_is_repaired(
+        installed: Path, tmp_path: Path) -> None:
+    src = agent_dir(installed) / "remote_agent" / "ops" / "clean.py"  # a ping never loads it
+    pyc = src.parent / "__pycache__" / f"{src.stem}.{TAG}.pyc"
+    marker = tmp_path / "ran"
+    planted_pyc(src, pyc, marker)
+    assert_works(installed)
+    assert not marker.exists()
+    r = deploy(installed)
+    assert outcome(r) == "repaired", r.stderr
+    assert_works(installed)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("plant", ["package", "extension"])
+def test_a_module_the_manifest_does_not_list_is_never_loaded(installed: Path, tmp_path: Path,
+                                                            plant: str) -> None:
+    """Python's own finder would prefer a package directory ``rpc/`` (and an extension module)
+    to ``rpc.py``; the boot file's finder looks modules up in the MANIFEST only."""
+    marker = tmp_path / "ran"
+    frontends = agent_dir(installed) / "remote_agent" / "frontends"
+    if plant == "package":
+        (frontends / "rpc").mkdir(mode=0o700)
+        planted = frontends / "rpc" / "__init__.py"
+    else:
+        planted = frontends / ("rpc" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    planted.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    os.chmod(planted, 0o600)
+    assert_works(installed)
+    assert not marker.exists()
+    assert outcome(deploy(installed)) == "repaired"
+    assert not planted.exists()
+
+
+def test_a_cut_source_of_a_loaded_module_is_refused(installed: Path) -> None:
+    """Bytecode is trusted only beside a source of the MANIFEST's size: a cut source (a full disk)
+    is caught even though its bytecode is intact."""
+    victim = agent_dir(installed) / "remote_agent" / "frontends" / "rpc.py"
+    stat_before = victim.stat()
+    victim.write_bytes(victim.read_bytes()[:-1])
+    os.utime(victim, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    assert_redeploy(installed, b"wrong size")
+    assert outcome(deploy(installed)) == "repaired"
+    assert_works(installed)
+
+
+def test_the_boot_file_finds_the_public_importlib_names_too(installed: Path, tmp_path: Path) -> None:
+    """Without CPython's private _frozen_importlib_external it uses importlib's public names,
+    with the same checks (a planted package is still never loaded)."""
+    marker = tmp_path / "ran"
+    planted = agent_dir(installed) / "remote_agent" / "frontends" / "rpc"
+    planted.mkdir(mode=0o700)
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    code = ("import sys, importlib.machinery, importlib.util\n"  # loaded while the private one is there
+            "sys.modules.pop('_frozen_importlib_external')\n" + BOOTSTRAP_SCRIPT)
+    r = subprocess.run([PYTHON, "-I", "-S", "-c", code, str(agent_dir(installed)), "rpc"],
+                       input=b'{"op": "ping", "home": "%s"}' % str(installed / "state").encode(),
+                       capture_output=True, env=dict(os.environ, HOME=str(installed)), timeout=60)
+    assert r.returncode == 0 and b'"ok": true' in r.stdout, r.stderr
+    assert not marker.exists()
