@@ -1,4 +1,4 @@
-"""Turning stored rows into orchesjob's JSON job object, and into a table for people."""
+"""Turning stored rows into orchesjob's JSON job object, and writing JSON (tables: tables.py)."""
 
 import json
 import sys
@@ -76,55 +76,38 @@ def override_object(row):
 def print_json(data):
     # type: (Any) -> None
     """orchesjob's output format: indent=2, ASCII-escaped, trailing newline."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.write(to_json(data) + "\n")
 
 
-_COLUMNS = (("JOB_ID", "job_id"), ("RUN_KEY", "run_key"), ("ATTEMPT", "attempt_no"),
-            ("STATUS", "status"), ("EXIT", "exit_code"), ("PID", "pid"),
-            ("STARTED", "started_at_iso"), ("FINISHED", "finished_at_iso"), ("COMMAND", "command"))
+_encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
-def _cell(value):
-    # type: (Any) -> str
+def to_json(value, level=0):
+    # type: (Any, int) -> str
+    """``json.dumps(value, indent=2)``, byte for byte (tests/unit/agent/test_render.py).
+
+    With an indent, CPython's json encodes in pure Python, a generator step per key and value
+    (about 300 for one job object, more than the status query itself costs); this writes the
+    containers itself and leaves strings to json's C escaper. Floats, keys that are not
+    strings and other types go to json.dumps, which also raises what it would raise."""
+    if isinstance(value, str):
+        return _encode_str(value)  # type: ignore[no-any-return]
     if value is None:
-        return "-"
-    if isinstance(value, list):
-        text = " ".join(value)
-    else:
-        text = str(value)
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def print_table(jobs):
-    # type: (List[Dict[str, Any]]) -> None
-    """A fixed-width listing for people; scripts should keep using the JSON.
-
-    A PHASE column (check / run / recheck) follows STATUS when any listed job has a check."""
-    columns = _COLUMNS  # type: Tuple[Tuple[str, str], ...]
-    if any(job.get("phase") for job in jobs):
-        columns = (*_COLUMNS[:4], ("PHASE", "phase"), *_COLUMNS[4:])
-    rows = [[title for title, _ in columns]]
-    rows += [[_cell(job.get(key)) for _, key in columns] for job in jobs]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-    out = "\n".join(lines) + "\n"
-    sys.stdout.buffer.write(out.encode("utf-8", "replace"))
-
-
-def print_locks_table(resources):
-    # type: (List[Dict[str, Any]]) -> None
-    """``orchesjob locks --format table``: one line per holder and per waiter."""
-    titles = ["KIND", "NAME", "MODE", "STATE", "POS", "JOB_ID", "RUN_KEY", "SINCE"]
-    rows = [titles]
-    for res in resources:
-        for state, people in (("holds", res["holders"]), ("waits", res["waiters"])):
-            for p in people:
-                mode = p["mode"] if p.get("capacity") is None else "{}/{}".format(p["mode"], p["capacity"])
-                since = p.get("granted_at") if state == "holds" else p.get("queued_at")
-                rows.append([_cell(res["kind"]), _cell(res["name"]), _cell(mode), state,
-                             _cell(p.get("position")), _cell(p["job_id"]), _cell(p.get("run_key")),
-                             _cell(to_iso(int(since)) if since is not None else None)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(titles))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-    sys.stdout.buffer.write(("\n".join(lines) + "\n").encode("utf-8", "replace"))
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return int.__repr__(value)
+    inner = "\n" + "  " * (level + 1)
+    if type(value) is dict and all(type(k) is str for k in value):
+        if not value:
+            return "{}"
+        return "{" + ",".join(inner + _encode_str(k) + ": " + to_json(v, level + 1)
+                              for k, v in value.items()) + inner[:-2] + "}"
+    if type(value) in (list, tuple):
+        if not value:
+            return "[]"
+        return "[" + ",".join(inner + to_json(v, level + 1) for v in value) + inner[:-2] + "]"
+    return json.dumps(value, indent=2).replace("\n", inner[:-2])
