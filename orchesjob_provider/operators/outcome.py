@@ -19,8 +19,7 @@ from orchesjob_provider.utils import metrics
 from orchesjob_provider.utils.address import AgentAddress
 from orchesjob_provider.utils.task_state import KEEP, TaskIdent, kill_action, read_task_state, timed_out_now
 from orchesjob_provider.version_compat import AirflowException, AirflowSkipException
-from remote_agent.common.rules import outcome_unknown  # the agent's own rule, pure
-from remote_agent.common.vocab import FAILED
+from remote_agent.common.vocab import FAILED, outcome_unknown  # the agent's own rule, pure
 
 
 class OutcomeMixin:

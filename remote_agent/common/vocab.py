@@ -1,4 +1,5 @@
-"""The words the agent and the provider share: job statuses and what a start did.
+"""The words the agent and the provider share: job statuses and what a start did, and the one
+rule both apply to them (``outcome_unknown``).
 
 One module, standard library only and valid on CPython 3.6, imported by the agent (which
 stores and reports these words) and by the provider (which branches on them), so a status or
@@ -62,6 +63,24 @@ PHASES = (CHECKING, RUNNING_PHASE, RECHECKING, SATISFIED, VERIFIED, RECHECK_FAIL
 #: What the provider says (and the agent's log section ends with) when a recheck fails.
 RECHECK_FAILED_TEXT = "ran, but the check still fails"
 
-#: The lost reason of a job whose host rebooted: its target was killed with the host (here, not
-#: in rules.py, so the read path that writes it loads one module less).
+#: The lost reason of a job whose host rebooted: its target was killed with the host.
 REBOOTED = "host rebooted since the job started"
+
+MYPY = False
+if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
+    from typing import Any, Dict  # noqa: F401
+
+
+# --- a judgement both sides of the wire make alike ------------------------------------------
+# the agent when it decides a start (jobs/decide.py), the provider when it words a LOST job
+# (orchesjob_provider/operators/outcome.py): pure, and here so that the Airflow worker imports
+# one small module of the agent, this one.
+
+def outcome_unknown(row):
+    # type: (Dict[str, Any]) -> bool
+    """True for a LOST job that may have completed: its target had started, its exit status
+    is unknown, and neither a host reboot (which killed the target) nor the orchesjob 1.1.0
+    import (whose LOST rows keep their old meaning) explains the loss."""
+    reason = row.get("lost_reason") or ""
+    return (row["status"] == LOST and row.get("target_pid") is not None and row.get("exit_code") is None
+            and bool(reason) and not reason.startswith((REBOOTED, "imported from orchesjob")))

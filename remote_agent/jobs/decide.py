@@ -7,8 +7,16 @@ impossible even if this code were wrong.
 """
 
 from remote_agent.common.errors import wrong_state
-from remote_agent.common.rules import outcome_unknown
-from remote_agent.common.vocab import ACTIVE, ADOPTED, KEPT, REATTACHED, STARTED, SUCCEEDED, UNKNOWN
+from remote_agent.common.vocab import (
+    ACTIVE,
+    ADOPTED,
+    KEPT,
+    REATTACHED,
+    STARTED,
+    SUCCEEDED,
+    UNKNOWN,
+    outcome_unknown,
+)
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only

@@ -6,7 +6,6 @@ from remote_agent.common.errors import bad_args, not_found
 from remote_agent.common.timeutil import now_ts
 from remote_agent.common.validate import check_job_id, check_run_key
 from remote_agent.common.vocab import ACTIVE, STARTING, TERMINAL
-from remote_agent.jobs.liveness import reconcile
 from remote_agent.store import jobsql, sqlite
 
 MYPY = False
@@ -34,17 +33,26 @@ def resolve(conn, run_key, job_id, locked=False):
     else:
         raise bad_args("Either --run-key or --job-id is required")
     assert conn is not None
-    return queued(conn, reconcile(conn, row, locked))
+    return as_it_is(conn, row, locked)
 
 
-def queued(conn, row):
-    # type: (sqlite3.Connection, Row) -> Row
-    """A STARTING job may be waiting for named locks: add what it waits for (jobs/lockqueue.py).
-    Only STARTING rows pay the lookup; everything else is returned as is."""
+def as_it_is(conn, row, locked=False):
+    # type: (sqlite3.Connection, Row, bool) -> Row
+    """The stored row as it really is: an active job reconciled with its processes
+    (``liveness.reconcile``; ``locked`` as there), a STARTING one with the named locks it
+    waits for (jobs/lockqueue.py). A finished row is returned as read.
+
+    Both are loaded per row that needs them (test_layers.LAZY): the common read - the status
+    of a finished job, or of none - then loads neither liveness with host/ nor the lock queue,
+    which keeps the layered agent's start-up at the flat one's (docs/development/benchmarks.md).
+    """
+    if row["status"] not in ACTIVE:
+        return row
+    from remote_agent.jobs.liveness import reconcile  # per active row: liveness + host/, ~0.4 ms
+
+    row = reconcile(conn, row, locked)
     if row["status"] != STARTING:
         return row
-    # the one import inside a function outside frontends/ (test_layers.LAZY): the lock queue
-    # and its rule cost every read ~1 ms, and only a STARTING row can be waiting for its turn
     from remote_agent.jobs.lockqueue import with_wait_info  # per STARTING row: ~1 ms
 
     return with_wait_info(conn, row)
@@ -68,7 +76,7 @@ class Reader(object):
         if self.conn is None:
             return None
         row = jobsql.get_job(self.conn, job_id)
-        return queued(self.conn, reconcile(self.conn, row)) if row else None
+        return as_it_is(self.conn, row) if row else None
 
     def require_job(self, job_id):
         # type: (str) -> Row
@@ -88,13 +96,13 @@ class Reader(object):
         if not rows:
             raise not_found("No jobs found for run_key: {}".format(run_key))
         assert self.conn is not None
-        return [queued(self.conn, reconcile(self.conn, r)) for r in rows]
+        return [as_it_is(self.conn, r) for r in rows]
 
     def running(self):
         # type: () -> List[Row]
         if self.conn is None:
             return []
-        rows = [queued(self.conn, reconcile(self.conn, r)) for r in jobsql.active_jobs(self.conn)]
+        rows = [as_it_is(self.conn, r) for r in jobsql.active_jobs(self.conn)]
         return [r for r in rows if r["status"] in ACTIVE]
 
     def override(self, run_key):

@@ -12,7 +12,6 @@ import json
 import os
 import time
 
-from remote_agent.common.rules import outcome_unknown
 from remote_agent.common.timeutil import now_ts
 from remote_agent.common.validate import (
     check_argv,
@@ -22,15 +21,11 @@ from remote_agent.common.validate import (
     check_seconds,
     new_job_id,
 )
-from remote_agent.common.vocab import ABORTED, ACTIVE, STARTED, STARTING
+from remote_agent.common.vocab import ABORTED, ACTIVE, STARTED, STARTING, outcome_unknown
 from remote_agent.host import identity, procs
-from remote_agent.host.stop import stop_processes
-from remote_agent.jobs.checkspec import columns
 from remote_agent.jobs.decide import SUPERSEDE, SUPERSEDED_REASON, StartResult, decide_start
-from remote_agent.jobs.liveness import reconcile
-from remote_agent.jobs.lockqueue import grant_now
 from remote_agent.jobs.reader import Reader, wait_for
-from remote_agent.store import db, jobsql, locksql
+from remote_agent.store import db, jobsql
 from remote_agent.worker import handoff, supervisor
 
 MYPY = False
@@ -62,7 +57,9 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
     queue_timeout = check_seconds("queue_timeout", queue_timeout)
     with db.writing(state_dir) as conn:
         latest = jobsql.latest_job(conn, run_key)
-        if latest is not None:
+        if latest is not None and latest["status"] in ACTIVE:  # (a finished row is as it reads)
+            from remote_agent.jobs.liveness import reconcile  # per start over an active job: ~0.4 ms
+
             latest = reconcile(conn, latest, locked=True)
         unknown = resume and latest is not None and outcome_unknown(latest)
         override = jobsql.valid_override(conn, run_key, now_ts()) if strict or unknown else None
@@ -93,6 +90,8 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
             result = StartResult(STARTED, row, strict_override_used=used is not None,
                                  superseded=superseded)
     if superseded is not None and superseded["status"] in ACTIVE:
+        from remote_agent.host.stop import stop_processes  # per start that supersedes a running job
+
         stop_processes(superseded, grace)
     # The writer connection is closed now, before forking: a SQLite handle must never cross a fork.
     return result, launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued)
@@ -105,6 +104,9 @@ def enqueue(conn, row, claims, queue_timeout):
     "granted", "wait", or None without claims."""
     if claims is None:
         return None
+    from remote_agent.jobs.lockqueue import grant_now  # per start with locks or slots: ~1 ms
+    from remote_agent.store import locksql  # per start with locks or slots (with the above)
+
     locksql.enqueue(conn, row["job_id"], claims, time.time(), queue_timeout)
     return "granted" if grant_now(conn, row["job_id"]) else "wait"
 
@@ -116,6 +118,8 @@ def _supersede(conn, row):
     if row["status"] in ACTIVE:
         jobsql.update_job(conn, row["job_id"], ACTIVE, status=ABORTED, finished_at=now,
                          aborted_at=now, updated_at=now, abort_reason=SUPERSEDED_REASON)
+        from remote_agent.store import locksql  # per start that supersedes a running job: < 0.5 ms
+
         locksql.mark_releasing(conn, row["job_id"])  # its locks: held until its processes are gone
     jobsql.ack_job(conn, row["job_id"], now)
     return row
@@ -149,6 +153,8 @@ def new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, e
         "updated_at": now,
     }
     if check is not None:
+        from remote_agent.jobs.checkspec import columns  # per start with a check: < 0.5 ms
+
         row.update(columns(check))
     jobsql.insert_job(conn, row)
     return row

@@ -9,10 +9,10 @@ import sqlite3
 
 from remote_agent import __version__
 from remote_agent.common.errors import AgentError
-from remote_agent.store import schema
 from remote_agent.store.fstype import network_fs_type
 from remote_agent.store.paths import db_path, ensure_state_dir
 from remote_agent.store.sqlite import (
+    SCHEMA_LEVEL,
     SCHEMA_VERSION,
     connect,
     db_error,
@@ -50,10 +50,12 @@ def open_write(state_dir):
         # the level too, not only who migrated last: two builds that share a version number
         # (a development checkout) must not leave a file without this one's columns
         if (version != SCHEMA_VERSION or fstype or migrated_by(conn) != __version__
-                or schema_level(conn) < schema.LEVEL):
+                or schema_level(conn) < SCHEMA_LEVEL):
             # only a writer meeting another agent's file, or a state dir on a network filesystem
             if version > SCHEMA_VERSION:
                 version_error(conn, version, state_dir)
+            from remote_agent.store import schema  # per writer meeting another agent's file: ~1 ms
+
             # a network filesystem keeps SQLite's default rollback journal; leave_wal() below
             # switches a WAL file back, with a clear error while someone holds it open
             schema.migrate(conn, state_dir, None if fstype else "WAL")

@@ -12,7 +12,6 @@ this file before declaring it LOST.
 Format, one line: ``v1 <exit_code> <finished_at>`` (a shell wrapper can write it too).
 """
 
-import binascii
 import os
 
 MYPY = False
@@ -45,7 +44,7 @@ def write(state_dir, job_id, exit_code, finished_at):
     final = path(state_dir, job_id)
     data = "v1 {:d} {:d}\n".format(exit_code, finished_at).encode("ascii")
     while True:  # an unpredictable name, created new, never through a symlink
-        tmp = "{}.tmp.{}".format(final, binascii.hexlify(os.urandom(6)).decode("ascii"))
+        tmp = "{}.tmp.{}".format(final, os.urandom(6).hex())  # bytes.hex: no binascii to load
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             break

@@ -133,10 +133,11 @@ def check_state_dir(state_dir):
     if not trusted(state_dir, True):
         return False
     _check_parent(state_dir)
+    prefix = os.path.join(state_dir, "")  # one join, not six: every command runs this
     for sub in ("logs", "locks"):
-        trusted(os.path.join(state_dir, sub), True)
+        trusted(prefix + sub, True)
     for name in DB_FILES:
-        trusted(os.path.join(state_dir, name), False)
+        trusted(prefix + name, False)
     _checked.add(state_dir)
     return True
 

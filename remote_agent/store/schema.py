@@ -150,7 +150,7 @@ ALTER TABLE jobs ADD COLUMN task_instance TEXT
 
 _MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 LEVEL = len(_MIGRATIONS)
-assert 0 < sqlite.SCHEMA_VERSION <= LEVEL
+assert 0 < sqlite.SCHEMA_VERSION <= LEVEL == sqlite.SCHEMA_LEVEL
 
 
 def migrate(conn, state_dir, journal_mode="WAL"):
@@ -241,7 +241,7 @@ def _ts(value):
 
 
 #: The lost reason of a job imported active from orchesjob 1.1.0. It does not start with
-#: "imported from orchesjob": its outcome is unknown (common/rules.py outcome_unknown).
+#: "imported from orchesjob": its outcome is unknown (common/vocab.py outcome_unknown).
 LEGACY_NO_IDENTITY = ("no process identity: the job was active in orchesjob 1.1.0's database, which"
                       " recorded bare pids without start times, so whether it still runs cannot be"
                       " told from a reused pid; it was imported as LOST, exit status unknown:"

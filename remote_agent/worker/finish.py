@@ -17,8 +17,6 @@ from remote_agent.jobs import checkspec
 from remote_agent.store import exitrec, jobsql
 from remote_agent.store.db import open_write
 from remote_agent.store.sqlite import transaction
-from remote_agent.worker import checkrun
-from remote_agent.worker.light import FD_NOTIFY
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -140,6 +138,8 @@ def finish(db, state_dir, job_id, rc, notify, leftovers=None, check_env=None, fi
     status = SUCCEEDED if rc == 0 else FAILED
     extra = {}  # type: Dict[str, object]
     if recheck is not None:
+        from remote_agent.worker import checkrun  # per job with a recheck: < 1 ms
+
         cwd, env = check_env or checkrun.fallback_env(recheck, job_id)
         status, extra = checkrun.after_run(db, state_dir, job_id, recheck[0], cwd, env)
         if status == SUCCEEDED:
@@ -180,6 +180,8 @@ def finish_main(args):
     def leftovers():
         # type: () -> List[tree.Proc]
         return tree.job_processes(job_id, supervisor_pid=me, group=group, scan_env=reaper != "1")
+
+    from remote_agent.worker.light import FD_NOTIFY  # the finisher is the light wrapper's: loaded
 
     notify = (FD_NOTIFY,) if is_open(FD_NOTIFY) else ()
     try:

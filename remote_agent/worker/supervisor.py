@@ -27,10 +27,8 @@ from remote_agent.jobs import checkspec
 from remote_agent.store import jobsql, paths
 from remote_agent.store.db import open_write
 from remote_agent.store.sqlite import transaction
-from remote_agent.worker import checkrun, lockwait
 from remote_agent.worker.finish import Db, finish
 from remote_agent.worker.handoff import READY, RECORDED, tell
-from remote_agent.worker.light import hand_over
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
@@ -129,6 +127,8 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
     tell(notify_fd, RECORDED)
     channel = None  # a queued job's wake channel, held by its worker until the job ends
     if queued:  # STARTING -> (WAITING for its locks and slots) -> spawn; see lockwait.py
+        from remote_agent.worker import lockwait  # per job with locks or slots: ~1 ms
+
         channel = lockwait.open_channel(state_dir, job_id)
         if not lockwait.take_turn(state_dir, job_id, notify_fd, granted=queued == "granted"):
             return 0  # aborted, cancelled or timed out in the queue: nothing ran
@@ -138,6 +138,8 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
         full_env.update(env)
     full_env[tree.JOB_ENV] = job_id  # every job process carries it (and can read its own id)
     check = checkspec.spec_of(jobsql.get_job(conn, job_id))
+    if check is not None:
+        from remote_agent.worker import checkrun  # per job with a check: < 1 ms
     if check is not None and not checkrun.before_run(db, state_dir, job_id, check, cwd, full_env,
                                                    checking, notify_fd):
         return 0  # satisfied, a check error, or aborted meanwhile: nothing runs
@@ -146,6 +148,8 @@ def _supervise(state_dir, job_id, argv, cwd, env, notify_fd, queued=None, light=
     # (waiters block on it), and with a check it leaves the exit record to its finisher, which
     # rechecks first.
     if light:
+        from remote_agent.worker.light import hand_over  # per async start: the wrapper, ~1 ms
+
         if hand_over(db, state_dir, job_id, argv, cwd, full_env, out_fd, err_fd, notify_fd,
                      held=channel, record=check is None):
             return 0

@@ -5,7 +5,7 @@ files; the filesystem type is crafted, since no network filesystem can be mounte
 
 
 from remote_agent.common import vocab
-from remote_agent.common.rules import outcome_unknown
+from remote_agent.common.vocab import outcome_unknown
 from remote_agent.jobs.liveness import REBOOTED
 
 UNKNOWN_REASON = "supervisor (pid 7) was killed and the target (pid 8) has ended; exit status unknown"
