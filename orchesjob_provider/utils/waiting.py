@@ -97,15 +97,34 @@ class Watch:
     def give_up_message(self, error: BaseException) -> str:
         return f"giving up after {self.failures - 1} retries: {error}"
 
-    def seen(self, res: JobLogs) -> None:
-        """A poll answered: the failure count restarts, new lines are shown, the offsets move on."""
+    def seen(self, res: JobLogs, show: bool = True) -> None:
+        """A poll answered: the failure count restarts, new lines are shown and the offsets move
+        on (unless ``show`` is False: the lines are left to whoever goes on from the offsets)."""
         self.failures = 0
         if res.job is not None:
             self.job = res.job
             self.say_waiting(res.job)
-        if self.stream_logs:
+        if self.stream_logs and show:
             self.show(res)
             self.offsets = res.next_offsets(self.offsets)
+
+    def catch_up(self, job: JobRecord | None) -> bool:
+        """Move the offsets past what an earlier watcher of this job already showed.
+
+        The host keeps the job's ``log_shown`` (a trigger records it as it shows lines). A trigger
+        that another triggerer runs again (its triggerer died) starts from the offsets it was
+        deferred with; without this it would show again every line the dead one had shown. True
+        when the offsets moved: the caller asks again from them and drops the answer it holds.
+        """
+        if not self.stream_logs or job is None:
+            return False
+        shown = normalize_offsets(job.raw.get("log_shown"))
+        ahead = {s: n for s, n in shown.items() if n > self.offsets.get(s, 0)}
+        if not ahead:
+            return False
+        self.offsets.update(ahead)
+        self.log.info("Continuing the job's log after what an earlier watcher showed (%s)", self.offsets)
+        return True
 
     def say_waiting(self, job: JobRecord) -> None:
         """Log what a job queued for named locks/slots waits for, whenever that changes."""

@@ -43,16 +43,18 @@ test_resume_after_crash.py (phase 0) are over, one disturbance per phase:
   and then a last line with the count. Once every trigger streams, the triggerer (of two) that
   runs most of them is killed with SIGKILL; the other takes them over (health check 15 s); the
   killed one is started again; every job is released: 50 successes at try 1, each map index ran
-  once. A second test checks every task's log files hold each line exactly once; it is an
-  expected failure (not strict): a taken-over trigger shows the job's log again from the offsets
-  the task deferred with (repeats, never losses), see its mark.
+  once. A second test checks every task's log files hold each line exactly once: a trigger taken
+  over by another triggerer continues after the job's ``log_shown`` on the host (what the dead
+  triggerer recorded as shown), not from the offsets it was deferred with; and the lines that
+  come with a job's end are printed by the resumed task, not written by the trigger (Airflow 3.3's
+  triggerer dropped such lines of 5-7 of 50 tasks: it closes a trigger's log file when the
+  trigger finishes). This case found both.
 
 Every wait is a poll with a deadline; timings are noted in the case's timeline, never asserted.
 """
 
 from __future__ import annotations
 
-import pytest
 from events_runner import check_case, e2e_marks
 
 pytestmark = e2e_marks()
@@ -92,12 +94,6 @@ def test_triggerer_killed_under_50_deferred_tasks(events):
     check_case(events, "triggerer_sigkill_mapped")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, not fixed (issue 17): a trigger taken over by another triggerer shows its job's log "
-    "again from the offsets the task deferred with, so lines the dead triggerer wrote appear twice "
-    "(at least once, never lost). Continuing after the host's log_shown instead (tried in 0.5.0 "
-    "development) lost the last lines of 5-7 of 50 tasks in two fresh-clone runs: a triggerer's "
-    "trigger log output is not durable when log_shown says it was shown. Both are reported by this test."))
 def test_triggerer_killed_under_50_deferred_tasks_log_lines_once(events):
     """Every task's logs (its task log and every trigger log file) hold each numbered line of its
     job exactly once: none lost, none repeated by the takeover."""

@@ -220,7 +220,9 @@ def test_triggers_share_one_connection_and_batch_their_polls(orch_conn, state_di
         p = ev.payload
         assert p["status"] == "terminal" and p["job"]["status"] == "SUCCEEDED" and p["job_id"] == job.job_id
         i = jobs.index(job)
-        assert p["offsets"]["stdout"] == len(f"line-{i}\nend-{i}\n")
+        # line-i shown while the job slept; end-i with the end is the task's to print (or shown,
+        # when a poll saw it before the job had ended)
+        assert p["offsets"]["stdout"] in (len(f"line-{i}\n"), len(f"line-{i}\nend-{i}\n")), p["offsets"]
     assert poller.requests >= 3 * len(jobs)
     assert poller.execs * 2 <= poller.requests, (poller.execs, poller.requests)
 

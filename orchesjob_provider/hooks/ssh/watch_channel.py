@@ -45,7 +45,8 @@ class Subscription:
         self.job_id = job_id
         self.offsets = dict(offsets) if offsets is not None else None
         self.queue: asyncio.Queue[JobLogs | BaseException] = asyncio.Queue()
-        self.recorded: asyncio.Event = asyncio.Event()
+        self.recorded: asyncio.Event = asyncio.Event()  # set: no record of shown offsets pending
+        self.recorded.set()
 
     async def next(self, timeout: float) -> JobLogs | None:
         """The next job event; None after ``timeout``. Raises AgentUnavailable when the channel
@@ -65,8 +66,11 @@ class Subscription:
         self.recorded.clear()
         self.channel.write(record_line(self.sid, self.job_id, offsets))
 
-    def resubscribe(self) -> None:
-        """Ask for the events again from the trigger's offsets (an event did not start there)."""
+    def resubscribe(self, offsets: Mapping[str, int] | None = None) -> None:
+        """Ask for the events again from the trigger's offsets (an event did not start there, or
+        the trigger moved them: ``offsets``)."""
+        if offsets is not None:
+            self.offsets = dict(offsets)
         self.channel.write(sub_line(self.sid, self.job_id, self.offsets))
 
     async def wait_recorded(self, timeout: float) -> bool:
