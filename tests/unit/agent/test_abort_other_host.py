@@ -6,18 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from remote_agent.common import vocab
 from remote_agent.common.errors import AgentError
 from remote_agent.ops import abort
 from remote_agent.store import db, jobsql
+from tests.unit.agent.rows import foreign_job
 
-NO_SUCH_PID = 4194304 + 17  # above Linux's largest pid_max: never a live process
-
-
-def row(job_id, host_id, status=vocab.RUNNING):
-    return {"job_id": job_id, "run_key": "k-" + job_id, "attempt_no": 1, "command": '["true"]',
-            "status": status, "started_at": 1, "updated_at": 1, "boot_id": "another-boot",
-            "worker_pid": NO_SUCH_PID, "target_pid": NO_SUCH_PID, "host_id": host_id}
+row = foreign_job
 
 
 def test_abort_of_another_hosts_job_is_refused_naming_it(tmp_path: Path) -> None:

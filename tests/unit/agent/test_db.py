@@ -8,28 +8,12 @@ import pytest
 from remote_agent.common import vocab
 from remote_agent.common.errors import EXIT_INVALID_STATE, EXIT_LOCK_ERROR, AgentError
 from remote_agent.store import db, jobsql, paths, schema, sqlite
-
-
-def job(job_id: str, run_key: str = "k", attempt_no: int = 1, status: str = vocab.STARTING):
-    return {"job_id": job_id, "run_key": run_key, "attempt_no": attempt_no, "command": '["true"]',
-            "status": status, "started_at": 1700000000, "updated_at": 1700000000}
+from tests.unit.agent.rows import count, job, new_state
 
 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> str:
-    path = str(tmp_path / "state")
-    with db.writing(path):  # creates and migrates
-        pass
-    return path
-
-
-def count(state_dir: str) -> int:
-    conn = sqlite.open_read(state_dir)
-    assert conn is not None
-    try:
-        return conn.execute("SELECT COUNT(*) AS n FROM jobs").fetchone()["n"]
-    finally:
-        conn.close()
+    return new_state(tmp_path)
 
 
 def test_writing_creates_migrates_and_commits(state_dir: str) -> None:

@@ -10,35 +10,19 @@ import os
 import pytest
 
 from remote_agent.common import vocab
-from remote_agent.host import procs
-from remote_agent.store import db, exitrec, jobsql, sqlite
+from remote_agent.store import exitrec
 from remote_agent.worker import finish
-
-NO_SUCH_PID = 4194304 + 17  # above Linux's largest pid_max: never a live process
+from tests.unit.agent.rows import NO_SUCH_PID, local_job, new_state, stored
 
 
 def _row(job_id, supervisor_pid):
-    return {"job_id": job_id, "run_key": "k-" + job_id, "attempt_no": 1, "command": '["true"]',
-            "status": vocab.RUNNING, "started_at": 1, "updated_at": 1, "boot_id": procs.boot_id(),
-            "worker_pid": supervisor_pid, "worker_start": procs.start_time(supervisor_pid),
-            "target_pid": NO_SUCH_PID}
+    return local_job(job_id, supervisor_pid, vocab.RUNNING, target_pid=NO_SUCH_PID)
 
 
 @pytest.fixture
 def state(tmp_path):
-    path = str(tmp_path / "state")
-    with db.writing(path) as conn:
-        jobsql.insert_job(conn, _row("orphan", NO_SUCH_PID))  # supervisor and target gone
-        jobsql.insert_job(conn, _row("retrying", os.getpid()))  # supervisor alive, target gone
-    return path
-
-
-def _stored(state, job_id):
-    conn = sqlite.open_read(state)
-    try:
-        return jobsql.get_job(conn, job_id)
-    finally:
-        conn.close()
+    return new_state(tmp_path, _row("orphan", NO_SUCH_PID),  # supervisor and target gone
+                     _row("retrying", os.getpid()))  # supervisor alive, target gone
 
 
 def test_supervisor_write_is_retried_until_the_lock_is_released(state, monkeypatch):
@@ -61,7 +45,7 @@ def test_supervisor_write_is_retried_until_the_lock_is_released(state, monkeypat
     holder.close()
     # a count, not a time: the first attempt failed under the lock, the retry after it succeeded
     assert ok is True and len(calls) == 2
-    assert _stored(state, "retrying")["status"] == vocab.SUCCEEDED
+    assert stored(state, "retrying")["status"] == vocab.SUCCEEDED
 
 
 def test_exit_record_write_is_retried_after_a_failure(tmp_path):

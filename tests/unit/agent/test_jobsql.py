@@ -6,28 +6,12 @@ import pytest
 
 from remote_agent.common import vocab
 from remote_agent.store import db, jobsql, sqlite
-
-
-def job(job_id: str, run_key: str = "k", attempt_no: int = 1, status: str = vocab.STARTING):
-    return {"job_id": job_id, "run_key": run_key, "attempt_no": attempt_no, "command": '["true"]',
-            "status": status, "started_at": 1700000000, "updated_at": 1700000000}
+from tests.unit.agent.rows import count, job, new_state
 
 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> str:
-    path = str(tmp_path / "state")
-    with db.writing(path):  # creates and migrates
-        pass
-    return path
-
-
-def count(state_dir: str) -> int:
-    conn = sqlite.open_read(state_dir)
-    assert conn is not None
-    try:
-        return conn.execute("SELECT COUNT(*) AS n FROM jobs").fetchone()["n"]
-    finally:
-        conn.close()
+    return new_state(tmp_path)
 
 
 def test_status_guarded_updates_and_clean_selection(state_dir: str) -> None:

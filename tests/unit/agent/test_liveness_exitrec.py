@@ -10,35 +10,19 @@ import os
 import pytest
 
 from remote_agent.common import vocab
-from remote_agent.host import procs
 from remote_agent.jobs import liveness
 from remote_agent.store import db, exitrec, jobsql, sqlite
-
-NO_SUCH_PID = 4194304 + 17  # above Linux's largest pid_max: never a live process
+from tests.unit.agent.rows import NO_SUCH_PID, local_job, new_state, stored
 
 
 def _row(job_id, supervisor_pid):
-    return {"job_id": job_id, "run_key": "k-" + job_id, "attempt_no": 1, "command": '["true"]',
-            "status": vocab.RUNNING, "started_at": 1, "updated_at": 1, "boot_id": procs.boot_id(),
-            "worker_pid": supervisor_pid, "worker_start": procs.start_time(supervisor_pid),
-            "target_pid": NO_SUCH_PID}
+    return local_job(job_id, supervisor_pid, vocab.RUNNING, target_pid=NO_SUCH_PID)
 
 
 @pytest.fixture
 def state(tmp_path):
-    path = str(tmp_path / "state")
-    with db.writing(path) as conn:
-        jobsql.insert_job(conn, _row("orphan", NO_SUCH_PID))  # supervisor and target gone
-        jobsql.insert_job(conn, _row("retrying", os.getpid()))  # supervisor alive, target gone
-    return path
-
-
-def _stored(state, job_id):
-    conn = sqlite.open_read(state)
-    try:
-        return jobsql.get_job(conn, job_id)
-    finally:
-        conn.close()
+    return new_state(tmp_path, _row("orphan", NO_SUCH_PID),  # supervisor and target gone
+                     _row("retrying", os.getpid()))  # supervisor alive, target gone
 
 
 def test_reconcile_turns_an_exit_record_into_the_outcome_not_lost(state):
@@ -50,8 +34,8 @@ def test_reconcile_turns_an_exit_record_into_the_outcome_not_lost(state):
         conn.close()
     assert (seen["status"], seen["exit_code"], seen["finished_at"]) == (vocab.FAILED, 7, 1700000007)
     assert seen["lost_reason"] is None
-    stored = _stored(state, "orphan")  # the supervisor is gone: the reader wrote it
-    assert (stored["status"], stored["exit_code"]) == (vocab.FAILED, 7)
+    row = stored(state, "orphan")  # the supervisor is gone: the reader wrote it
+    assert row is not None and (row["status"], row["exit_code"]) == (vocab.FAILED, 7)
     # without a record the same job would have been LOST
     with db.writing(state) as conn:
         jobsql.insert_job(conn, dict(_row("orphan2", NO_SUCH_PID), run_key="k-x"))
@@ -66,7 +50,7 @@ def test_reconcile_reports_a_live_supervisors_record_and_leaves_the_write_to_wri
     finally:
         conn.close()
     assert (seen["status"], seen["exit_code"]) == (vocab.SUCCEEDED, 0)
-    assert _stored(state, "retrying")["status"] == vocab.RUNNING  # a reader did not write
+    assert stored(state, "retrying")["status"] == vocab.RUNNING  # a reader did not write
     with db.writing(state) as conn:  # a writer (start, abort, unlock) stores it
         seen = liveness.reconcile(conn, jobsql.get_job(conn, "retrying"), locked=True)
-    assert _stored(state, "retrying")["status"] == vocab.SUCCEEDED == seen["status"]
+    assert stored(state, "retrying")["status"] == vocab.SUCCEEDED == seen["status"]

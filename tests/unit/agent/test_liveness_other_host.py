@@ -9,14 +9,9 @@ from remote_agent.frontends import render
 from remote_agent.host import identity
 from remote_agent.jobs.liveness import REBOOTED, reconcile
 from remote_agent.store import db, jobsql, sqlite
+from tests.unit.agent.rows import foreign_job
 
-NO_SUCH_PID = 4194304 + 17  # above Linux's largest pid_max: never a live process
-
-
-def row(job_id, host_id, status=vocab.RUNNING):
-    return {"job_id": job_id, "run_key": "k-" + job_id, "attempt_no": 1, "command": '["true"]',
-            "status": status, "started_at": 1, "updated_at": 1, "boot_id": "another-boot",
-            "worker_pid": NO_SUCH_PID, "target_pid": NO_SUCH_PID, "host_id": host_id}
+row = foreign_job
 
 
 def test_reconcile_leaves_another_hosts_job_alone(tmp_path: Path) -> None:

@@ -7,29 +7,18 @@ import pytest
 
 from remote_agent.common import vocab
 from remote_agent.common.errors import EXIT_INVALID_ARGS, EXIT_NOT_FOUND, AgentError
-from remote_agent.host import procs
 from remote_agent.jobs import reader
 from remote_agent.store import db, jobsql
+from tests.unit.agent.rows import NO_SUCH_PID, local_job, new_state
 
-NO_SUCH_PID = 4194304 + 17  # above Linux's largest pid_max: never a live process
-
-
-def job(job_id: str, supervisor_pid: int, status: str = vocab.STARTING, target_pid=None):
-    return {"job_id": job_id, "run_key": "k-" + job_id, "attempt_no": 1, "command": '["true"]',
-            "status": status, "started_at": 1, "updated_at": 1, "boot_id": procs.boot_id(),
-            "worker_pid": supervisor_pid, "worker_start": procs.start_time(supervisor_pid),
-            "target_pid": target_pid}
+job = local_job
 
 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> str:
-    path = str(tmp_path / "state")
-    with db.writing(path) as conn:
-        jobsql.insert_job(conn, job("alive", os.getpid()))
-        jobsql.insert_job(conn, job("gone", NO_SUCH_PID))
-        jobsql.insert_job(conn, job("gone2", NO_SUCH_PID, vocab.RUNNING, target_pid=NO_SUCH_PID))
-        jobsql.insert_job(conn, job("done", NO_SUCH_PID, vocab.SUCCEEDED))
-    return path
+    return new_state(tmp_path, job("alive", os.getpid()), job("gone", NO_SUCH_PID),
+                     job("gone2", NO_SUCH_PID, vocab.RUNNING, target_pid=NO_SUCH_PID),
+                     job("done", NO_SUCH_PID, vocab.SUCCEEDED))
 
 
 def test_resolve_messages_without_a_database() -> None:
