@@ -74,6 +74,17 @@ def check_seconds(name, value, allow_none=True):
     return float(value)
 
 
+def env_seconds(name, default):
+    # type: (str, float) -> float
+    """A duration the agent's environment sets (``ORCHESJOB_KILL_GRACE``,
+    ``ORCHESJOB_BUSY_TIMEOUT``): a number >= 0, else ``default`` (unset or not a number)."""
+    raw = os.environ.get(name)
+    try:
+        return max(0.0, float(raw)) if raw else default
+    except ValueError:
+        return default
+
+
 def check_limit(value):
     # type: (Any) -> int
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIST_LIMIT:

@@ -18,6 +18,7 @@ A process is named by (pid, start time) so a pid reused meanwhile is never signa
 import os
 import time
 
+from remote_agent.common.validate import env_seconds
 from remote_agent.host.procs import stat_fields
 
 MYPY = False
@@ -36,11 +37,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 def kill_grace():
     # type: () -> float
-    raw = os.environ.get("ORCHESJOB_KILL_GRACE")
-    try:
-        return max(0.0, float(raw)) if raw else KILL_GRACE_DEFAULT
-    except ValueError:
-        return KILL_GRACE_DEFAULT
+    return env_seconds("ORCHESJOB_KILL_GRACE", KILL_GRACE_DEFAULT)
 
 
 def become_subreaper():

@@ -13,6 +13,7 @@ import sqlite3
 
 from remote_agent import __version__
 from remote_agent.common.errors import EXIT_ERROR, EXIT_LOCK_ERROR, AgentError, wrong_state
+from remote_agent.common.validate import env_seconds
 from remote_agent.store.paths import check_state_dir, db_path
 
 MYPY = False
@@ -36,11 +37,7 @@ BUSY_TIMEOUT_DEFAULT = 10.0
 
 def busy_timeout():
     # type: () -> float
-    raw = os.environ.get("ORCHESJOB_BUSY_TIMEOUT")
-    try:
-        return max(0.0, float(raw)) if raw else BUSY_TIMEOUT_DEFAULT
-    except ValueError:
-        return BUSY_TIMEOUT_DEFAULT
+    return env_seconds("ORCHESJOB_BUSY_TIMEOUT", BUSY_TIMEOUT_DEFAULT)
 
 
 def db_error(exc, state_dir):

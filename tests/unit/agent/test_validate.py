@@ -60,3 +60,14 @@ def test_text_and_job_ids() -> None:
     assert len(ids) == 50
     for job_id in ids:
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", job_id)
+
+
+def test_env_seconds_takes_a_number_from_the_environment_or_the_default(monkeypatch) -> None:
+    from remote_agent.common.validate import env_seconds
+
+    for raw, want in [(None, 5.0), ("", 5.0), ("2.5", 2.5), ("-3", 0.0), ("soon", 5.0), ("0", 0.0)]:
+        if raw is None:
+            monkeypatch.delenv("ORCHESJOB_TEST_SECONDS", raising=False)
+        else:
+            monkeypatch.setenv("ORCHESJOB_TEST_SECONDS", raw)
+        assert env_seconds("ORCHESJOB_TEST_SECONDS", 5.0) == want, raw
