@@ -24,8 +24,9 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
     the key again).
 
     The run_keys row survives, so attempt numbers keep counting up and a key that a
-    ``--strict`` start consumed stays consumed until ``unlock``. A dry run reads in a
-    deferred transaction: it takes no write lock.
+    ``--strict`` start consumed stays consumed until ``unlock``. A dry run selects exactly what
+    the real run would delete; it reads in a deferred transaction and takes a write lock only to
+    store the outcome of a job that ended but is still active in its row (as any reader may).
     """
     if not os.path.exists(paths.db_path(state_dir)):
         return [], 0
@@ -35,10 +36,13 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
         check_run_key(run_key)
     if everything or job_id:
         before = after = None
+    if dry_run:
+        _settle_ended(state_dir)
     with db.writing(state_dir, immediate=not dry_run) as conn:
         if not dry_run:
-            # A light job that ended without its finisher (light.py) is still RUNNING in its row,
-            # its outcome in its exit record: store it, so the job is cleaned like any ended one.
+            # A job that ended can still be active in its row, its outcome in its exit record (a
+            # light job whose finisher did not run; a worker still finishing): store it, so the
+            # job is cleaned like any ended one.
             for row in jobsql.active_jobs(conn):
                 reconcile(conn, row, locked=True)
         rows = jobsql.clean_candidates(conn, job_id, run_key, before, after, keep, acked_only)
@@ -59,3 +63,20 @@ def clean(state_dir, job_id=None, run_key=None, before=None, after=None, everyth
         if os.path.isdir(os.path.join(state_dir, "locks")):  # jobs with locks left a wake channel
             remove_channel(state_dir, r["job_id"])
     return rows, errors
+
+
+def _settle_ended(state_dir):
+    # type: (str) -> None
+    """What the real run stores first (the outcome of jobs that ended but are active in their
+    rows), for a dry run, so that it selects exactly what the real run would delete: looked for
+    without a write lock, and written in a transaction of its own only when there is one."""
+    ended = []  # type: List[str]
+    with db.writing(state_dir, immediate=False) as conn:
+        for row in jobsql.active_jobs(conn):
+            reconcile(conn, row, deferred=ended)
+    if ended:
+        with db.writing(state_dir) as conn:
+            for job_id in ended:
+                stored = jobsql.get_job(conn, job_id)
+                if stored is not None:
+                    reconcile(conn, stored, locked=True)
