@@ -43,16 +43,13 @@ class OrchesjobTrigger(BaseTrigger):
     routes them into the task log); the event carries the offsets up to which lines were written,
     so the operator prints only what follows. A dropped connection is retried with backoff.
 
-    Two rules keep each line in the task's logs exactly once (docs/guides/kill-and-abort.md):
-
-    * The lines that arrive with the job's end are not written here but left to the task, which
-      prints the log past the event's offsets into its own log when it resumes: Airflow 3's
-      triggerer closes a trigger's log file when the trigger finishes, and lines the trigger
-      wrote just before its event can reach the triggerer after that and be dropped (lost last
-      lines of 5-7 of 50 tasks in the triggerer-takeover case until this rule).
-    * A trigger that another triggerer runs again (its triggerer died) continues after what the
-      host says was shown (the job's ``log_shown``, recorded as lines are written here), not
-      from the offsets the task deferred with (``Watch.catch_up``).
+    The lines that arrive with the job's end are not written here but left to the task, which
+    prints the log past the event's offsets into its own log when it resumes: Airflow 3's
+    triggerer closes a trigger's log file when the trigger finishes, and lines a trigger writes
+    just before its event can reach the triggerer after that and be dropped. A trigger that
+    another triggerer runs again (its triggerer died) shows the job's log again from the offsets
+    the task deferred with: lines the dead one wrote appear twice, never lost on that account
+    (docs/guides/kill-and-abort.md says why it does not continue after the job's ``log_shown``).
 
     :param ssh_conn_id: the ``ssh`` connection.
     :param job_id: the job to watch (or None with ``run_key``: wait for the key's latest job).
@@ -194,8 +191,6 @@ class OrchesjobTrigger(BaseTrigger):
                     message += " (state dir cleaned or changed?)"
                     yield self._event(EVENT_ERROR, watch, message, job_known=False)
                     return
-                if watch.catch_up(res.job):  # another triggerer showed lines of this job already
-                    continue
                 watch.seen(res, show=not res.job.is_terminal)  # an end's lines: the task's (see above)
                 self.offsets = dict(watch.offsets)
                 if res.job.is_terminal:  # (every poll recorded the offsets shown before it)
@@ -242,9 +237,6 @@ class OrchesjobTrigger(BaseTrigger):
                         f"job {self.job_id} is not known on {hook.where} (state dir cleaned or changed?)"
                     )
                     return self._event(EVENT_ERROR, watch, message, job_known=False)
-                if watch.catch_up(res.job):  # another triggerer showed lines of this job already
-                    sub.resubscribe(watch.offsets)
-                    continue
                 if self.stream_logs and not starts_at(res, watch.offsets):
                     sub.resubscribe()
                     continue

@@ -108,24 +108,6 @@ class Watch:
             self.show(res)
             self.offsets = res.next_offsets(self.offsets)
 
-    def catch_up(self, job: JobRecord | None) -> bool:
-        """Move the offsets past what an earlier watcher of this job already showed.
-
-        The host keeps the job's ``log_shown`` (a trigger records it as it shows lines). A trigger
-        that another triggerer runs again (its triggerer died) starts from the offsets it was
-        deferred with; without this it would show again every line the dead one had shown. True
-        when the offsets moved: the caller asks again from them and drops the answer it holds.
-        """
-        if not self.stream_logs or job is None:
-            return False
-        shown = normalize_offsets(job.raw.get("log_shown"))
-        ahead = {s: n for s, n in shown.items() if n > self.offsets.get(s, 0)}
-        if not ahead:
-            return False
-        self.offsets.update(ahead)
-        self.log.info("Continuing the job's log after what an earlier watcher showed (%s)", self.offsets)
-        return True
-
     def say_waiting(self, job: JobRecord) -> None:
         """Log what a job queued for named locks/slots waits for, whenever that changes."""
         line = waiting_message(job)

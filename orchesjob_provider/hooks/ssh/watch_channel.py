@@ -66,11 +66,8 @@ class Subscription:
         self.recorded.clear()
         self.channel.write(record_line(self.sid, self.job_id, offsets))
 
-    def resubscribe(self, offsets: Mapping[str, int] | None = None) -> None:
-        """Ask for the events again from the trigger's offsets (an event did not start there, or
-        the trigger moved them: ``offsets``)."""
-        if offsets is not None:
-            self.offsets = dict(offsets)
+    def resubscribe(self) -> None:
+        """Ask for the events again from the trigger's offsets (an event did not start there)."""
         self.channel.write(sub_line(self.sid, self.job_id, self.offsets))
 
     async def wait_recorded(self, timeout: float) -> bool:

@@ -3,8 +3,7 @@
 Airflow 3's triggerer closes a trigger's log file when the trigger finishes; lines the trigger
 logs just before its event can reach the triggerer after that and be dropped. So the trigger
 writes no line of the answer that says the job ended: its event's offsets stop before them and
-the task prints them into its own log (execute_complete). And a trigger run again by another
-triggerer continues after the job's ``log_shown``. Scripted answers, both wait paths."""
+the task prints them into its own log (execute_complete). Scripted answers, both wait paths."""
 
 from __future__ import annotations
 
@@ -108,20 +107,3 @@ def test_watch_path_leaves_the_ends_lines_to_the_task() -> None:
     payload, shown = run(trigger(use_watch=True), FakeWatchHook(sub))
     assert shown == [b"a\n"] and sub.recorded == [{"stdout": 2, "stderr": 0}]
     assert payload["offsets"] == {"stdout": 2, "stderr": 0}
-
-
-def test_a_taken_over_trigger_continues_after_what_the_host_says_was_shown() -> None:
-    """Deferred at 0; the dead triggerer showed and recorded 40 bytes: the new run asks again from
-    40 and shows only what follows."""
-    sub = FakeSub([answer("RUNNING", 0, b"x" * 40 + b"\n", shown=40), answer("RUNNING", 40, b"n\n", shown=40),
-                   answer("SUCCEEDED", 42, b"", shown=42)])
-    payload, shown = run(trigger(use_watch=True, offsets={"stdout": 0, "stderr": 0}), FakeWatchHook(sub))
-    assert sub.resubscribed == [{"stdout": 40, "stderr": 0}]
-    assert shown == [b"n\n"] and payload["offsets"] == {"stdout": 42, "stderr": 0}
-
-
-def test_poll_path_catches_up_too() -> None:
-    hook = FakePollHook([answer("RUNNING", 0, b"old\n", shown=4), answer("SUCCEEDED", 4, b"", shown=4)])
-    payload, shown = run(trigger(use_watch=False), hook)
-    assert hook.asked[-1] == {"stdout": 4, "stderr": 0} and shown == []
-    assert payload["offsets"] == {"stdout": 4, "stderr": 0}
