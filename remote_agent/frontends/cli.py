@@ -25,9 +25,6 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
     from typing import Any, Callable, Dict, List, NoReturn, Optional, Set  # noqa: F401
 
 
-# The hot commands' common forms are parsed without argparse: building its tree
-# (cli_parser.py) costs more than the whole status query.
-
 class Args(object):
     """The parsed command line (what argparse's Namespace would hold)."""
 
@@ -57,7 +54,7 @@ FAST_ONE_OF = {"status": ("run_key", "job_id", "running"), "logs": ("run_key", "
 
 def fast_parse(argv):
     # type: (List[str]) -> Optional[Args]
-    """Parse the common forms of status/logs/start without argparse, or return None.
+    """Parse the common forms of status/logs/start/list without argparse, or return None.
 
     Building the argparse tree costs more than the whole status query, so the hot commands
     take this path. Anything it is not sure of (help, '=' forms, abbreviations, errors)

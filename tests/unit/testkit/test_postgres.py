@@ -5,6 +5,7 @@ two schedulers and two triggerers; its read queries on PostgreSQL. What tests/e2
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import pytest
 
@@ -66,12 +67,15 @@ def test_postgres_cluster_lifecycle_and_stack_queries():
     home = tempfile.mkdtemp(prefix="orchesjob-pgtest-")
     os.chmod(home, 0o711)
     try:
-        _lifecycle(home)
+        pg = _lifecycle(home)
+        # stopped for good: no server process, nothing listening on its port
+        assert not pg.running() and not port_open(pg.port)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _lifecycle(home: str) -> None:
+def _lifecycle(home: str) -> Any:
+    """Start, query, restart and stop the stack's cluster; returns it (stopped)."""
     st = AirflowStack(str(home), venv="/v", database="postgres")
     pg = st.postgres
     assert pg is not None
@@ -90,5 +94,5 @@ def _lifecycle(home: str) -> None:
         assert again.postgres.port == pg.port
     finally:
         st.stop()
-    assert not pg.running() and not port_open(pg.port)
     st.stop()  # idempotent
+    return pg
