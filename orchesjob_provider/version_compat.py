@@ -105,6 +105,7 @@ __all__ = [
     "TriggerEvent",
     "aget_connection",
     "aget_extra_dejson",
+    "child_logger",
     "conf",
     "context_merge",
     "determine_kwargs",
@@ -148,3 +149,15 @@ def get_stats() -> Any:
     except ImportError:
         from airflow.stats import Stats  # type: ignore[no-redef,attr-defined,unused-ignore]
     return Stats
+
+
+def child_logger(log: Any, suffix: str) -> Any:
+    """The logger named ``<log's name>.<suffix>``: a stdlib child (Airflow 2), or the structlog
+    logger of that name (Airflow 3's LoggingMixin hands out structlog loggers). Its records go
+    wherever ``log``'s go (the triggerer routes by the trigger's context, not by name)."""
+    get_child = getattr(log, "getChild", None)
+    if get_child is not None:
+        return get_child(suffix)
+    import structlog
+
+    return structlog.get_logger(f"{getattr(log, 'name', 'orchesjob')}.{suffix}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,8 @@ from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
 from orchesjob_provider.hooks.ssh.watch_channel import WatchUnsupported
 from orchesjob_provider.triggers.cancels import finish_despite_cancels, on_kill_budget
 from orchesjob_provider.triggers.events import EVENT_ERROR, EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
+from orchesjob_provider.triggers.log_files import resume_from_files, settled_offsets
+from orchesjob_provider.triggers.log_lines import START_FORMAT, LineFeed
 from orchesjob_provider.utils.address import AgentAddress
 from orchesjob_provider.utils.task_state import (
     KEEP,
@@ -22,11 +25,12 @@ from orchesjob_provider.utils.task_state import (
     kill_action,
     read_task_state_async,
 )
-from orchesjob_provider.utils.waiting import MaskedLog, Watch, log_chunk_lines
+from orchesjob_provider.utils.waiting import MaskedLog, Watch
 from orchesjob_provider.version_compat import (
     TRIGGER_HAS_ON_KILL,
     BaseTrigger,
     TriggerEvent,
+    child_logger,
     mask_secret,
 )
 
@@ -43,13 +47,15 @@ class OrchesjobTrigger(BaseTrigger):
     routes them into the task log); the event carries the offsets up to which lines were written,
     so the operator prints only what follows. A dropped connection is retried with backoff.
 
-    The lines that arrive with the job's end are not written here but left to the task, which
-    prints the log past the event's offsets into its own log when it resumes: Airflow 3's
-    triggerer closes a trigger's log file when the trigger finishes, and lines a trigger writes
-    just before its event can reach the triggerer after that and be dropped. A trigger that
-    another triggerer runs again (its triggerer died) shows the job's log again from the offsets
-    the task deferred with: lines the dead one wrote appear twice, never lost on that account
-    (docs/guides/kill-and-abort.md says why it does not continue after the job's ``log_shown``).
+    Lines are written whole, after a start line that names where they begin
+    (triggers/log_lines.py). The lines that arrive with the job's end are not written here but
+    left to the task, which prints the log past the event's offsets into its own log when it
+    resumes: Airflow 3's triggerer closes a trigger's log file when the trigger finishes and drops
+    lines it has not read yet, so before its event a trigger also checks its own lines reached its
+    file and otherwise hands the task the offsets its file really reaches. A trigger that another
+    triggerer runs again (its triggerer died) goes on after the last line the try's trigger log
+    files hold; where it cannot read them it starts from the offsets the task deferred with
+    (repeats, never losses; docs/guides/kill-and-abort.md).
 
     :param ssh_conn_id: the ``ssh`` connection.
     :param job_id: the job to watch (or None with ``run_key``: wait for the key's latest job).
@@ -107,6 +113,8 @@ class OrchesjobTrigger(BaseTrigger):
         self.max_reconnect_attempts = max_reconnect_attempts
         self.abort_grace_seconds = abort_grace_seconds
         self.use_watch = bool(use_watch)
+        self._feed: LineFeed | None = None  # run(): the job's log lines as written here
+        self._token = ""  # run(): names this trigger's start line in the try's log files
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -134,29 +142,52 @@ class OrchesjobTrigger(BaseTrigger):
         kwargs["secret_values"] = ["***"] * len(self.secret_values)
         return self.repr(classpath, kwargs) if hasattr(self, "repr") else f"<{classpath} {kwargs}>"
 
-    def _show(self, res: Any) -> None:
-        """The job's new log lines, secrets replaced (also where no masker filters this logger,
-        e.g. the console of ``dag.test()``)."""
-        log_chunk_lines(MaskedLog(self.log, self.secret_values), res)
+    def _write(self, stream: str, text: str) -> None:
+        """One line of the job's log, secrets replaced (also where no masker filters this logger,
+        e.g. the console of ``dag.test()``); each stream through a child logger of its own, which
+        is how the try's trigger log files tell these lines from the trigger's own."""
+        label = "" if stream == "stdout" else "[stderr] "
+        MaskedLog(child_logger(self.log, stream), self.secret_values).info("%s%s", label, text)
+
+    def _start_line(self, offsets: dict[str, int]) -> None:
+        self.log.info("%s", START_FORMAT.format(job=self.job_id, token=self._token, **offsets))
+
+    async def _new_feed(self) -> LineFeed:
+        """Where this trigger's lines start: after what the try's trigger log files already hold."""
+        start, skip = dict(self.offsets), None
+        if self.job_id and self.stream_logs:
+            start, skip = await resume_from_files(getattr(self, "task_instance", None), self.job_id, start)
+            if start != self.offsets or any(skip.values()):
+                self.log.info("orchesjob: the log of job %s is in the task's logs up to %d lines past "
+                              "byte %d of stdout and %d lines past byte %d of stderr (another triggerer "
+                              "wrote them); going on after them", self.job_id, skip["stdout"],
+                              start["stdout"], skip["stderr"], start["stderr"])
+        return LineFeed(self._write, self._start_line, start, skip)
+
+    def _shown(self, watch: Watch) -> dict[str, int]:
+        """Up to where the task's logs hold the job's log: the event's offsets."""
+        return self._feed.offsets if self._feed is not None else dict(watch.offsets)
 
     def _hook(self) -> AsyncOrchesjobHook:
         return AgentAddress(self.ssh_conn_id, self.remote_python, self.state_dir).async_hook()
 
     def _event(self, status: str, watch: Watch, message: str, *, job_known: bool = True) -> TriggerEvent:
         job = watch.job if job_known else None
-        event = WatchEvent(status, self.job_id, self.run_key, job, watch.offsets, message)
+        event = WatchEvent(status, self.job_id, self.run_key, job, self._shown(watch), message)
         return TriggerEvent(event.to_payload())
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        self._token = secrets.token_hex(4)
+        self._feed = feed = await self._new_feed()
         hook = self._hook()
         hook.acquire()
         watch = Watch(
             self.log,
-            self.offsets,
+            feed.offsets,
             deadline=self.timeout_at,
             max_failures=self.max_reconnect_attempts,
             stream_logs=self.stream_logs,
-            show=self._show,
+            show=feed.feed,
         )
         watch_tried = not self.use_watch
         try:
@@ -192,9 +223,8 @@ class OrchesjobTrigger(BaseTrigger):
                     yield self._event(EVENT_ERROR, watch, message, job_known=False)
                     return
                 watch.seen(res, show=not res.job.is_terminal)  # an end's lines: the task's (see above)
-                self.offsets = dict(watch.offsets)
                 if res.job.is_terminal:  # (every poll recorded the offsets shown before it)
-                    yield self._event(EVENT_TERMINAL, watch, f"job {res.job.job_id} {res.job.status}")
+                    yield await self._end(watch, res)
                     return
                 if res.more:
                     continue
@@ -242,15 +272,30 @@ class OrchesjobTrigger(BaseTrigger):
                     continue
                 terminal = res.job.is_terminal
                 watch.seen(res, show=not terminal)  # an end's lines: the task's (see above)
-                self.offsets = dict(watch.offsets)
                 if self.stream_logs and not terminal and watch.showed_bytes(res):
-                    sub.shown(watch.offsets)
+                    sub.shown(self._shown(watch))
                 if terminal:
                     if not await sub.wait_recorded(5.0):
                         self.log.debug("Could not record log offsets of job %s", self.job_id)
-                    return self._event(EVENT_TERMINAL, watch, f"job {res.job.job_id} {res.job.status}")
+                    return await self._end(watch, res)
         finally:
             sub.close()
+
+    async def _end(self, watch: Watch, res: Any) -> TriggerEvent:
+        """The terminal event, with the offsets the task's logs really reach (log_files.py)."""
+        assert res.job is not None
+        message = f"job {res.job.job_id} {res.job.status}"
+        if self._feed is None or not self.stream_logs or not self.job_id:
+            return self._event(EVENT_TERMINAL, watch, message)
+        self._feed.feed(res, write=False)  # pieces another triggerer wrote still go by
+        ti = getattr(self, "task_instance", None)
+        offsets = await settled_offsets(ti, self.job_id, self._feed, self._token)
+        if offsets != self._feed.offsets:
+            self.log.info("orchesjob: the task's log file lacks lines written here; the task prints "
+                          "job %s's log from byte %d of stdout and %d of stderr", self.job_id,
+                          offsets["stdout"], offsets["stderr"])
+        event = WatchEvent(EVENT_TERMINAL, self.job_id, self.run_key, watch.job, offsets, message)
+        return TriggerEvent(event.to_payload())
 
     async def _resolve_run_key(self, hook: AsyncOrchesjobHook) -> bool:
         """Sensor use: find the run key's latest job; False while there is none yet."""

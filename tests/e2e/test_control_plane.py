@@ -43,15 +43,14 @@ test_resume_after_crash.py (phase 0) are over, one disturbance per phase:
   and then a last line with the count. Once every trigger streams, the triggerer (of two) that
   runs most of them is killed with SIGKILL; the other takes them over (health check 15 s); the
   killed one is started again; every job is released: 50 successes at try 1, each map index ran
-  once. A second test checks every task's log files hold each line exactly once; it is an
-  expected failure (not strict), see its mark.
+  once. A second test checks every task's log files hold each line exactly once
+  (triggers/log_lines.py: a taken-over trigger goes on after what the dead one's file holds).
 
 Every wait is a poll with a deadline; timings are noted in the case's timeline, never asserted.
 """
 
 from __future__ import annotations
 
-import pytest
 from events_runner import check_case, e2e_marks
 
 pytestmark = e2e_marks()
@@ -91,16 +90,12 @@ def test_triggerer_killed_under_50_deferred_tasks(events):
     check_case(events, "triggerer_sigkill_mapped")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, not fixed (issue 17): a trigger taken over by another triggerer shows its job's log again "
-    "from the offsets the task deferred with, so lines the dead triggerer wrote appear twice. Continuing "
-    "after the host's log_shown instead removed the repeats but, on a loaded machine (1 of 4 runs, 11 of "
-    "50 tasks), lost lines a trigger had written moments before it finished or was moved: Airflow 3.3's "
-    "triggerer closes a trigger's log file when the trigger finishes and drops lines still unread on "
-    "its log socket, so a line recorded as shown may never reach the file. Both are reported here."))
 def test_triggerer_killed_under_50_deferred_tasks_log_lines_once(events):
     """Every task's logs (its task log and every trigger log file) hold each numbered line of its
-    job exactly once: none lost, none repeated by the takeover."""
+    job exactly once: none lost, none repeated by the takeover. FAILS before the takeover read the
+    dead triggerer's file (lines repeated from the deferral offsets) and, when it continued after
+    the host's log_shown, on a loaded machine (lines a trigger wrote just before it finished or
+    died never reached its file)."""
     check_case(events, "triggerer_sigkill_mapped")
     problems = events[1]["triggerer_sigkill_mapped"].extra["log_problems"]
     assert not problems, "task logs vs the jobs' lines:\n" + "\n".join(problems)

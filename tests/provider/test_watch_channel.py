@@ -43,16 +43,15 @@ def _shown_then_the_task(shown: list[bytes], expected: bytes, offsets: int) -> N
 
 
 def _collecting(trigger, shown: list[bytes]) -> None:
-    """Record every stdout byte the trigger writes to its log (in order)."""
-    original = trigger._show
+    """Record every stdout line the trigger writes to its log (in order, as the bytes it was)."""
+    original = trigger._write
 
-    def show(res):
-        chunk = res.logs.get("stdout")
-        if chunk is not None:
-            shown.append(chunk.data)
-        original(res)
+    def write(stream, text):
+        if stream == "stdout":
+            shown.append(text.encode() + b"\n")
+        original(stream, text)
 
-    trigger._show = show
+    trigger._write = write
 
 
 def test_two_triggers_share_one_channel_and_one_connection(orch_conn, state_dir, remote):

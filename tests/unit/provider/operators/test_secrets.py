@@ -32,11 +32,12 @@ def test_trigger_from_kwargs_masks_its_secret_values(monkeypatch):
     assert _redact(f"x {secret} y") == "x *** y"
     assert secret not in repr(trigger)
 
-    from types import SimpleNamespace  # what log_chunk_lines reads of a JobLogs
+    from types import SimpleNamespace  # a logger with a child per stream, as the trigger writes
 
-    logs = SimpleNamespace(logs={"stdout": SimpleNamespace(data=f"token={secret}\nplain\n".encode())})
     messages: list[str] = []
-    recorder = SimpleNamespace(info=lambda msg, *args: messages.append(msg % args))
+    recorder = SimpleNamespace(info=lambda msg, *args: messages.append(msg % args),
+                               getChild=lambda suffix: recorder)
     monkeypatch.setattr(OrchesjobTrigger, "log", property(lambda self: recorder), raising=False)
-    trigger._show(logs)
-    assert messages == ["token=***", "plain"]
+    trigger._write("stdout", f"token={secret}")
+    trigger._write("stderr", "plain")
+    assert messages == ["token=***", "[stderr] plain"]

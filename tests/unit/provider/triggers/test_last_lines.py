@@ -81,7 +81,7 @@ class FakeWatchHook(FakePollHook):
 def run(trigger: OrchesjobTrigger, hook: Any) -> tuple[dict[str, Any], list[bytes]]:
     shown: list[bytes] = []
     trigger._hook = lambda: hook  # type: ignore[method-assign]
-    trigger._show = lambda res: shown.extend(c.data for c in res.logs.values())  # type: ignore[method-assign]
+    trigger._write = lambda stream, text: shown.append(text.encode() + b"\n")  # type: ignore[method-assign]
 
     async def first_event() -> Any:
         return await trigger.run().__anext__()
