@@ -23,7 +23,7 @@ from orchesjob_provider.version_compat import AIRFLOW_V_3_0_PLUS
 #: the most of a file read (a trigger log larger than this is read from its start only)
 READ_MAX = 64 * 1024 * 1024
 #: how long a trigger waits, before its event, for its own lines to reach its file
-SETTLE_SECONDS = 2.0
+SETTLE_SECONDS = 5.0
 
 
 def trigger_log_files(ti: Any) -> list[str] | None:
