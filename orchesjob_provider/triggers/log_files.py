@@ -81,16 +81,19 @@ async def settled_offsets(ti: Any, job_id: str, feed: LineFeed, token: str) -> d
     if feed.first is None:
         return feed.offsets
     deadline = time.monotonic() + SETTLE_SECONDS
+    countable = False  # any read met a record: the files are Airflow 3's and here
+    count: dict[str, int] = {}
     while True:
         found = await _read(ti, job_id)
         if found is None:  # another Airflow, no task instance: trust the writes
             return feed.offsets
         runs, records = found
+        countable = countable or records
         run = run_of(runs, token)
-        count = run.count if run is not None else {}
+        count = run.count if run is not None else count  # the file only grows
         if all(count.get(s, 0) >= n for s, n in feed.written.items()):
             return feed.offsets
         if time.monotonic() >= deadline:
             # no file here to count in (a log folder elsewhere, another format): trust the writes
-            return feed.step_back(count) if records else feed.offsets
+            return feed.step_back(count) if countable else feed.offsets
         await asyncio.sleep(0.1)

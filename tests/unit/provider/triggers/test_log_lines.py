@@ -261,39 +261,42 @@ class Hook:
         pass
 
 
+Written = list[tuple[str, str]]
+
+
 def run_trigger(tmp_path: Any, monkeypatch: Any, answers: list[JobLogs], deferred: dict[str, int],
-                lose_last: int = 0) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Run a trigger whose records go to its own file in ``tmp_path`` (``lose_last``: that many of
-    its last records never reach it, as when the triggerer closes the file at the trigger's end)."""
+                keep: int | None = None, settle: float = 60.0) -> tuple[dict[str, Any], Written]:
+    """Run a trigger whose records are appended to its own file in ``tmp_path`` as it writes them,
+    as the triggerer does (``keep``: only that many reach it, as when the triggerer closes the file
+    at the trigger's end). ``settle`` is a ceiling: a trigger whose file holds its lines does not
+    wait for it."""
     trigger = OrchesjobTrigger(ssh_conn_id="c", job_id="j1", offsets=deferred)
     monkeypatch.setattr(log_files, "trigger_log_files", lambda ti: sorted(str(p) for p in tmp_path.iterdir()))
-    monkeypatch.setattr(log_files, "SETTLE_SECONDS", 0.2)
+    monkeypatch.setattr(log_files, "SETTLE_SECONDS", settle)
     own = FileWriter()
+    path = tmp_path / "attempt=1.log.trigger.2.log"
     written: list[tuple[str, str]] = []
+
+    def reach_file() -> None:
+        if keep is None or len(own.records) <= keep:
+            with open(path, "ab") as f:
+                f.write(own.records[-1] + b"\n")
 
     def write(stream: str, text: str) -> None:
         own.token = trigger._token
         own.write(stream, text)
         written.append((stream, text))
+        reach_file()
 
     def start_line(offsets: dict[str, int]) -> None:
         own.token = trigger._token
         own.start_line(offsets)
+        reach_file()
 
     trigger._write = write  # type: ignore[method-assign]
     trigger._start_line = start_line  # type: ignore[method-assign]
     trigger._hook = lambda: Hook(Sub(answers))  # type: ignore[method-assign]
-    path = tmp_path / "attempt=1.log.trigger.2.log"
-
-    async def first_event() -> Any:
-        gen = trigger.run()
-        task = asyncio.ensure_future(gen.__anext__())
-        while not task.done():  # the triggerer writes the records as they come (minus the lost ones)
-            path.write_bytes(b"\n".join(own.records[: max(0, len(own.records) - lose_last)]))
-            await asyncio.sleep(0.01)
-        return task.result()
-
-    return asyncio.run(first_event()).payload, written
+    return asyncio.run(trigger.run().__anext__()).payload, written
 
 
 def test_a_taken_over_trigger_goes_on_after_the_dead_triggerers_file(tmp_path: Any, monkeypatch: Any) -> None:
@@ -313,7 +316,8 @@ def test_a_taken_over_trigger_goes_on_after_the_dead_triggerers_file(tmp_path: A
 def test_lines_that_never_reached_the_file_are_the_tasks(tmp_path: Any, monkeypatch: Any) -> None:
     answers = [answer({"stdout": 0, "stderr": 0}, {"stdout": b"a\nbb\nccc\n"}),
                answer({"stdout": 9, "stderr": 0}, {"stdout": b"end\n"}, "SUCCEEDED")]
-    payload, written = run_trigger(tmp_path, monkeypatch, answers, {"stdout": 0, "stderr": 0}, lose_last=2)
+    payload, written = run_trigger(tmp_path, monkeypatch, answers, {"stdout": 0, "stderr": 0}, keep=2,
+                                   settle=0.3)  # the start line and "a" reach the file
     assert written == [("stdout", "a"), ("stdout", "bb"), ("stdout", "ccc")]
     assert payload["offsets"] == {"stdout": 2, "stderr": 0}  # "bb" and "ccc" are printed by the task
 
