@@ -51,8 +51,15 @@ def forge(agent, job_id, **values):
 
 
 def finished_job(agent):
+    """A finished job whose worker is gone: a start answers as soon as the outcome is known, and
+    the worker may still be storing it; a row forged before then would be overwritten (ci24)."""
     job = agent.start_ok(agent.key(), "true", sync=True)
     assert job["status"] == "SUCCEEDED"
+    conn = sqlite3.connect(str(agent.db_path))
+    (worker_pid,) = conn.execute("SELECT worker_pid FROM jobs WHERE job_id = ?", [job["job_id"]]).fetchone()
+    conn.close()
+    if worker_pid:
+        wait_until(lambda: not alive(worker_pid), timeout=60, interval=0.02)
     return job
 
 
