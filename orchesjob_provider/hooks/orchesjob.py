@@ -14,6 +14,7 @@ when it is missing, damaged or not safely ours it exits 86 and the hook deploys 
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -27,6 +28,17 @@ from orchesjob_provider.client.records import (
     normalize_offsets,
 )
 from orchesjob_provider.client.retry import DEPLOY, CallRetry
+from orchesjob_provider.client.starts import (
+    MAX_BATCH,
+    GroupCommit,
+    StartAnswer,
+    answers,
+    busy,
+    fields_of,
+    outcome,
+    seconds_needed,
+    start_fields,
+)
 from orchesjob_provider.client.wire import CALL_SLACK, abort_timeout, build_request, check_deploy, poll_args
 from orchesjob_provider.exceptions import (
     AgentUnavailable,
@@ -99,6 +111,9 @@ class OrchesjobHook(ParamikoTransport, BaseHook):
         self._client: Any = None
         self.exec_count = 0  # SSH execs made by this hook (the hot path is one per call)
         self._lost = False  # the connection was lost: the next one made is a reconnect (metrics)
+        # threads starting jobs through this hook at the same time share one call (client/starts.py);
+        # made on the first start (a lock does not copy: operators and hooks get deep-copied)
+        self._starts: GroupCommit[dict[str, Any], tuple[str, JobRecord]] | None = None
 
     # -- deploy -------------------------------------------------------------------------------
     def deploy(self) -> AgentBundle:
@@ -167,36 +182,54 @@ class OrchesjobHook(ParamikoTransport, BaseHook):
         ``locks`` (``{"write": [...], "read": [...]}``), ``slots`` (``{name: capacity}``) and
         ``queue_timeout``: a new job waits on the host for its turn (status WAITING, with
         ``waiting_for``); the reply comes at once.
+        Threads sharing this hook that start at the same time are sent together, in one
+        ``starts`` call (client/starts.py: a group commit, no waiting for company).
         """
-        extra: dict[str, Any] = {"rerun_unknown": True} if rerun_unknown else {}
-        if check is not None:
-            extra["check"] = dict(check)
-        if locks:
-            extra["locks"] = {mode: list(names) for mode, names in locks.items()}
-        if slots:
-            extra["slots"] = dict(slots)
-        if queue_timeout is not None:
-            extra["queue_timeout"] = float(queue_timeout)
-        if task_instance is not None:
-            extra["task_instance"] = task_instance
-        reply = self.call(
-            "start",
-            run_key=run_key,
-            argv=list(argv),
-            cwd=cwd,
-            env=dict(env or {}),
-            strict=bool(strict),
-            mode=mode,
-            start_timeout=start_timeout,
-            epoch=epoch,
-            grace_seconds=grace_seconds if epoch is not None else None,
-            call_timeout=start_timeout + (grace_seconds if epoch is not None else 0) + CALL_SLACK,
-            **extra,
+        fields = start_fields(
+            argv, run_key, cwd=cwd, env=env, strict=strict, mode=mode, start_timeout=start_timeout,
+            rerun_unknown=rerun_unknown, epoch=epoch, grace_seconds=grace_seconds, check=check,
+            locks=locks, slots=slots, queue_timeout=queue_timeout, task_instance=task_instance,
         )
-        job = reply["job"]
-        if reply.get("superseded") and isinstance(job, dict):
-            job = {**job, "superseded": reply["superseded"]}
-        return str(reply.get("action")), JobRecord.from_dict(job)
+        if self._starts is None:
+            self._starts = GroupCommit(self._send_starts)
+        return self._starts.submit(fields)
+
+    def start_many(self, starts: Sequence[Mapping[str, Any]]) -> list[StartAnswer]:
+        """Start many jobs on this host in as few calls as possible (up to MAX_BATCH per exec).
+
+        Each mapping holds :meth:`start`'s keyword arguments. Each start is decided by the agent
+        in its own transaction, in the order given; the answer for each is ``(action, job)`` or
+        the error that start alone would have raised (returned, not raised, so one bad start
+        does not hide the others' jobs). A failure of the whole call (SSH) is raised.
+        """
+        fields = [fields_of(s) for s in starts]
+        out: list[StartAnswer] = []
+        for i in range(0, len(fields), MAX_BATCH):
+            out.extend(self._send_starts(fields[i : i + MAX_BATCH], raise_single=False))
+        return out
+
+    def _send_starts(self, batch: list[dict[str, Any]], raise_single: bool = True) -> list[StartAnswer]:
+        """One ``start`` call for a batch of one, one ``starts`` call for more; the starts the
+        agent rolled back as busy are sent again (with the call's backoff), the rest answered."""
+        if len(batch) == 1 and raise_single:
+            one = batch[0]
+            return [outcome(self.call("start", call_timeout=seconds_needed(one) + CALL_SLACK, **one))]
+        answered: list[StartAnswer | None] = [None] * len(batch)
+        todo = list(range(len(batch)))
+        delay = CallRetry.first_busy_delay
+        for attempt in range(1, CallRetry.max_execs + 1):
+            part = [batch[i] for i in todo]
+            reply = self.call(
+                "starts", starts=part, call_timeout=sum(seconds_needed(f) for f in part) + CALL_SLACK
+            )
+            for i, answer in zip(todo, answers(reply, len(part), where=self.where)):
+                answered[i] = answer
+            todo = [i for i in todo if busy(answered[i])]
+            if not todo or attempt == CallRetry.max_execs:
+                break
+            time.sleep(delay + random.uniform(0, delay))
+            delay *= 2
+        return [a for a in answered if a is not None]
 
     def poll(
         self,
