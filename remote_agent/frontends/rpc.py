@@ -100,20 +100,30 @@ def op_ping(req, state_dir):
 
 def op_start(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
+    from remote_agent.ops import start  # per op: ops/start + worker/, ~3 ms
+
+    return start_reply(*start.start(state_dir, **start_args(req)), state_dir=state_dir)
+
+
+def start_args(req):
+    # type: (Dict[str, Any]) -> Dict[str, Any]
+    """A ``start`` request's fields as ops/start.start's keyword arguments (checked)."""
     mode = _get(req, "mode", str, "resume")
     if mode not in ("resume", "new"):
         raise bad_args("mode must be 'resume' or 'new'")
     argv = check_argv(_get(req, "argv", list, required=True))
     claims, queue_timeout = _claims(req)
-    from remote_agent.ops import start  # per op: ops/start + worker/, ~3 ms
-
-    result, row = start.start(
-        state_dir, _get(req, "run_key", str, required=True), argv,
+    return dict(
+        run_key=_get(req, "run_key", str, required=True), argv=argv,
         cwd=_get(req, "cwd", str), env=_env(req), strict=_get(req, "strict", bool, False),
         resume=mode == "resume", sync=False, start_timeout=_get(req, "start_timeout", float, 10.0),
         rerun_unknown=_get(req, "rerun_unknown", bool, False),
         epoch=_get(req, "epoch", str), grace=_get(req, "grace_seconds", float, 5.0), check=_check(req),
         claims=claims, queue_timeout=queue_timeout, task_instance=_get(req, "task_instance", str))
+
+
+def start_reply(result, row, state_dir):
+    # type: (Any, Dict[str, Any], str) -> Dict[str, Any]
     out = {"action": result.action, "strict_override_used": result.strict_override_used,
            "job": render.job_object(row, state_dir)}  # type: Dict[str, Any]
     if result.superseded is not None:
@@ -257,7 +267,7 @@ def op_starts(req, state_dir):
     # type: (Dict[str, Any], str) -> Dict[str, Any]
     from remote_agent.frontends import rpc_batch  # per op: batched starts only, < 0.5 ms
 
-    return rpc_batch.op_starts(req, state_dir, op_start)
+    return rpc_batch.op_starts(req, state_dir, start_args, start_reply)
 
 
 OPS = {"ping": op_ping, "start": op_start, "starts": op_starts, "status": op_status, "poll": op_poll,

@@ -33,13 +33,26 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
     import sqlite3  # noqa: F401
     from typing import Any, Dict, List, Optional, Tuple  # noqa: F401
     Row = Dict[str, Any]
+    Launched = Tuple[int, int, float]
 
 
 def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
           sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0, check=None,
           claims=None, queue_timeout=None, task_instance=None):
     # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float, Optional[Tuple[List[str], float]], Optional[Dict[str, Any]], Optional[float], Optional[str]) -> Tuple[StartResult, Row]
-    """Decide, launch if needed, and wait as asked; returns (decision, job as it now is).
+    """Decide, launch if needed, and wait as asked; returns (decision, job as it now is)."""
+    result, launched = begin(state_dir, run_key, argv, cwd, env, strict, resume, sync, start_timeout,
+                             rerun_unknown, epoch, grace, check, claims, queue_timeout, task_instance)
+    return result, finish(state_dir, result, launched, sync, start_timeout)
+
+
+def begin(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=False,
+          sync=False, start_timeout=10.0, rerun_unknown=False, epoch=None, grace=5.0, check=None,
+          claims=None, queue_timeout=None, task_instance=None):
+    # type: (str, str, List[str], Optional[str], Optional[Dict[str, str]], bool, bool, bool, float, bool, Optional[str], float, Optional[Tuple[List[str], float]], Optional[Dict[str, Any]], Optional[float], Optional[str]) -> Tuple[StartResult, Optional[Launched]]
+    """Decide and launch (``start`` without its wait): (decision, the launch to ``finish``).
+    A batch (frontends/rpc_batch.py) begins every start before it waits for the first one's
+    supervisor, so the supervisors get ready side by side.
 
     A superseded active job is stopped (as ``abort`` stops it, ``grace`` s) before the new
     attempt is launched, so the two never run side by side for longer than that.
@@ -94,7 +107,7 @@ def start(state_dir, run_key, argv, cwd=None, env=None, strict=False, resume=Fal
 
         stop_processes(superseded, grace)
     # The writer connection is closed now, before forking: a SQLite handle must never cross a fork.
-    return result, launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued)
+    return result, launch(state_dir, result, argv, cwd, env, sync, queued)
 
 
 def enqueue(conn, row, claims, queue_timeout):
@@ -160,16 +173,27 @@ def new_attempt(conn, key, run_key, argv, cwd, strict, rerun_of, rerun_reason, e
     return row
 
 
-def launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued=None):
-    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float, Optional[str]) -> Row
+def launch(state_dir, result, argv, cwd, env, sync, queued=None):
+    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, Optional[str]) -> Optional[Launched]
+    """Fork the supervisor of a new attempt: (its pid, the handoff pipe's read end, when)."""
+    if result.action != STARTED:
+        return None
+    supervisor_pid, read_fd = supervisor.launch(state_dir, result.row["job_id"], argv, cwd, env, queued,
+                                                light=not sync)
+    return supervisor_pid, read_fd, time.monotonic()
+
+
+def finish(state_dir, result, launched, sync, start_timeout):
+    # type: (str, StartResult, Optional[Launched], bool, float) -> Row
+    """Wait as asked for a launched supervisor (``start_timeout`` counts from its launch), then
+    read the job as it now is."""
     job_id = result.row["job_id"]
-    if result.action == STARTED:
-        supervisor_pid, read_fd = supervisor.launch(state_dir, job_id, argv, cwd, env, queued,
-                                                    light=not sync)
+    if launched is not None:
+        supervisor_pid, read_fd, launched_at = launched
         if sync:
             handoff.wait_finished(read_fd)
         else:
-            handoff.wait_ready(read_fd, max(0.0, start_timeout))
+            handoff.wait_ready(read_fd, max(0.0, start_timeout - (time.monotonic() - launched_at)))
         os.close(read_fd)
         _reap(supervisor_pid)
     reader = Reader(state_dir)
@@ -179,6 +203,12 @@ def launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queu
         return reader.require_job(job_id)
     finally:
         reader.close()
+
+
+def launch_and_wait(state_dir, result, argv, cwd, env, sync, start_timeout, queued=None):
+    # type: (str, StartResult, List[str], Optional[str], Optional[Dict[str, str]], bool, float, Optional[str]) -> Row
+    launched = launch(state_dir, result, argv, cwd, env, sync, queued)
+    return finish(state_dir, result, launched, sync, start_timeout)
 
 
 def _reap(pid):
