@@ -22,6 +22,11 @@ side of each contender is measured apart. Per cell:
    CPU, host CPU and memory of the sshd group (its sessions and jobs included), and for ours
    the CPU of the remote watch process per round.
 
+``--starts-only``: step 1 alone, per contender: the time to start all N jobs ("start all s"),
+the execs per host it took and the host CPU it cost (ours: one hook and one thread per host,
+``start_many``, up to 200 starts per exec; the peer: one exec per job, a few threads per host).
+A full cell prints "start all s" as its last column too.
+
 Printed tables (Markdown); a measurement, not a test.
 """
 
@@ -211,8 +216,23 @@ def run_cell(
                     {"tag": tag, "conn_id": hosts[c][i % h].conn_id, "host": i % h, "end_file": end_file,
                      "cmd": cmd}
                 )
-        results["launch_s"] += launch(phase, hosts, jobs, state_dir, bench_dir)
+        marks = {c: [host.log_mark() for host in hosts[c]] for c in phase}
+        cpu0 = {c: groups[c].cpu_seconds() for c in phase}
+        launch_s = launch(phase, hosts, jobs, state_dir, bench_dir)
+        results["launch_s"] += launch_s
+        started = {
+            c: {"start_s": launch_s, "start_host_cpu": groups[c].cpu_seconds() - cpu0[c],
+                "start_execs_per_host": max(host.log_counts(m)[1] for host, m in zip(hosts[c], marks[c]))}
+            for c in phase
+        }
+        if opts.starts_only:  # release the jobs (they end at once) and measure nothing else
+            fd = os.open(barrier, os.O_RDWR | os.O_NONBLOCK)
+            os.close(fd)
+            results.update({c: {**started[c], "starts_only": True} for c in phase})
+            continue
         results.update(watch_phase(phase, hosts, groups, jobs, barrier, state_dir, opts))
+        for c in phase:
+            results[c].update(started[c])
     if not opts.keep:
         shutil.rmtree(bench_dir, ignore_errors=True)
     return results
@@ -230,6 +250,8 @@ def launch(
 
     import orchesjob_provider.hooks.orchesjob  # noqa: F401
 
+    # ours: one thread and one hook per host (its starts go in batches); the peer: one exec
+    # per job, so a few threads per host (as many connections)
     per_thread = max(1, 8 // len(hosts[phase[0]]))
     t_launch = time.time()
     threads = []
@@ -238,8 +260,9 @@ def launch(
             mine = [j for j in jobs[c] if j["host"] == hi]
             fn = launch_ours if c == "ours" else launch_peer
             arg = state_dir if c == "ours" else f"{bench_dir}/peer"
-            for k in range(per_thread):
-                threads.append(threading.Thread(target=fn, args=(host, mine[k::per_thread], arg)))
+            k_threads = 1 if c == "ours" else per_thread
+            for k in range(k_threads):
+                threads.append(threading.Thread(target=fn, args=(host, mine[k::k_threads], arg)))
     for t in threads:
         t.start()
     for t in threads:
@@ -378,13 +401,30 @@ def fmt(v: Any, spec: str = ".2f") -> str:
     return format(v, spec)
 
 
+def starts_table(rows: list[dict], contenders: list[str]) -> str:
+    out = [
+        "| N | H | contender | start all s | execs/host (starts) | host CPU s (starts) | host CPU ms/start |",
+        "|" + " --- |" * 7,
+    ]
+    for r in rows:
+        for c in contenders:
+            x = r[c]
+            out.append(
+                f"| {r['n']} | {r['h']} | {c} | {fmt(x['start_s'], '.1f')} | {x['start_execs_per_host']} | "
+                f"{fmt(x['start_host_cpu'], '.1f')} | {fmt(1000 * x['start_host_cpu'] / r['n'], '.1f')} |"
+            )
+    return "\n".join(out)
+
+
 def table(rows: list[dict], contenders: list[str]) -> str:
+    if rows and rows[0][contenders[0]].get("starts_only"):
+        return starts_table(rows, contenders)
     head = (
         "| N | H | contender | events ok | conns/host | execs/host (whole wait) | execs/host/s | "
         "completion p50 / p90 / max s | loop lag p99 / max ms | watcher RSS MB / CPU s | "
-        "host CPU s | host mem MB | agent CPU/round ms |"
+        "host CPU s | host mem MB | agent CPU/round ms | start all s |"
     )
-    out = [head, "|" + " --- |" * 13]
+    out = [head, "|" + " --- |" * 14]
     for r in rows:
         for c in contenders:
             x = r[c]
@@ -394,7 +434,8 @@ def table(rows: list[dict], contenders: list[str]) -> str:
                 f"{fmt(x['lat_p50'])} / {fmt(x['lat_p90'])} / {fmt(x['lat_max'])} | "
                 f"{fmt(x['lag_p99'] * 1000, '.0f')} / {fmt(x['lag_max'] * 1000, '.0f')} | "
                 f"{fmt(x['rss_mb'], '.0f')} / {fmt(x['cpu'], '.1f')} | {fmt(x['host_cpu'], '.1f')} | "
-                f"{fmt(x['host_mem_mb'], '.0f')} | {fmt(x['agent_cpu_per_round_ms'])} |"
+                f"{fmt(x['host_mem_mb'], '.0f')} | {fmt(x['agent_cpu_per_round_ms'])} | "
+                f"{fmt(x.get('start_s'), '.1f')} |"
             )
     return "\n".join(out)
 
@@ -408,6 +449,10 @@ def main() -> None:
     ap.add_argument("--max-sleep", type=float, default=10.0)
     ap.add_argument("--poll-cost", type=int, default=1000, help="jobs for the poll-round cost (0: skip)")
     ap.add_argument("--keep", action="store_true", help="keep the job files")
+    ap.add_argument(
+        "--starts-only", action="store_true",
+        help="only start the jobs (the time to start all, execs, host CPU), then release them",
+    )
     ap.add_argument(
         "--together", action="store_true", help="run the contenders at once (default: one after the other)"
     )

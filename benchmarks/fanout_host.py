@@ -103,12 +103,16 @@ class Host:
 
 # ------------------------------------------------------------------------------- launching
 def launch_ours(host: Host, jobs: list[dict[str, Any]], state_dir: str) -> None:
+    """One hook for the host: its starts go in ``starts`` batches (up to 200 per exec)."""
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
     hook = OrchesjobHook(host.conn_id, state_dir=state_dir)
-    for job in jobs:
-        _, rec = hook.start(["sh", "-c", job["cmd"]], f"fanout/{job['tag']}")
-        job["job_id"] = rec.job_id
+    starts = [{"argv": ["sh", "-c", j["cmd"]], "run_key": f"fanout/{j['tag']}"} for j in jobs]
+    answers = hook.start_many(starts)
+    for job, answer in zip(jobs, answers):
+        if not isinstance(answer, tuple):
+            raise SystemExit(f"start of {job['tag']} failed: {answer}")
+        job["job_id"] = answer[1].job_id
 
 
 def launch_peer(host: Host, jobs: list[dict[str, Any]], base_dir: str) -> None:
