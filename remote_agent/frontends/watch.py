@@ -9,13 +9,16 @@ How it notices changes without re-reading every job on every round (the rounds a
 apart, 0.2 s by default):
 
 - job ends: ``PRAGMA data_version`` on the one open read connection changes when anybody
-  commits; only then are the subscribed jobs re-read (one indexed query). The supervisor writes
-  the exit record (logs/<id>.exit) before the database; its rename changes the logs dir's mtime,
-  and then the jobs with a record are reconciled (their end is known before the DB says so).
-- a supervisor that died without writing anything: every ``check_every`` seconds (5 s) the
-  subscribed active jobs are reconciled (process identity), as a poll would.
-- log growth: two ``stat`` calls per subscribed job and round; bytes are read only when a file
-  grew, and only whole lines while the job runs (as ``poll``).
+  commits; only then does it read the rows whose status changed since its last round (schema
+  level 9's ``change_seq``, one index range scan: O(changes), not O(subscriptions)). The
+  supervisor writes the exit record (logs/<id>.exit) before the database; its rename changes the
+  logs dir's mtime, and then the jobs with a record are reconciled (their end is known before
+  the DB says so).
+- a supervisor that died without writing anything: every ``check_every`` seconds (5 s) every
+  subscribed row is read and the active ones reconciled (process identity), as a poll would.
+- log growth: two ``stat`` calls per job whose logs grew lately; a quiet job's logs are looked at
+  less and less often (up to QUIET_MAX apart). Bytes are read only when a file grew, whole lines
+  while the job runs (as ``poll``), each grown job an equal share of the round's ROUND_BYTES.
 
 It never keeps a transaction open (autocommit reads; in a rollback-journal database a held read
 transaction would block every writer). It writes, in one short transaction per round and only
@@ -33,10 +36,16 @@ import sys
 import time
 
 from remote_agent import PROTOCOL, __version__
-from remote_agent.common.errors import AgentError, bad_args
-from remote_agent.common.validate import check_job_id
+from remote_agent.common.errors import AgentError
 from remote_agent.common.vocab import ACTIVE, STREAMS, TERMINAL
 from remote_agent.frontends import render
+from remote_agent.frontends.watch_commands import (
+    DEFAULT_CHECK_EVERY,
+    DEFAULT_INTERVAL,
+    DEFAULT_LIMIT,
+    options,
+    parse_command,
+)
 from remote_agent.jobs.liveness import reconcile
 from remote_agent.store import db, exitrec, jobsql, reads, sqlite
 from remote_agent.store.logs import read_chunk
@@ -45,72 +54,21 @@ MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
     from typing import Any, Dict, List, Optional, Tuple  # noqa: F401
 
-DEFAULT_INTERVAL = 0.2
-DEFAULT_CHECK_EVERY = 5.0
-DEFAULT_LIMIT = 65536
 HEARTBEAT = 15.0
-MAX_SID = 200
-COMMANDS = ("sub", "unsub", "record")
 #: Rounds a job's end is offered to the database before it is left to the next reader.
 SETTLE_TRIES = 5
-
-
-def _number(req, key, default, low, high):
-    # type: (Dict[str, Any], str, float, float, float) -> float
-    value = req.get(key, default)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad_args("request field {!r} must be a number".format(key))
-    return max(low, min(float(value), high))
-
-
-def options(req):
-    # type: (Dict[str, Any]) -> Tuple[float, float, int]
-    """(interval, check_every, limit) of a watch request, clamped to sane ranges."""
-    interval = _number(req, "interval", DEFAULT_INTERVAL, 0.02, 5.0)
-    check_every = _number(req, "check_every", DEFAULT_CHECK_EVERY, interval, 300.0)
-    limit = int(_number(req, "limit", DEFAULT_LIMIT, 1024, 8 << 20))
-    return interval, check_every, limit
-
-
-def parse_command(line):
-    # type: (bytes) -> Dict[str, Any]
-    """One command line -> ``{"cmd", "sid", "job_id"?, "offsets"?}``; AgentError(bad args) if bad.
-
-    ``sub``: watch ``job_id`` (offsets: the log bytes the caller has shown, or null for no logs);
-    ``unsub``: stop; ``record``: store ``offsets`` as shown (the job's ``log_shown``).
-    """
-    try:
-        obj = json.loads(line.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise bad_args("watch command is not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise bad_args("watch command must be a JSON object")
-    cmd = obj.get("cmd")
-    if cmd not in COMMANDS:
-        raise bad_args("unknown watch command {!r}; known: {}".format(cmd, ", ".join(COMMANDS)))
-    sid = obj.get("sid")
-    if not isinstance(sid, str) or not sid or len(sid) > MAX_SID:
-        raise bad_args("watch command needs a sid (a string of 1-{} chars)".format(MAX_SID))
-    out = {"cmd": cmd, "sid": sid}  # type: Dict[str, Any]
-    if cmd in ("sub", "record"):
-        out["job_id"] = check_job_id(obj.get("job_id"))
-        offsets = obj.get("offsets")
-        if offsets is not None and not (isinstance(offsets, dict) and all(
-                k in STREAMS and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                for k, v in offsets.items())):
-            raise bad_args("offsets must map 'stdout'/'stderr' to byte offsets >= 0")
-        if cmd == "record" and not offsets:
-            raise bad_args("record needs offsets")
-        out["offsets"] = None if offsets is None else {s: int(offsets.get(s, 0)) for s in STREAMS}
-    return out
+#: The longest a quiet job's logs go unlooked-at (s): a line it writes after a quiet spell is
+#: pushed within this (its end, and every line before it, comes with the end at once).
+QUIET_MAX = 2.0
+#: Log bytes one round reads over all jobs (each grown job an equal share, at least MIN_SHARE).
+ROUND_BYTES = 1 << 20
+MIN_SHARE = 4096
 
 
 class Sub(object):
     """One subscription: the job, the offsets sent up to, the last status and job object sent."""
 
-    __slots__ = ("job", "job_id", "offsets", "sid", "status")
+    __slots__ = ("job", "job_id", "next_stat", "offsets", "quiet", "sid", "status")
 
     def __init__(self, sid, job_id, offsets):
         # type: (str, str, Optional[Dict[str, int]]) -> None
@@ -119,6 +77,8 @@ class Sub(object):
         self.offsets = offsets
         self.status = None  # type: Optional[str]
         self.job = None  # type: Optional[Dict[str, Any]]
+        self.quiet = 0.0  # seconds between looks at its logs: 0 while they grow, doubling while quiet
+        self.next_stat = 0.0  # when its logs are looked at next (the watcher's clock)
 
 
 class Watcher(object):
@@ -139,6 +99,8 @@ class Watcher(object):
         self.settle_tries = {}  # type: Dict[str, int]
         self.conn = None  # type: Optional[sqlite3.Connection]
         self.version = None  # type: Optional[int]
+        self.seq = None  # type: Optional[int]  # the newest change_seq read (None: read every row)
+        self.stats = 0  # stat calls on log files (tests count them per round)
         self.logs_mtime = None  # type: Optional[int]
         self.next_check = 0.0
         self.last_out = clock()
@@ -202,13 +164,13 @@ class Watcher(object):
         if terminal:
             self.subs.pop(sub.sid, None)
 
-    def _chunks(self, sub, terminal):
-        # type: (Sub, bool) -> Dict[str, Any]
+    def _chunks(self, sub, terminal, limit=None):
+        # type: (Sub, bool, Optional[int]) -> Dict[str, Any]
         """The log bytes past the offsets sent (whole lines while running); moves them on."""
         assert sub.offsets is not None
         logs = {}
         for s in STREAMS:
-            chunk = read_chunk(self.state_dir, sub.job_id, s, sub.offsets[s], self.limit, terminal)
+            chunk = read_chunk(self.state_dir, sub.job_id, s, sub.offsets[s], limit or self.limit, terminal)
             sub.offsets[s] = chunk["next_offset"]
             logs[s] = chunk
         return logs
@@ -226,6 +188,7 @@ class Watcher(object):
         if self.conn is None:
             self.conn = sqlite.open_read(self.state_dir)  # None until anything is stored
             self.version = None
+            self.seq = None
 
     def round(self):
         # type: () -> None
@@ -271,39 +234,72 @@ class Watcher(object):
         if not (changed or dir_changed or check) or not self.subs:
             return
         subs = list(self.subs.values())
-        rows = {r["job_id"]: r for r in reads.jobs_by_ids(self.conn, sorted({s.job_id for s in subs}))}
+        seq = self.seq
+        full = check or seq is None
+        rows = {}  # type: Dict[str, Dict[str, Any]]
+        if full:  # every subscribed row (and where the change sequence stands, read first)
+            self.seq = reads.change_seq(self.conn)
+            rows = {r["job_id"]: r for r in reads.jobs_by_ids(self.conn, sorted({s.job_id for s in subs}))}
+        elif changed and seq is not None:  # only the rows whose status changed since the last round
+            for r in reads.jobs_changed_since(self.conn, seq):
+                rows[r["job_id"]] = r
+                seq = max(seq, r["change_seq"])
+            self.seq = seq
         for sub in subs:
             row = rows.get(sub.job_id)
-            if row is None:
+            if row is None and full:
                 self.send(sub, None)  # cleaned while watched
-            elif row["status"] != sub.status:
+            elif row is not None and row["status"] != sub.status:
                 self.send(sub, reconcile(self.conn, row, deferred=self.settle))
-            elif row["status"] in ACTIVE and (check or (
+            elif sub.status in ACTIVE and (check or (
                     dir_changed and os.path.exists(exitrec.path(self.state_dir, sub.job_id)))):
                 # a dead supervisor, or an end not yet in the DB
+                row = row if row is not None else jobsql.get_job(self.conn, sub.job_id)
+                if row is None:
+                    self.send(sub, None)
+                    continue
                 row = reconcile(self.conn, row, deferred=self.settle)
                 if row["status"] != sub.status:
                     self.send(sub, row)
 
     def _logs(self):
         # type: () -> None
-        """Subscribed running jobs whose log files grew past the offsets sent: new whole lines."""
+        """New whole lines of the subscribed running jobs whose logs grew past the offsets sent.
+
+        A job's logs are looked at (two ``stat`` calls) every round while they grow; while they
+        do not, the looks get rarer (doubling, up to QUIET_MAX seconds apart), so a round costs
+        the chatty jobs' stats, not the subscriptions'. The bytes one round reads are shared
+        out: every grown job gets an equal share of ROUND_BYTES (at least MIN_SHARE, at most
+        ``limit`` per stream), the rest comes in the next rounds, so a few chatty jobs cannot
+        hold back the other jobs' lines (and the ends, sent before the lines, never wait)."""
         logs_dir = os.path.join(self.state_dir, "logs")
+        now = self.clock()
+        grown = []  # type: List[Sub]
         for sub in list(self.subs.values()):
-            if sub.offsets is None or sub.job is None:
+            if sub.offsets is None or sub.job is None or sub.next_stat > now:
                 continue
             grew = False
             for s in STREAMS:
+                self.stats += 1
                 try:
                     size = os.stat(os.path.join(logs_dir, "{}.{}".format(sub.job_id, s))).st_size
                 except OSError:
                     continue
                 grew = grew or size > sub.offsets[s]
             if grew:
-                before = dict(sub.offsets)
-                logs = self._chunks(sub, False)
-                if sub.offsets != before:  # else only half a line so far: nothing to say yet
-                    self._emit_job(sub, logs)
+                grown.append(sub)
+                sub.quiet = 0.0
+            else:
+                sub.quiet = min(QUIET_MAX, max(self.interval, 2 * sub.quiet))
+            sub.next_stat = now + sub.quiet
+        if not grown:
+            return
+        share = max(MIN_SHARE, min(self.limit, ROUND_BYTES // (2 * len(grown))))
+        for sub in grown:
+            before = dict(sub.offsets or {})
+            logs = self._chunks(sub, False, share)
+            if sub.offsets != before:  # else only half a line so far: looked at again next round
+                self._emit_job(sub, logs)
 
     def _write(self):
         # type: () -> None

@@ -3,12 +3,13 @@
 split out so no module outgrows a screenful of concerns. Reads only: no statement here writes.
 """
 
+import sqlite3
+
 from remote_agent.common.vocab import ACTIVE, TERMINAL
 from remote_agent.store.sqlite import placeholders, words
 
 MYPY = False
 if MYPY:  # the hints (type comments) are for mypy only, as in sqlite.py
-    import sqlite3  # noqa: F401
     from typing import Any, Dict, List, Optional, Sequence  # noqa: F401
     Row = Dict[str, Any]
 
@@ -63,6 +64,24 @@ def data_version(conn):
     """SQLite's ``PRAGMA data_version``: changes when another connection commits to the file.
     One open connection asks it in microseconds, so a watcher re-reads jobs only after a write."""
     return conn.execute("PRAGMA data_version").fetchone()["data_version"]
+
+
+def change_seq(conn):
+    # type: (sqlite3.Connection) -> Optional[int]
+    """The newest ``change_seq`` (schema level 9; 0 before any change), or None on a file
+    without it (not migrated yet): the watcher then re-reads every subscribed row."""
+    try:
+        row = conn.execute("SELECT IFNULL(MAX(change_seq), 0) AS seq FROM jobs").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return row["seq"]
+
+
+def jobs_changed_since(conn, seq):
+    # type: (sqlite3.Connection, int) -> List[Row]
+    """The rows whose status changed after ``seq``, oldest change first (an index range scan:
+    the cost is the changes', not the table's or the watcher's subscriptions')."""
+    return list(conn.execute("SELECT * FROM jobs WHERE change_seq > ? ORDER BY change_seq", (seq,)))
 
 
 def jobs_by_ids(conn, job_ids):

@@ -148,7 +148,23 @@ _V8 = """
 ALTER TABLE jobs ADD COLUMN task_instance TEXT
 """
 
-_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
+# Level 9 (additive): a change sequence for the watch op (frontends/watch.py). Every change of a
+# job's status gives its row the next ``change_seq``, so a watcher re-reads only the rows changed
+# since its last round (one index range scan) instead of every subscribed row. A trigger keeps it,
+# so writers need no change and an older agent's writes count too. A tuple: the trigger's body
+# holds semicolons (the other levels are split on them).
+_V9 = (
+    "ALTER TABLE jobs ADD COLUMN change_seq INTEGER",
+    "CREATE INDEX IF NOT EXISTS jobs_change_seq ON jobs (change_seq)",
+    """CREATE TRIGGER IF NOT EXISTS jobs_status_change AFTER UPDATE OF status ON jobs
+    WHEN NEW.status IS NOT OLD.status
+    BEGIN
+        UPDATE jobs SET change_seq = (SELECT IFNULL(MAX(change_seq), 0) + 1 FROM jobs)
+        WHERE job_id = NEW.job_id;
+    END""",
+)
+
+_MIGRATIONS = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]  # type: List[Any]
 LEVEL = len(_MIGRATIONS)
 assert 0 < sqlite.SCHEMA_VERSION <= LEVEL == sqlite.SCHEMA_LEVEL
 
@@ -180,7 +196,7 @@ def migrate(conn, state_dir, journal_mode="WAL"):
                 if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
                     conn.execute("ALTER TABLE {0} RENAME TO orchesjob_legacy_{0}".format(table))
         for script in _MIGRATIONS[level:]:
-            for statement in script.split(";"):
+            for statement in script if isinstance(script, tuple) else script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
         if legacy:
