@@ -149,3 +149,22 @@ def test_a_rounds_bytes_are_shared_so_chatty_jobs_do_not_hold_back_a_quiet_one(w
     for j in ("j010", "j011", "j012"):
         assert w.subs[j].offsets["stdout"] <= share and w.subs[j].offsets["stdout"] % 100 == 0
     assert w.subs["j013"].offsets["stdout"] == len(b"the one line\n")
+
+
+def test_the_change_sequence_moves_on_each_status_change_only(tmp_path):
+    state = new_state(tmp_path, local_job("a", NO_SUCH_PID, vocab.STARTING), local_job("b", NO_SUCH_PID))
+
+    def seqs() -> dict:
+        with db.writing(state) as conn:
+            return {r["job_id"]: r["change_seq"] for r in conn.execute("SELECT job_id, change_seq FROM jobs")}
+
+    assert seqs() == {"a": None, "b": None}
+    with db.writing(state) as conn:
+        jobsql.update_job(conn, "a", vocab.ACTIVE, status=vocab.RUNNING)
+        jobsql.update_job(conn, "b", vocab.ACTIVE, target_pid=5)  # no status change: no new number
+    assert seqs() == {"a": 1, "b": None}
+    with db.writing(state) as conn:
+        jobsql.update_job(conn, "b", vocab.ACTIVE, status=vocab.RUNNING)
+        jobsql.update_job(conn, "a", vocab.ACTIVE, status=vocab.SUCCEEDED)
+        jobsql.update_job(conn, "a", vocab.ACTIVE, status=vocab.FAILED)  # not active any more: no-op
+    assert seqs() == {"a": 3, "b": 2}
