@@ -10,7 +10,7 @@ import os
 
 MYPY = False
 if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for mypy only
-    from typing import List, Optional, Tuple  # noqa: F401
+    from typing import Dict, List, Optional, Tuple  # noqa: F401
 
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -79,15 +79,23 @@ def _existing_ancestor(path):
     return os.path.realpath(path)
 
 
+_known = {}  # type: Dict[str, Optional[str]]
+
+
 def state_fs_type(state_dir):
     # type: (str) -> Optional[str]
-    """The filesystem type of ``state_dir`` (or of its nearest existing parent); None if unknown."""
+    """The filesystem type of ``state_dir`` (or of its nearest existing parent); None if unknown.
+    Found once per process and state dir (an agent process lives for one request: a batch of
+    starts asks once per start, its supervisors inherit the answer)."""
+    if state_dir in _known:
+        return _known[state_dir]
     try:
         with open(MOUNTINFO) as f:
             text = f.read()
     except OSError:
         return None
-    return fs_type_of(_existing_ancestor(state_dir), parse_mountinfo(text))
+    fstype = _known[state_dir] = fs_type_of(_existing_ancestor(state_dir), parse_mountinfo(text))
+    return fstype
 
 
 def is_network_fs(fstype):
