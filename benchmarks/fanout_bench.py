@@ -226,8 +226,7 @@ def run_cell(
             for c in phase
         }
         if opts.starts_only:  # release the jobs (they end at once) and measure nothing else
-            fd = os.open(barrier, os.O_RDWR | os.O_NONBLOCK)
-            os.close(fd)
+            release(barrier)
             results.update({c: {**started[c], "starts_only": True} for c in phase})
             continue
         results.update(watch_phase(phase, hosts, groups, jobs, barrier, state_dir, opts))
@@ -237,6 +236,20 @@ def run_cell(
         shutil.rmtree(bench_dir, ignore_errors=True)
     return results
 
+
+
+def release(barrier: str, seconds: float = 5.0) -> None:
+    """Let every job blocked on the barrier FIFO go: each writer open wakes the readers blocked
+    then; a job that reaches its ``cat`` later needs another, so open again for a while, then
+    kill the stragglers' ``cat`` (their ``sh`` goes on)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            os.close(os.open(barrier, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # ENXIO: nobody waits right now
+            pass
+        time.sleep(0.1)
+    subprocess.run(["pkill", "-f", f"cat {barrier}"], check=False)
 
 
 def launch(
