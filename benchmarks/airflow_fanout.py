@@ -5,8 +5,11 @@ beside apache-airflow-providers-ssh's SSHRemoteJobOperator, one after the other 
     .venvs/af3/bin/python benchmarks/airflow_fanout.py --n 20 --hosts 2 --min-sleep 5 --max-sleep 10
 
 Needs root (testkit/sshd.py starts the sshds; cgroups v1 cpuacct+memory or v2 do the accounting).
-A full run (N=1000, H=10, parallelism 32, 20-60 s jobs) takes about TODO on 2 cores; the smoke
-size above about TODO (both contenders, stack start-up included).
+How long: the smoke size above takes about 3 min on 2 cores (stack start-up, warm-ups and settle
+pauses included). A full run (N=1000, H=10, parallelism 32, 20-60 s jobs) is bound by the
+Airflow-side CPU per task (measured at N=100 on 2 cores: ~1.0 CPU s per task for ours, ~1.6 for
+the peer, i.e. ~0.6 s and ~0.9 s of wall per task): expect ~10-12 min for ours, ~15-18 min for
+the peer, about 30-40 min in all.
 
 The stack (testkit/airflow_stack.py, as tests/e2e uses it): PostgreSQL, one scheduler with the
 LocalExecutor (``core.parallelism`` = ``--parallelism``, default 32), one triggerer, the API server
@@ -20,8 +23,11 @@ One DAG per contender, ``Operator.partial(task_id="job", poll_interval=5, ...).e
 map index i runs ``echo i >> RUNS; sleep S_i`` on host i % H, S_i drawn from ``--min-sleep``..
 ``--max-sleep`` with a seeded RNG (the same sleeps for both). Ours: ``deferrable=True`` and a
 state dir of its own; the peer: ``remote_os="posix"`` (no OS probe) and a base dir of its own;
-``retries=0`` (``--retries``) for both. Each contender's dag run is triggered (REST) after the
-previous one finished and a settle pause; every number below is a delta over its own run.
+``retries=0`` (``--retries``) for both. First an unmeasured warm-up dag run per contender (H tasks
+of 1 s, one per host: the API server's and triggerer's first-use imports, our agent's upload to
+the hosts; without it the first contender measured paid ~4 s more API server CPU and ~1.5 s more
+triggerer CPU at N=20). Then each contender's dag run is triggered (REST) after the previous one
+finished and a settle pause (``--settle``, 15 s); every number below is a delta over its own run.
 
 Columns (one row per contender, then ours/peer):
 
@@ -37,13 +43,17 @@ Columns (one row per contender, then ours/peer):
   (the execution API every task process talks to) + dag-processor + PostgreSQL (the second table
   shows the last three);
 * peak worker slots: the highest number of the run's task instances in state ``running`` (DB,
-  sampled every 0.5 s); the second table also shows the highest number of busy LocalExecutor
-  workers (process titles, same samples) and of ``deferred`` task instances;
+  sampled every 0.5 s, so a shorter peak can be missed); the second table also shows the highest
+  number of busy LocalExecutor workers (process titles, same samples) and of ``deferred`` task
+  instances. Each task takes a slot twice (its start, then its resume after the trigger fired);
+  the LocalExecutor never runs more than ``--parallelism`` at once, so once N is well above it
+  both contenders reach it: what a slot costs shows in workers CPU s and wall s;
 * host CPU s / host mem MB: the contender's sshd cgroup (sshd, its sessions, the jobs and
   whatever runs beside them: our agent, the peer's wrapper shells): CPU delta, peak resident
   memory (sampled every 0.5 s).
 
-A measurement, not a test: it prints Markdown tables (progress and per-contender JSON go to
+The benchmark's own samples (one PostgreSQL session, two small queries every 0.5 s) are in the
+PostgreSQL figure. A measurement, not a test: it prints Markdown tables (progress and per-contender JSON go to
 stderr). ``--keep`` keeps the stack's home (logs) and the files on the hosts.
 """
 
@@ -117,14 +127,15 @@ def bench_env(opts: Any) -> dict[str, str]:
     }
 
 
-def write_dag(dags: str, c: str, hosts: list[Host], sleeps: list[float], bench: str, retries: int) -> str:
+def write_dag(dags: str, c: str, hosts: list[Host], sleeps: list[float], bench: str, retries: int,
+              tag: str = "") -> str:
     module, cls = OPERATORS[c]
-    runs = f"{bench}/{c}.runs"
+    runs = f"{bench}/{tag}{c}.runs"
     partial = ({"state_dir": f"{bench}/oj-state", "deferrable": True} if c == "ours"
                else {"remote_os": "posix", "remote_base_dir": f"{bench}/peer-jobs"})
     kwargs = [{"ssh_conn_id": hosts[i % len(hosts)].conn_id, "command": f"echo {i} >> {runs}; sleep {s}"}
               for i, s in enumerate(sleeps)]
-    dag_id = f"airflow_fanout_{c}"
+    dag_id = f"airflow_fanout_{tag}{c}"
     Path(dags, f"{dag_id}.py").write_text(DAG_TEMPLATE.format(
         n=len(sleeps), h=len(hosts), module=module, cls=cls, dag_id=dag_id, retries=retries,
         partial=partial, kwargs=kwargs))
@@ -155,8 +166,9 @@ def adopt_workers(groups: dict[str, Group], scheduler: int) -> None:
 
 
 def busy_workers(groups: dict[str, Group], scheduler: int) -> int:
-    return sum(1 for p in group_pids(groups["workers"])
-               if proc_ppid(p) == scheduler and "<idle>" not in (cmd := proc_cmdline(p)) and WORKER_TITLE in cmd)
+    """LocalExecutor workers running a workload (their title names it; an idle one says <idle>)."""
+    titles = [proc_cmdline(p) for p in group_pids(groups["workers"]) if proc_ppid(p) == scheduler]
+    return sum(1 for t in titles if WORKER_TITLE in t and "<idle>" not in t)
 
 
 def component_groups(stack: AirflowStack) -> dict[str, Group]:
@@ -170,12 +182,11 @@ def component_groups(stack: AirflowStack) -> dict[str, Group]:
 
 
 # ------------------------------------------------------------------------------- one contender
-def run_contender(stack: AirflowStack, c: str, dag_id: str, n: int, h: int, hosts_group: Group,
+def run_contender(stack: AirflowStack, c: str, dag_id: str, run_id: str, n: int, h: int, hosts_group: Group,
                   groups: dict[str, Group], bench: str, opts: Any) -> dict[str, Any]:
     import psycopg2
 
     assert stack.postgres is not None
-    run_id = f"{dag_id}_{uuid.uuid4().hex[:6]}"
     scheduler = stack.procs["scheduler"]
     con = psycopg2.connect(**stack.postgres.dsn())  # one session for all the samples
     con.autocommit = True
@@ -233,6 +244,18 @@ def run_contender(stack: AirflowStack, c: str, dag_id: str, n: int, h: int, host
 
 
 # ------------------------------------------------------------------------------- report
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in ("apache-airflow", "apache-airflow-providers-ssh", "airflow-provider-orchesjob"):
+        try:
+            out.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
 def tables(rows: list[dict[str, Any]]) -> str:
     head = ("| contender | N | H | ok | runs | wall s | scheduler CPU s | workers CPU s | triggerer CPU s "
             "| Airflow-side CPU s | peak worker slots | host CPU s | host mem MB |")
@@ -245,9 +268,9 @@ def tables(rows: list[dict[str, Any]]) -> str:
 
     for r in rows:
         runs = f"{r['runs']}" + ("" if r["distinct"] == r["runs"] else f" ({r['distinct']} distinct)")
-        v = nums(r)
-        out.append(f"| {r['contender']} | {r['n']} | {r['h']} | {r['ok']}/{r['n']} | {runs} | {v[0]:.1f} | "
-                   f"{v[1]:.1f} | {v[2]:.1f} | {v[3]:.1f} | {v[4]:.1f} | {v[5]:.0f} | {v[6]:.1f} | {v[7]:.0f} |")
+        v = [format(x, spec) for x, spec in zip(nums(r), [".1f"] * 5 + [".0f", ".1f", ".0f"])]
+        out.append(f"| {r['contender']} | {r['n']} | {r['h']} | {r['ok']}/{r['n']} | {runs} | "
+                   + " | ".join(v) + " |")
     by = {r["contender"]: r for r in rows}
     if "ours" in by and "peer" in by:
         ratios = [f"{a / b:.2f}" if b else "-" for a, b in zip(nums(by["ours"]), nums(by["peer"]))]
@@ -274,6 +297,8 @@ def main() -> None:
     ap.add_argument("--retries", type=int, default=0, help="task retries (default 0)")
     ap.add_argument("--settle", type=float, default=15.0, help="s of quiet between contenders")
     ap.add_argument("--timeout", type=float, help="s per contender (default 600 + max-sleep + 3 s per task)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the unmeasured warm-up run of H one-second tasks per contender")
     ap.add_argument("--keep", action="store_true", help="keep the stack's home and the files on the hosts")
     opts = ap.parse_args()
     opts.timeout = opts.timeout or 600 + opts.max_sleep + 3 * opts.n
@@ -289,9 +314,11 @@ def main() -> None:
     host_groups = {c: Group(f"airflow-fanout-hosts-{c}") for c in contenders}
     hosts: dict[str, list[Host]] = {c: [] for c in contenders}
     groups: dict[str, Group] = {}
+    warm_ids: dict[str, str] = {}
     stack = None
     bench = ""
     rows: list[dict[str, Any]] = []
+    failed: list[str] = []
     try:
         for c in contenders:
             for i in range(opts.hosts):
@@ -304,22 +331,39 @@ def main() -> None:
         dags = os.path.join(home, "dags")
         os.makedirs(dags)
         dag_ids = {c: write_dag(dags, c, hosts[c], sleeps, bench, opts.retries) for c in contenders}
+        if not opts.no_warmup:
+            warm_ids = {c: write_dag(dags, c, hosts[c], [1.0] * opts.hosts, bench, opts.retries, "warmup_")
+                        for c in contenders}
         conns = {h.conn_id: os.environ[conn_env_name(h.conn_id)] for c in contenders for h in hosts[c]}
         stack = AirflowStack(home, dags, connections=conns, heartbeat_timeout=300, database="postgres",
                              extra_env=bench_env(opts))
         t = time.time()
         stack.setup()
         stack.start()
-        for dag_id in dag_ids.values():
+        for dag_id in [*dag_ids.values(), *warm_ids.values()]:
             stack.wait_dag_parsed(dag_id, timeout=600)
         print(f"stack up and DAGs parsed in {time.time() - t:.0f} s (AIRFLOW_HOME {home})",
               file=sys.stderr, flush=True)
         groups = component_groups(stack)
-        for k, c in enumerate(contenders):
-            time.sleep(opts.settle if k else 5.0)
-            rows.append(run_contender(stack, c, dag_ids[c], opts.n, opts.hosts, host_groups[c], groups,
-                                      bench, opts))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for c, dag_id in warm_ids.items():  # not measured: first-use costs (imports, our agent's upload)
+            warm = run_contender(stack, c, dag_id, f"{dag_id}_1", opts.hosts, opts.hosts, host_groups[c],
+                                 groups, bench, opts)
+            print(f"{c}: warm-up {warm['ok']}/{opts.hosts} ok", file=sys.stderr, flush=True)
+        for c in contenders:
+            time.sleep(opts.settle)
+            run_id = f"{dag_ids[c]}_{uuid.uuid4().hex[:6]}"
+            try:
+                rows.append(run_contender(stack, c, dag_ids[c], run_id, opts.n, opts.hosts, host_groups[c],
+                                          groups, bench, opts))
+            except StackError as e:  # the other contender still runs; the table says who is missing
+                failed.append(c)
+                try:  # stop what is left of the run, so it does not load the next contender's
+                    stack.api("PATCH", f"/api/v2/dags/{dag_ids[c]}/dagRuns/{run_id}", {"state": "failed"})
+                except Exception:
+                    pass
+                print(f"{c} FAILED: {e}\n{stack.diagnostics(20, task_logs=False)[-6000:]}", file=sys.stderr)
+                continue
+            print(json.dumps(rows[-1], default=str), file=sys.stderr, flush=True)
     finally:
         if stack is not None:
             stack.stop()
@@ -337,8 +381,11 @@ def main() -> None:
                 shutil.rmtree(bench, ignore_errors=True)
     print(f"## Airflow fan-out, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores: N={opts.n} mapped "
           f"deferrable tasks on H={opts.hosts} hosts, sleeps {opts.min_sleep:g}-{opts.max_sleep:g} s "
-          f"(seed {opts.seed}), LocalExecutor parallelism {opts.parallelism}, retries {opts.retries}\n")
+          f"(seed {opts.seed}), LocalExecutor parallelism {opts.parallelism}, retries {opts.retries}; "
+          f"{versions()}\n")
     print(tables(rows))
+    if failed:
+        raise SystemExit(f"\nno result for {', '.join(failed)} (see stderr)")
 
 
 if __name__ == "__main__":
