@@ -155,7 +155,8 @@ def test_the_readme_dag_is_the_example_it_names() -> None:
 
 def test_the_readme_is_a_front_door() -> None:
     lines = README.read_text().splitlines()
-    assert len(lines) <= 200, f"README.md has {len(lines)} lines: move detail to docs/"
+    # 200 until the fan-out section's two tables (issue 19 asks for them on the front page)
+    assert len(lines) <= 220, f"README.md has {len(lines)} lines: move detail to docs/"
     # the two commands a contributor needs, exactly as scripts/ has them
     for command in ("bash scripts/demo.sh", "bash scripts/test.sh"):
         assert command in README.read_text()
