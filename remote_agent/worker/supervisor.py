@@ -54,8 +54,9 @@ def launch(state_dir, job_id, argv, cwd, env, queued=None, light=False):
     # launcher's heap (half the host CPU of a start in a batch, measured). CPython 3.7+.
     if light:  # imported here once, not in every supervisor (a batch forks hundreds)
         from remote_agent.worker import light as _light  # noqa: F401  per async start: ~1 ms
-    if hasattr(gc, "freeze"):
-        gc.freeze()
+    freeze = getattr(gc, "freeze", None)  # CPython 3.7+
+    if freeze is not None:
+        freeze()
     supervisor_pid = os.fork()
     if supervisor_pid == 0:  # in the supervisor
         code = 1
