@@ -137,8 +137,18 @@ def test_dirs_and_files_are_private_whatever_the_umask(tmp_path):
     files = [p for p in home.iterdir() if p.is_file()] + list((home / "logs").iterdir())
     assert any(p.name.endswith(".exit") for p in files), files
     assert not [p for p in files if ".tmp" in p.name], files
+    checked = 0
     for p in files:
-        assert p.stat().st_mode & 0o777 == 0o600, p
+        try:
+            mode = p.stat().st_mode
+        except FileNotFoundError:
+            # orchesjob.db-wal/-shm live as long as a connection: a light job's finisher or a
+            # settling reader may close the last one between the listing and this stat (ci29)
+            assert p.name.endswith(("-wal", "-shm")), p
+            continue
+        checked += 1
+        assert mode & 0o777 == 0o600, p
+    assert checked >= 4  # the database and each job's logs at least
 
 
 @pytest.mark.parametrize("what", ["logs", "db"])
