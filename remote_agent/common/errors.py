@@ -4,6 +4,10 @@ Every failure leaves the process as one ``orchesjob: <message>`` line on stderr 
 these exit codes, so a shell script (or the provider) can branch on the code alone.
 """
 
+MYPY = False
+if MYPY:  # the hints (type comments) are for mypy only
+    from typing import Any, Dict  # noqa: F401
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INVALID_ARGS = 2
@@ -33,6 +37,13 @@ class AgentError(Exception):
     def kind(self):
         # type: () -> str
         return KINDS.get(self.code, "error")
+
+
+def error_body(exc):
+    # type: (AgentError) -> Dict[str, Any]
+    """The protocol's ``error`` object (code, kind, the message on one line): rpc replies, the
+    watch channel's error events and each failed entry of ``starts`` say it alike."""
+    return {"code": exc.code, "kind": exc.kind, "message": " ".join(exc.message.split())}
 
 
 def bad_args(message):

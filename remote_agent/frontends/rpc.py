@@ -10,7 +10,7 @@ import sqlite3
 import sys
 
 from remote_agent import PROTOCOL, __version__
-from remote_agent.common.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args
+from remote_agent.common.errors import EXIT_ERROR, EXIT_NOT_FOUND, AgentError, bad_args, error_body
 from remote_agent.common.validate import check_argv, check_job_id, check_path, check_run_key
 from remote_agent.common.vocab import STREAMS, TERMINAL
 from remote_agent.frontends import render
@@ -368,9 +368,9 @@ def serve():
 
 def _error(op, exc):
     # type: (Optional[str], AgentError) -> int
-    message = " ".join(exc.message.split())
-    _reply(op, {"error": {"code": exc.code, "kind": exc.kind, "message": message}})
-    sys.stderr.write("orchesjob: {}\n".format(message))
+    body = error_body(exc)
+    _reply(op, {"error": body})
+    sys.stderr.write("orchesjob: {}\n".format(body["message"]))
     return exc.code
 
 

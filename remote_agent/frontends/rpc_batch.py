@@ -11,7 +11,7 @@ busy database) is that start's answer; the others go on.
 
 import sqlite3
 
-from remote_agent.common.errors import EXIT_ERROR, AgentError, bad_args
+from remote_agent.common.errors import EXIT_ERROR, AgentError, bad_args, error_body
 from remote_agent.store import sqlite
 
 MYPY = False
@@ -21,11 +21,6 @@ if MYPY:  # typing costs ~3 ms of start-up; the hints (type comments) are for my
 #: the most starts one request may carry (each waits for its job's supervisor to be ready,
 #: a few ms; the caller's timeout grows with the batch)
 MAX_STARTS = 1000
-
-
-def error_body(exc):
-    # type: (AgentError) -> Dict[str, Any]
-    return {"code": exc.code, "kind": exc.kind, "message": " ".join(exc.message.split())}
 
 
 def _guarded(state_dir, fn, *args):

@@ -36,7 +36,7 @@ import sys
 import time
 
 from remote_agent import PROTOCOL, __version__
-from remote_agent.common.errors import AgentError
+from remote_agent.common.errors import AgentError, error_body
 from remote_agent.common.vocab import ACTIVE, STREAMS, TERMINAL
 from remote_agent.frontends import render
 from remote_agent.frontends.watch_commands import (
@@ -124,8 +124,7 @@ class Watcher(object):
 
     def error(self, sid, exc):
         # type: (Optional[str], AgentError) -> None
-        self.emit({"event": "error", "sid": sid,
-                   "error": {"code": exc.code, "kind": exc.kind, "message": " ".join(exc.message.split())}})
+        self.emit({"event": "error", "sid": sid, "error": error_body(exc)})
 
     # -- commands ----------------------------------------------------------------------------
     def handle(self, line):
