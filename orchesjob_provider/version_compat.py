@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent  # same path on 2.10 and 3.x
+from airflow.triggers.base import (  # same path on 2.10 and 3.x
+    BaseTrigger,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 from packaging.version import Version
 
 
@@ -102,6 +106,7 @@ __all__ = [
     "DecoratedOperator",
     "PokeReturnValue",
     "TaskDecorator",
+    "TaskSuccessEvent",
     "TriggerEvent",
     "aget_connection",
     "aget_extra_dejson",

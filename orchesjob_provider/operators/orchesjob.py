@@ -22,25 +22,19 @@ from orchesjob_provider.operators.validation import (
     seconds,
     validate_check,
     validate_command,
+    validate_end_from_trigger,
     validate_env,
     validate_locks,
     validate_skip_codes,
     validate_slots,
 )
 from orchesjob_provider.triggers.events import EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
+from orchesjob_provider.triggers.task_end import ENDED_PAYLOAD
 from orchesjob_provider.utils import metrics
 from orchesjob_provider.utils.address import AgentTaskMixin
-from orchesjob_provider.utils.task_state import (
-    TaskIdent,
-    clear_epoch,
-)
+from orchesjob_provider.utils.task_state import TaskIdent, clear_epoch
 from orchesjob_provider.utils.waiting import MaskedLog, Watch, log_chunk_lines
-from orchesjob_provider.version_compat import (
-    AirflowException,
-    BaseOperator,
-    Context,
-    conf,
-)
+from orchesjob_provider.version_compat import AirflowException, BaseOperator, Context, conf
 from remote_agent.common.vocab import ADOPTED, UNKNOWN
 
 
@@ -99,6 +93,9 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
         reattaches to the waiting job.
     :param queue_timeout: seconds or timedelta a job may wait for its locks and slots; then it is
         CANCELLED without running and the task fails saying so. Default: wait as long as it takes.
+    :param end_from_trigger: with ``deferrable=True``, a job that SUCCEEDED ends the task in the
+        triggerer (no worker slot to finish it); any other end resumes on a worker as before
+        (triggers/task_end.py). Not with ``outlets``: Airflow emits no asset event then.
     """
 
     template_fields: Sequence[str] = ("command", "env", "cwd", "run_key", "check_command", "locks", "slots")
@@ -133,9 +130,11 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
         locks: dict[str, list[str]] | None = None,
         slots: dict[str, int] | None = None,
         queue_timeout: timedelta | float | None = None,
+        end_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.end_from_trigger = validate_end_from_trigger(end_from_trigger, deferrable, self.outlets)
         self.check_command = check_command
         self.check_timeout = seconds(check_timeout, "check_timeout")
         self.locks = locks
@@ -303,6 +302,8 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
                 abort_grace_seconds=self.abort_grace_seconds,
                 max_reconnect_attempts=max(self.max_reconnect_attempts, 20),
                 secret_values=self._secret_values(),
+                end_from_trigger=self.end_from_trigger,
+                push_xcom=bool(self.do_xcom_push),
             ),
             method_name="execute_complete",
             # the job this try waits for: an event of any other job must not decide this try
@@ -357,6 +358,8 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
         """
         if not event:
             raise AirflowException("OrchesjobOperator resumed without a trigger event")
+        if event == ENDED_PAYLOAD:  # dag.test(): the trigger ended the task (its kwargs dropped)
+            return self._ended_by_trigger(job_id, self.run_key or self.default_run_key(context))
         ev = WatchEvent.from_payload(event)
         if job_id is not None and not ev.is_for(job_id):
             self.log.warning(

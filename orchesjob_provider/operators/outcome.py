@@ -76,6 +76,16 @@ class OutcomeMixin:
             raise outcome
         return job.to_dict()
 
+    def _ended_by_trigger(self, job_id: str | None, run_key: str) -> Any:
+        """Where a trigger's end event resumes the task anyway: ``dag.test()`` runs triggers inline
+        and resumes the task with their payload (and without the deferral's kwargs, so the job is
+        found by its run key). The trigger showed the log and acknowledged the success."""
+        job = self.hook.get_job(job_id) if job_id else self.hook.status(run_key=run_key)
+        if job is None or not job.succeeded:
+            raise AirflowException(f"The remote job the trigger ended the task with is not SUCCEEDED: {job}")
+        self.log.info("Remote job %s SUCCEEDED; its trigger ended the task", job.job_id)
+        return job.to_dict()
+
     def _ack(self, job: JobRecord) -> JobRecord:
         """Acknowledge the result (the next try of this run key then starts a new attempt)."""
         try:

@@ -135,3 +135,15 @@ def has_template(value: Any) -> bool:
     if isinstance(value, (list, tuple, set)):
         return any(has_template(v) for v in value)
     return False
+
+
+def validate_end_from_trigger(value: Any, deferrable: Any, outlets: Any) -> bool:
+    """``end_from_trigger`` needs a trigger to end from, and a task whose end emits nothing the
+    triggerer cannot (Airflow records no asset event for a task ended by its trigger)."""
+    if not isinstance(value, bool):
+        raise bad("end_from_trigger must be True or False")
+    if value and not deferrable:
+        raise bad("end_from_trigger=True needs deferrable=True (the task ends in the triggerer)")
+    if value and outlets:
+        raise bad("end_from_trigger=True cannot emit the task's outlets (asset events): drop one of them")
+    return value

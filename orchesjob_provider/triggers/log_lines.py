@@ -10,7 +10,8 @@ the log folder is shared (one machine, a shared volume). So:
 
 * a trigger writes the job's log in *pieces* that depend only on the bytes from where it starts:
   a whole line (up to :data:`PIECE_MAX` bytes) or :data:`PIECE_MAX` bytes of a longer one; a
-  partial last line waits for its end (at the job's end the task prints what is left);
+  partial last line waits for its end (at the job's end the task prints what is left, or the
+  trigger that ends the task itself writes it: :meth:`LineFeed.flush`);
 * before its first piece it writes a *start line* naming the job, the offsets it starts from and
   a token of its own; its pieces go to two child loggers (``.stdout``, ``.stderr``);
 * the pieces counted after the latest start line then give the exact offsets the task's logs
@@ -114,13 +115,26 @@ class LineFeed:
                 continue
             done, self.pending[stream] = pieces(self.pending[stream] + chunk.data)
             for piece in done:
-                if self.skip[stream] > 0:
-                    self.skip[stream] -= 1
-                    self.shown[stream] += len(piece)
-                else:
-                    self.queued[stream].append(piece)
+                self._take(stream, piece)
         if write and not any(self.skip.values()):
             self._write_queued()
+
+    def flush(self) -> None:
+        """The job ended: a last line without a newline is a piece too (it will not grow), written
+        like the others (a trigger that ends the task itself; else the task prints it)."""
+        for stream in STREAMS:
+            if self.pending[stream]:
+                self._take(stream, self.pending[stream])
+                self.pending[stream] = b""
+        if not any(self.skip.values()):
+            self._write_queued()
+
+    def _take(self, stream: str, piece: bytes) -> None:
+        if self.skip[stream] > 0:  # another trigger wrote it
+            self.skip[stream] -= 1
+            self.shown[stream] += len(piece)
+        else:
+            self.queued[stream].append(piece)
 
     def _write_queued(self) -> None:
         for stream in STREAMS:

@@ -17,6 +17,7 @@ from orchesjob_provider.triggers.cancels import finish_despite_cancels, on_kill_
 from orchesjob_provider.triggers.events import EVENT_ERROR, EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
 from orchesjob_provider.triggers.log_files import resume_from_files, settled_offsets
 from orchesjob_provider.triggers.log_lines import START_FORMAT, LineFeed
+from orchesjob_provider.triggers.task_end import finish_here, xcoms_of
 from orchesjob_provider.utils.address import AgentAddress
 from orchesjob_provider.utils.task_state import (
     KEEP,
@@ -29,6 +30,7 @@ from orchesjob_provider.utils.waiting import MaskedLog, Watch
 from orchesjob_provider.version_compat import (
     TRIGGER_HAS_ON_KILL,
     BaseTrigger,
+    TaskSuccessEvent,
     TriggerEvent,
     child_logger,
     mask_secret,
@@ -49,7 +51,8 @@ class OrchesjobTrigger(BaseTrigger):
 
     Lines are written whole, after a start line that names where they begin
     (triggers/log_lines.py). The lines that arrive with the job's end are not written here but
-    left to the task, which prints the log past the event's offsets into its own log when it
+    left to the task (unless this trigger ends the task itself: ``end_from_trigger``,
+    triggers/task_end.py), which prints the log past the event's offsets into its own log when it
     resumes: Airflow 3's triggerer closes a trigger's log file when the trigger finishes and drops
     lines it has not read yet, so before its event a trigger also checks its own lines reached its
     file and otherwise hands the task the offsets its file really reaches. A trigger that another
@@ -75,6 +78,10 @@ class OrchesjobTrigger(BaseTrigger):
     :param use_watch: wait on the host's watch channel (one long-lived agent per host pushes the
         end and new log lines; ``poll_interval`` does not matter then); False, or a host where
         the channel cannot run, uses the batched poll every ``poll_interval`` seconds.
+    :param end_from_trigger: end the task here when its job SUCCEEDED (``TaskSuccessEvent``: no
+        worker slot to finish it), once every log line is in the task's log and the result is
+        acknowledged; any other end resumes the task on a worker (triggers/task_end.py).
+    :param push_xcom: with ``end_from_trigger``, push the job record as the return value XCom.
     """
 
     def __init__(
@@ -93,6 +100,8 @@ class OrchesjobTrigger(BaseTrigger):
         abort_grace_seconds: float = 5.0,
         secret_values: list[str] | None = None,
         use_watch: bool = True,
+        end_from_trigger: bool = False,
+        push_xcom: bool = True,
     ) -> None:
         super().__init__()
         self.secret_values = [v for v in secret_values or () if isinstance(v, str) and v]
@@ -113,6 +122,8 @@ class OrchesjobTrigger(BaseTrigger):
         self.max_reconnect_attempts = max_reconnect_attempts
         self.abort_grace_seconds = abort_grace_seconds
         self.use_watch = bool(use_watch)
+        self.end_from_trigger = bool(end_from_trigger)
+        self.push_xcom = bool(push_xcom)
         self._feed: LineFeed | None = None  # run(): the job's log lines as written here
         self._token = ""  # run(): names this trigger's start line in the try's log files
 
@@ -134,6 +145,8 @@ class OrchesjobTrigger(BaseTrigger):
                 "abort_grace_seconds": self.abort_grace_seconds,
                 "secret_values": list(self.secret_values),
                 "use_watch": self.use_watch,
+                "end_from_trigger": self.end_from_trigger,
+                "push_xcom": self.push_xcom,
             },
         )
 
@@ -224,7 +237,7 @@ class OrchesjobTrigger(BaseTrigger):
                     return
                 watch.seen(res, show=not res.job.is_terminal)  # an end's lines: the task's (see above)
                 if res.job.is_terminal:  # (every poll recorded the offsets shown before it)
-                    yield await self._end(watch, res)
+                    yield await self._end(hook, watch, res)
                     return
                 if res.more:
                     continue
@@ -277,17 +290,23 @@ class OrchesjobTrigger(BaseTrigger):
                 if terminal:
                     if not await sub.wait_recorded(5.0):
                         self.log.debug("Could not record log offsets of job %s", self.job_id)
-                    return await self._end(watch, res)
+                    return await self._end(hook, watch, res)
         finally:
             sub.close()
 
-    async def _end(self, watch: Watch, res: Any) -> TriggerEvent:
-        """The terminal event, with the offsets the task's logs really reach (log_files.py)."""
+    async def _end(self, hook: AsyncOrchesjobHook, watch: Watch, res: Any) -> TriggerEvent:
+        """The terminal event, with the offsets the task's logs really reach (log_files.py); or,
+        with ``end_from_trigger``, the task's own success when the trigger may end it here."""
         assert res.job is not None
         message = f"job {res.job.job_id} {res.job.status}"
         if self._feed is None or not self.stream_logs or not self.job_id:
             return self._event(EVENT_TERMINAL, watch, message)
-        self._feed.feed(res, write=False)  # pieces another triggerer wrote still go by
+        if self.end_from_trigger and res.job.succeeded:
+            job = await finish_here(self, hook, self._feed, res, dict(watch.offsets))
+            if job is not None:
+                return TaskSuccessEvent(xcoms=xcoms_of(job, self.push_xcom))
+        else:
+            self._feed.feed(res, write=False)  # pieces another triggerer wrote still go by
         ti = getattr(self, "task_instance", None)
         offsets = await settled_offsets(ti, self.job_id, self._feed, self._token)
         if offsets != self._feed.offsets:

@@ -97,6 +97,7 @@ with DAG(
         poll_interval={poll_interval!r},
         deferrable={deferrable!r},
         strict={strict!r},
+        end_from_trigger={end_from_trigger!r},
     )
 '''
 
@@ -162,7 +163,8 @@ class Case:
 
     def __init__(self, name: str, token: str, sshd, stack: stack_mod.AirflowStack, t0: float,
                  deferrable: bool, strict: bool = False, conn_id: str = CONN_ID, poll_interval: float = 1,
-                 phase: int = 0, outage: Optional[str] = None, retry_delay: int = 1, mapped: bool = False):
+                 phase: int = 0, outage: Optional[str] = None, retry_delay: int = 1, mapped: bool = False,
+                 end_from_trigger: bool = False):
         self.name = name
         self.dag_id = f"orchesjob_ev_{name}_{token}"
         self.run_id = f"ev_{token}"
@@ -179,6 +181,7 @@ class Case:
         self.phase, self.outage_name = phase, outage
         self.retry_delay = retry_delay
         self.mapped = mapped  # one mapped task of MAPPED_WIDTH (mapped_dag_source)
+        self.end_from_trigger = end_from_trigger
         # supervise: a component that exits is started again (and noted) instead of failing the case
         self.supervise = False
         self.restarted: List[str] = []
@@ -204,7 +207,7 @@ class Case:
         return DAG_TEMPLATE.format(case=self.name, dag_id=self.dag_id, task_id=TASK_ID, conn_id=self.conn_id,
                                    command=command, state_dir=self.state_dir, deferrable=self.deferrable,
                                    strict=self.strict, poll_interval=self.poll_interval,
-                                   retry_delay=self.retry_delay)
+                                   retry_delay=self.retry_delay, end_from_trigger=self.end_from_trigger)
 
     # ---- looking
     def note(self, msg: str) -> None:
@@ -911,7 +914,10 @@ def mapped_dag_source(c: Case) -> str:
                    f"do w=$((w+1)); sleep 0.2; done; "
                    f"while [ $n -lt {2 * MAPPED_FIRST} ]; do n=$((n+1)); echo L{i}-$n; sleep 0.2; done; "
                    f"echo L{i}-end-$n; echo done")
-        kwargs.append({"ssh_conn_id": (CONN_ID, CONN_ID_OUTAGE)[i % 2], "command": command})
+        # every other task ends in the triggerer (end_from_trigger): its last lines are then the
+        # trigger's to write, under the same kill
+        kwargs.append({"ssh_conn_id": (CONN_ID, CONN_ID_OUTAGE)[i % 2], "command": command,
+                       "end_from_trigger": i % 3 == 1})
     return MAPPED_DAG_TEMPLATE.format(case=c.name, dag_id=c.dag_id, task_id=TASK_ID, state_dir=c.state_dir,
                                       poll_interval=c.poll_interval, width=MAPPED_WIDTH, kwargs=kwargs)
 
@@ -1026,8 +1032,46 @@ def scenario_triggerer_sigkill_mapped(c: Case) -> None:
     c.extra["log_problems"] = problems
     resumed = sum("another triggerer wrote them" in _mapped_logs(c, m) for m in range(MAPPED_WIDTH))
     c.note(f"{resumed} of {MAPPED_WIDTH} taken-over triggers went on after the dead triggerer's lines")
+    # A task ended on a worker iff its task log has the worker's end line (a task process writes
+    # its log through its supervisor: never dropped; a trigger's last line may be, see above)
+    ended_here = [m for m in range(MAPPED_WIDTH) if WORKER_END not in _mapped_logs(c, m)]
+    c.extra["ended_here"] = ended_here
+    why = [re.findall(r"the task ends on a worker \(([^)]*)\)", _mapped_logs(c, m))
+           for m in range(1, MAPPED_WIDTH, 3) if m not in ended_here]
+    said = sum(ENDS_HERE in _mapped_logs(c, m) for m in ended_here)
+    c.note(f"{len(ended_here)} of {len(range(1, MAPPED_WIDTH, 3))} end_from_trigger tasks ended in the "
+           f"triggerer ({said} of their trigger logs kept the line saying so); the others' reasons: {why}")
     c.note(f"task logs vs the jobs' lines: {len(problems)} of {MAPPED_WIDTH} tasks wrong"
            + (f" (first: {problems[0][:160]})" if problems else " (each line exactly once)"))
+
+
+#: what a trigger that ended its task logs (triggers/task_end.py; its last line: the triggerer may
+#: drop it when it closes the trigger's file), and what the worker's end logs (operators/outcome.py)
+ENDS_HERE = "the task ends in the triggerer"
+WORKER_END = "SUCCEEDED (exit code 0)"
+
+
+def scenario_end_from_trigger(c: Case) -> None:
+    """g. end_from_trigger=True: the job SUCCEEDS while the task is deferred; the trigger writes
+    its last lines, acknowledges the result and ends the task (TaskSuccessEvent): success at try 1,
+    1 execution, the record as XCom, and no task process after the deferral (the worker's end,
+    which logs the exit code and the last line ``done``, never ran in the try's task log)."""
+    job = c.start_and_wait_running()
+    c.remote.touch(c.release)
+    c.note("released the job")
+    c.wait_finished(1)
+    c.assert_outcome("success", 1, try_number=1)
+    c.assert_one_job(job["job_id"])
+    trigger_log, task_log = c.trigger_logs(1), c.log(1)
+    assert WORKER_END not in task_log, f"[{c.name}] the task resumed on a worker:\n{task_log}"
+    assert any(ln.rstrip().endswith(" done") for ln in trigger_log.splitlines()), (
+        f"[{c.name}] the job's last line is not in the trigger log:\n{trigger_log}")
+    c.note("the trigger log " + ("says" if ENDS_HERE in trigger_log else "lost the line saying")
+           + " the task ends in the triggerer")
+    rows = c.stack.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+                         "AND key = 'return_value'", (c.dag_id, c.run_id, TASK_ID))
+    assert len(rows) == 1 and job["job_id"] in str(rows[0]["value"]), rows
+    c.note("the trigger ended the task: success, no worker resumed it, the record pushed as XCom")
 
 
 # name -> (scenario, Case options). test_resume_after_crash.py checks the first two, and
@@ -1045,6 +1089,7 @@ CASES: Dict[str, Tuple[Callable[[Case], None], Dict[str, Any]]] = {
                              {"deferrable": True, "conn_id": CONN_ID_OUTAGE,
                               "poll_interval": OUTAGE_POLL_INTERVAL}),
     "supervisor_killed": (scenario_supervisor_killed, {"deferrable": False}),
+    "end_from_trigger": (scenario_end_from_trigger, {"deferrable": True, "end_from_trigger": True}),
     # Airflow's control plane fails (test_control_plane.py), each phase after the lower ones
     # (retry_delay: a try that Airflow fails while the API server is down is retried only once the
     # API server is surely back; with 1 s the retry, too, could not start and the dag run failed)

@@ -39,6 +39,9 @@ the run key:
 * supervisor_killed: the job's supervisor is killed with -9 on the target, then the command
   ends: its outcome is unknown; the task fails saying so ("unknown") and the retry does not run
   the command again: 1 execution, failed.
+* end_from_trigger (end_from_trigger=True): the job SUCCEEDS while deferred; the trigger ends the
+  task (no worker resumes it: the try's task log lacks the worker's end), 1 execution, success,
+  the result acknowledged, the record in XCom.
 
 In both clear cases and after the mark, the try after the user's action must be try 2 and must
 start a new attempt (a try that adopts the aborted job and fails, hidden by a retry that then
