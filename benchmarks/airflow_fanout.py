@@ -21,15 +21,18 @@ parallelism is the only limit on the fan-out. H loopback sshd "hosts" per conten
 
 One DAG per contender, ``Operator.partial(task_id="job", poll_interval=5, ...).expand_kwargs([...])``:
 map index i runs ``echo i >> RUNS; sleep S_i`` on host i % H, S_i drawn from ``--min-sleep``..
-``--max-sleep`` with a seeded RNG (the same sleeps for both). Ours: ``deferrable=True`` and a
-state dir of its own; the peer: ``remote_os="posix"`` (no OS probe) and a base dir of its own;
+``--max-sleep`` with a seeded RNG (the same sleeps for both). Ours: ``deferrable=True``,
+``end_from_trigger=True`` (the trigger ends a task whose job succeeded: one worker slot per task)
+and a state dir of its own; ``ours-worker-end`` (``--contenders ours,ours-worker-end,peer``) is
+ours with the operator's default ``end_from_trigger=False`` (the task resumes on a worker);
+the peer: ``remote_os="posix"`` (no OS probe) and a base dir of its own;
 ``retries=0`` (``--retries``) for both. First an unmeasured warm-up dag run per contender (H tasks
 of 1 s, one per host: the API server's and triggerer's first-use imports, our agent's upload to
 the hosts; without it the first contender measured paid ~4 s more API server CPU and ~1.5 s more
 triggerer CPU at N=20). Then each contender's dag run is triggered (REST) after the previous one
 finished and a settle pause (``--settle``, 15 s); every number below is a delta over its own run.
 
-Columns (one row per contender, then ours/peer):
+Columns (one row per contender, then each ours*/peer):
 
 * ok: task instances ended ``success`` / N (the rest's states are printed when not all succeed);
 * runs: lines in the RUNS file on the host = remote executions (must be N; duplicates said);
@@ -45,7 +48,8 @@ Columns (one row per contender, then ours/peer):
 * peak worker slots: the highest number of the run's task instances in state ``running`` (DB,
   sampled every 0.5 s, so a shorter peak can be missed); the second table also shows the highest
   number of busy LocalExecutor workers (process titles, same samples) and of ``deferred`` task
-  instances. Each task takes a slot twice (its start, then its resume after the trigger fired);
+  instances. Each task takes a slot twice (its start, then its resume after the trigger fired),
+  once with ``end_from_trigger`` (ours);
   the LocalExecutor never runs more than ``--parallelism`` at once, so once N is well above it
   both contenders reach it: what a slot costs shows in workers CPU s and wall s;
 * host CPU s / host mem MB: the contender's sshd cgroup (sshd, its sessions, the jobs and
@@ -81,7 +85,10 @@ from testkit.airflow_stack import AirflowStack, StackError, conn_env_name  # noq
 from testkit.procs import descendants, proc_cmdline, proc_ppid, tail  # noqa: E402
 
 OPERATORS = {
+    # ours as recommended for fan-out: the trigger ends a task whose job succeeded (one worker slot)
     "ours": ("orchesjob_provider.operators.orchesjob", "OrchesjobOperator"),
+    # ours with the operator's defaults: the task resumes on a worker to end (two worker slots)
+    "ours-worker-end": ("orchesjob_provider.operators.orchesjob", "OrchesjobOperator"),
     "peer": ("airflow.providers.ssh.operators.ssh_remote_job", "SSHRemoteJobOperator"),
 }
 COMPONENTS = ("scheduler", "workers", "triggerer", "api-server", "dag-processor", "postgres")
@@ -131,8 +138,9 @@ def write_dag(dags: str, c: str, hosts: list[Host], sleeps: list[float], bench: 
               tag: str = "") -> str:
     module, cls = OPERATORS[c]
     runs = f"{bench}/{tag}{c}.runs"
-    partial = ({"state_dir": f"{bench}/oj-state", "deferrable": True} if c == "ours"
-               else {"remote_os": "posix", "remote_base_dir": f"{bench}/peer-jobs"})
+    partial: dict[str, Any] = {"remote_os": "posix", "remote_base_dir": f"{bench}/peer-jobs"}
+    if c.startswith("ours"):
+        partial = {"state_dir": f"{bench}/oj-state", "deferrable": True, "end_from_trigger": c == "ours"}
     kwargs = [{"ssh_conn_id": hosts[i % len(hosts)].conn_id, "command": f"echo {i} >> {runs}; sleep {s}"}
               for i, s in enumerate(sleeps)]
     dag_id = f"airflow_fanout_{tag}{c}"
@@ -272,9 +280,9 @@ def tables(rows: list[dict[str, Any]]) -> str:
         out.append(f"| {r['contender']} | {r['n']} | {r['h']} | {r['ok']}/{r['n']} | {runs} | "
                    + " | ".join(v) + " |")
     by = {r["contender"]: r for r in rows}
-    if "ours" in by and "peer" in by:
-        ratios = [f"{a / b:.2f}" if b else "-" for a, b in zip(nums(by["ours"]), nums(by["peer"]))]
-        out.append("| ours/peer | | | | | " + " | ".join(ratios) + " |")
+    for ours in (c for c in by if c.startswith("ours") and "peer" in by):
+        ratios = [f"{a / b:.2f}" if b else "-" for a, b in zip(nums(by[ours]), nums(by["peer"]))]
+        out.append(f"| {ours}/peer | | | | | " + " | ".join(ratios) + " |")
     out += ["", "| contender | API server CPU s | dag-processor CPU s | PostgreSQL CPU s | peak busy "
             "LocalExecutor workers | peak deferred | trigger to done s | TI states |", "|" + " --- |" * 8]
     for r in rows:
@@ -292,7 +300,8 @@ def main() -> None:
     ap.add_argument("--min-sleep", type=float, default=20.0)
     ap.add_argument("--max-sleep", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=1, help="of the per-map-index sleeps (default 1)")
-    ap.add_argument("--contenders", default="ours,peer", help="in this order (default ours,peer)")
+    ap.add_argument("--contenders", default="ours,peer",
+                    help="in this order (default ours,peer; ours-worker-end: without end_from_trigger)")
     ap.add_argument("--parallelism", type=int, default=32, help="core.parallelism = LocalExecutor workers")
     ap.add_argument("--retries", type=int, default=0, help="task retries (default 0)")
     ap.add_argument("--settle", type=float, default=15.0, help="s of quiet between contenders")

@@ -93,7 +93,6 @@ async def aget_extra_dejson(conn: Any) -> dict[str, Any]:
 
 __all__ = [
     "AIRFLOW_V_3_0_PLUS",
-    "SET_DURING_EXECUTION",
     "TRIGGER_HAS_ON_KILL",
     "AirflowException",
     "AirflowSensorTimeout",
@@ -103,43 +102,17 @@ __all__ = [
     "BaseSensorOperator",
     "BaseTrigger",
     "Context",
-    "DecoratedOperator",
     "PokeReturnValue",
-    "TaskDecorator",
     "TaskSuccessEvent",
     "TriggerEvent",
     "aget_connection",
     "aget_extra_dejson",
     "child_logger",
     "conf",
-    "context_merge",
-    "determine_kwargs",
     "get_stats",
     "mask_secret",
     "should_hide_value_for_key",
-    "task_decorator_factory",
 ]
-
-
-# -- TaskFlow (the ``@task.orchesjob`` decorator) ----------------------------------------------
-if AIRFLOW_V_3_0_PLUS:
-    from airflow.sdk.bases.decorator import (
-        DecoratedOperator,
-        TaskDecorator,
-        determine_kwargs,
-        task_decorator_factory,
-    )
-    from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
-    from airflow.sdk.definitions.context import context_merge
-else:  # Airflow 2.10 / 2.11
-    from airflow.decorators.base import (  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
-        DecoratedOperator,
-        TaskDecorator,
-        task_decorator_factory,
-    )
-    from airflow.utils.context import context_merge  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
-    from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
-    from airflow.utils.types import NOTSET as SET_DURING_EXECUTION  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
 
 
 def get_stats() -> Any:

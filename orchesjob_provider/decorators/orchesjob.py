@@ -16,17 +16,17 @@ import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
-from orchesjob_provider.operators.orchesjob import OrchesjobOperator
-from orchesjob_provider.operators.validation import bad, validate_command
-from orchesjob_provider.version_compat import (
+from orchesjob_provider.decorators.compat import (
     SET_DURING_EXECUTION,
-    Context,
     DecoratedOperator,
     TaskDecorator,
     context_merge,
     determine_kwargs,
     task_decorator_factory,
 )
+from orchesjob_provider.operators.orchesjob import OrchesjobOperator
+from orchesjob_provider.operators.validation import bad, validate_command
+from orchesjob_provider.version_compat import Context
 
 # A valid command (with or without shell=) for the operator's parse-time check; the sentinel
 # replaces it right after.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchesjob_provider.bundle import DEPLOY_TIMEOUT, AgentBundle, deploy_command, get_bundle, rpc_command
 from orchesjob_provider.client.records import (
@@ -48,10 +48,23 @@ from orchesjob_provider.exceptions import (
     OrchesjobNotFound,
     OrchesjobWrongState,
 )
-from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
 from orchesjob_provider.hooks.ssh.paramiko_transport import ParamikoTransport
 from orchesjob_provider.utils import metrics
 from orchesjob_provider.version_compat import BaseHook
+
+if TYPE_CHECKING:
+    from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
+
+
+def __getattr__(name: str) -> Any:
+    """``AsyncOrchesjobHook`` stays importable from here, loaded on first use: a task process that
+    only starts a job then defers never loads the asyncssh side (~15 ms of its CPU)."""
+    if name == "AsyncOrchesjobHook":
+        from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
+
+        return AsyncOrchesjobHook
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # the names users import from this module stay importable from here
 __all__ = [

@@ -137,7 +137,7 @@ def test_expand_runs_one_job_per_mapped_index(orch_conn, state_dir, remote, sshd
 # base of a decorated operator
 DIE_ONCE = """
 from orchesjob_provider.decorators.orchesjob import _OrchesjobDecoratedOperator
-from orchesjob_provider.version_compat import task_decorator_factory
+from orchesjob_provider.decorators.compat import task_decorator_factory
 """ + RESUME_DIE_ONCE + """
 
 class DieOnceDecorated(_OrchesjobDecoratedOperator, DieOnceOperator):
