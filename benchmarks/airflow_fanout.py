@@ -22,9 +22,10 @@ parallelism is the only limit on the fan-out. H loopback sshd "hosts" per conten
 One DAG per contender, ``Operator.partial(task_id="job", poll_interval=5, ...).expand_kwargs([...])``:
 map index i runs ``echo i >> RUNS; sleep S_i`` on host i % H, S_i drawn from ``--min-sleep``..
 ``--max-sleep`` with a seeded RNG (the same sleeps for both). Ours: ``deferrable=True``,
-``end_from_trigger=True`` (the trigger ends a task whose job succeeded: one worker slot per task)
-and a state dir of its own; ``ours-worker-end`` (``--contenders ours,ours-worker-end,peer``) is
-ours with the operator's default ``end_from_trigger=False`` (the task resumes on a worker);
+``start_in_triggerer=True`` and ``end_from_trigger=True`` (the trigger starts the job and ends a
+task whose job succeeded: one short worker slot per task, without SSH) and a state dir of its own;
+``ours-worker-end`` (``--contenders ours,peer,ours-worker-end``) is ours with the operator's
+defaults (the task process starts the job over SSH; the task resumes on a worker to end);
 the peer: ``remote_os="posix"`` (no OS probe) and a base dir of its own;
 ``retries=0`` (``--retries``) for both. First an unmeasured warm-up dag run per contender (H tasks
 of 1 s, one per host: the API server's and triggerer's first-use imports, our agent's upload to
@@ -49,7 +50,7 @@ Columns (one row per contender, then each ours*/peer):
   sampled every 0.5 s, so a shorter peak can be missed); the second table also shows the highest
   number of busy LocalExecutor workers (process titles, same samples) and of ``deferred`` task
   instances. Each task takes a slot twice (its start, then its resume after the trigger fired),
-  once with ``end_from_trigger`` (ours);
+  once with ``end_from_trigger`` (ours, whose slot opens no SSH connection either);
   the LocalExecutor never runs more than ``--parallelism`` at once, so once N is well above it
   both contenders reach it: what a slot costs shows in workers CPU s and wall s;
 * host CPU s / host mem MB: the contender's sshd cgroup (sshd, its sessions, the jobs and
@@ -85,9 +86,11 @@ from testkit.airflow_stack import AirflowStack, StackError, conn_env_name  # noq
 from testkit.procs import descendants, proc_cmdline, proc_ppid, tail  # noqa: E402
 
 OPERATORS = {
-    # ours as recommended for fan-out: the trigger ends a task whose job succeeded (one worker slot)
+    # ours as recommended for fan-out: the trigger starts the job (the task process opens no SSH
+    # connection) and ends a task whose job succeeded (one short worker slot per task)
     "ours": ("orchesjob_provider.operators.orchesjob", "OrchesjobOperator"),
-    # ours with the operator's defaults: the task resumes on a worker to end (two worker slots)
+    # ours with the operator's defaults: the task process starts the job over SSH, and the task
+    # resumes on a worker to end (two worker slots)
     "ours-worker-end": ("orchesjob_provider.operators.orchesjob", "OrchesjobOperator"),
     "peer": ("airflow.providers.ssh.operators.ssh_remote_job", "SSHRemoteJobOperator"),
 }
@@ -140,7 +143,8 @@ def write_dag(dags: str, c: str, hosts: list[Host], sleeps: list[float], bench: 
     runs = f"{bench}/{tag}{c}.runs"
     partial: dict[str, Any] = {"remote_os": "posix", "remote_base_dir": f"{bench}/peer-jobs"}
     if c.startswith("ours"):
-        partial = {"state_dir": f"{bench}/oj-state", "deferrable": True, "end_from_trigger": c == "ours"}
+        partial = {"state_dir": f"{bench}/oj-state", "deferrable": True, "end_from_trigger": c == "ours",
+                   "start_in_triggerer": c == "ours"}
     kwargs = [{"ssh_conn_id": hosts[i % len(hosts)].conn_id, "command": f"echo {i} >> {runs}; sleep {s}"}
               for i, s in enumerate(sleeps)]
     dag_id = f"airflow_fanout_{tag}{c}"

@@ -17,6 +17,7 @@ from orchesjob_provider.client.retry import DEPLOY, CallRetry
 from orchesjob_provider.client.wire import CALL_SLACK, abort_timeout, build_request, check_deploy
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobNotFound
 from orchesjob_provider.hooks.ssh.shared import BatchPoller, SharedConnection, load_bundle, loop_registry
+from orchesjob_provider.hooks.ssh.start_batcher import BatchStarter
 from orchesjob_provider.hooks.ssh.watch_channel import WatchChannel
 from orchesjob_provider.utils import metrics
 
@@ -81,6 +82,16 @@ class AsyncOrchesjobHook:
         if poller is None:
             poller = reg[key] = BatchPoller(self)
         return poller
+
+    @property
+    def starter(self) -> BatchStarter:
+        """The loop's start batcher for this host and state dir (hooks/ssh/start_batcher.py)."""
+        reg = loop_registry()
+        key = ("starter", self.ssh_conn_id, self.state_dir, self.remote_python)
+        starter = reg.get(key)
+        if starter is None:
+            starter = reg[key] = BatchStarter(self)
+        return starter
 
     @property
     def watch_channel(self) -> WatchChannel:
@@ -160,6 +171,12 @@ class AsyncOrchesjobHook:
                 await self.deploy()
             else:
                 await asyncio.sleep(step.delay)
+
+    async def start(self, fields: dict[str, Any]) -> tuple[str, JobRecord]:
+        """One start (client/starts.py ``start_fields``), sent with the other triggers' starts on
+        this host that arrive at the same time: (action, job), or the agent's error raised."""
+        action, job = await self.starter.start(fields)
+        return action, job
 
     async def poll_job(self, job_id: str, offsets: Mapping[str, int] | None = None) -> JobLogs:
         """Status and new log bytes of one job, batched with every other trigger on this host."""

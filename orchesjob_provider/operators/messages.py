@@ -54,6 +54,30 @@ def unknown_outcome_message(job: JobRecord, where: str) -> str:
     )
 
 
+def start_lines(action: str, job: JobRecord, where: str, run_key: str) -> list[tuple[str, str]]:
+    """What a try logs about its start (the worker's, or its trigger's with ``start_in_triggerer``),
+    as (logger method, line): what was done to which job, an earlier run it superseded, and why an
+    acknowledged success is adopted."""
+    out: list[tuple[str, str]] = []
+    superseded = job.raw.get("superseded")
+    if isinstance(superseded, Mapping):
+        how = "aborted" if superseded.get("aborted") else "acknowledged"
+        old = f"{superseded.get('job_id')} ({superseded.get('status')})"
+        out.append(("info", f"orchesjob superseded: the task was cleared; {how} job {old} of the earlier run "
+                    "and started a new attempt"))
+    out.append(("info", f"orchesjob {action}: {ACTION_TEXT.get(action, action)} — job {job.job_id}, attempt "
+                f"{job.attempt_no}, status {job.status}, on {where}"))
+    out.append(("info", f"Run key: {run_key}"))
+    if action == ADOPTED and job.raw.get("acked_at"):
+        out.append(("warning", f"An earlier try of this clear epoch already reported job {job.job_id}'s "
+                    "success, yet Airflow retried: it never recorded that try's outcome (api-server or "
+                    "worker lost). The success is adopted, not run again; clear the task to run it again."))
+    waiting = waiting_message(job)
+    if waiting:
+        out.append(("info", waiting))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Outcomes and trigger events
 # ---------------------------------------------------------------------------------------------

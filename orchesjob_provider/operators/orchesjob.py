@@ -8,18 +8,16 @@ from datetime import timedelta
 from typing import Any
 
 from orchesjob_provider.client.records import JobLogs, JobRecord, normalize_offsets
+from orchesjob_provider.client.starts import fields_of
 from orchesjob_provider.exceptions import AgentUnavailable
-from orchesjob_provider.operators.messages import (
-    ACTION_TEXT,
-    unknown_outcome_message,
-    waiting_message,
-)
+from orchesjob_provider.operators.messages import start_lines, unknown_outcome_message, waiting_message
 from orchesjob_provider.operators.outcome import OutcomeMixin
 from orchesjob_provider.operators.rendering import RenderingMixin
 from orchesjob_provider.operators.validation import (
     bad,
     has_template,
     seconds,
+    start_spec,
     validate_check,
     validate_command,
     validate_end_from_trigger,
@@ -27,15 +25,16 @@ from orchesjob_provider.operators.validation import (
     validate_locks,
     validate_skip_codes,
     validate_slots,
+    validate_start_in_triggerer,
 )
-from orchesjob_provider.triggers.events import EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
+from orchesjob_provider.triggers.events import EVENT_REFUSED, EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
 from orchesjob_provider.triggers.task_end import ENDED_PAYLOAD
 from orchesjob_provider.utils import metrics
 from orchesjob_provider.utils.address import AgentTaskMixin
 from orchesjob_provider.utils.task_state import TaskIdent, clear_epoch
 from orchesjob_provider.utils.waiting import MaskedLog, Watch, log_chunk_lines
 from orchesjob_provider.version_compat import AirflowException, BaseOperator, Context, conf
-from remote_agent.common.vocab import ADOPTED, UNKNOWN
+from remote_agent.common.vocab import UNKNOWN
 
 
 class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperator):
@@ -96,6 +95,10 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
     :param end_from_trigger: with ``deferrable=True``, a job that SUCCEEDED ends the task in the
         triggerer (no worker slot to finish it); any other end resumes on a worker as before
         (triggers/task_end.py). Not with ``outlets``: Airflow emits no asset event then.
+    :param start_in_triggerer: with ``deferrable=True``, the worker renders and checks everything
+        (run key, clear epoch) and defers at once; the trigger sends the start over the
+        triggerer's shared connection to the host (batched with other triggers' starts), then
+        watches: the task process opens no SSH connection.
     """
 
     template_fields: Sequence[str] = ("command", "env", "cwd", "run_key", "check_command", "locks", "slots")
@@ -131,10 +134,12 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
         slots: dict[str, int] | None = None,
         queue_timeout: timedelta | float | None = None,
         end_from_trigger: bool = False,
+        start_in_triggerer: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.end_from_trigger = validate_end_from_trigger(end_from_trigger, deferrable, self.outlets)
+        self.start_in_triggerer = validate_start_in_triggerer(start_in_triggerer, deferrable, wait)
         self.check_command = check_command
         self.check_timeout = seconds(check_timeout, "check_timeout")
         self.locks = locks
@@ -217,54 +222,14 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
         check = None
         if self.check_command is not None:
             check = {"argv": validate_check(self.check_command, self.shell), "timeout": self.check_timeout}
-        action, job = self.hook.start(
-            argv,
-            run_key,
-            cwd=self.cwd,
-            env=env,
-            strict=self.strict,
-            mode="resume",
-            start_timeout=self.start_timeout,
-            rerun_unknown=self.rerun_unknown_outcome,
-            epoch=clear_epoch(context),
-            task_instance=self._task_ident.key() if self._task_ident else None,
-            grace_seconds=self.abort_grace_seconds,
-            check=check,
-            locks=validate_locks(self.locks),
-            slots=validate_slots(self.slots),
-            queue_timeout=self.queue_timeout,
-        )
+        spec = start_spec(argv, run_key, self, env=env, check=check, epoch=clear_epoch(context))
+        if self.start_in_triggerer and self.deferrable and self.wait:
+            return self._defer(None, {}, deadline, start=fields_of(spec))
+        action, job = self.hook.start(**spec)
         self._job_id = job.job_id
         metrics.start_action(action, metrics.task_tags(self))
-        superseded = job.raw.get("superseded")
-        if isinstance(superseded, dict):
-            self.log.info(
-                "orchesjob superseded: the task was cleared; %s job %s (%s) of the earlier run and "
-                "started a new attempt",
-                "aborted" if superseded.get("aborted") else "acknowledged",
-                superseded.get("job_id"),
-                superseded.get("status"),
-            )
-        self.log.info(
-            "orchesjob %s: %s — job %s, attempt %s, status %s, on %s",
-            action,
-            ACTION_TEXT.get(action, action),
-            job.job_id,
-            job.attempt_no,
-            job.status,
-            self.hook.where,
-        )
-        self.log.info("Run key: %s", run_key)
-        if action == ADOPTED and job.raw.get("acked_at"):
-            self.log.warning(
-                "An earlier try of this clear epoch already reported job %s's success, yet Airflow "
-                "retried: it never recorded that try's outcome (api-server or worker lost). The "
-                "success is adopted, not run again; clear the task to run it again.",
-                job.job_id,
-            )
-        waiting = waiting_message(job)
-        if waiting:
-            self.log.info("%s", waiting)
+        for level, line in start_lines(action, job, self.hook.where, run_key):
+            getattr(self.log, level)("%s", line)
         if action == UNKNOWN:
             # Not acknowledged (nothing to consume: the agent returns it until it is released).
             raise AirflowException(unknown_outcome_message(job, self.hook.where))
@@ -283,11 +248,17 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
             self._defer(job.job_id, offsets, deadline)
         return self._wait_in_worker(job, offsets, deadline)
 
-    def _defer(self, job_id: str, offsets: dict[str, int], deadline: float | None) -> None:
+    def _defer(self, job_id: str | None, offsets: dict[str, int], deadline: float | None,
+               start: dict[str, Any] | None = None) -> None:
+        """Hand the wait to the triggerer; ``start``: the start request too (start_in_triggerer)."""
         # loaded here: the trigger pulls in the async hook, which a task that never defers skips
         from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
-        self.log.info("Deferring: the triggerer watches job %s from log offsets %s", job_id, offsets)
+        if start is not None:
+            self.log.info("Deferring: the triggerer starts (or resumes) the job of run key %s and watches it",
+                          start["run_key"])
+        else:
+            self.log.info("Deferring: the triggerer watches job %s from log offsets %s", job_id, offsets)
         agent = self.agent
         self.defer(
             trigger=OrchesjobTrigger(
@@ -295,6 +266,8 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
                 remote_python=agent.remote_python,
                 state_dir=agent.state_dir,
                 job_id=job_id,
+                run_key=start["run_key"] if start is not None else None,
+                start=start,
                 offsets=offsets,
                 poll_interval=self.poll_interval,
                 timeout_at=deadline,
@@ -372,6 +345,11 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
             return self._finish(ev.job, ev.offsets)
         if ev.status == EVENT_TIMEOUT:
             return self._timed_out(str(ev.job_id), ev.offsets)
+        if ev.status == EVENT_REFUSED:  # start_in_triggerer: the agent's answer says why
+            raise AirflowException(ev.message)
+        if ev.job_id is None:  # start_in_triggerer: the host was not reached
+            raise AirflowException(f"Starting the remote job failed: {ev.message}; the next try starts it, "
+                                   "or reattaches to it if this start reached the host")
         raise AirflowException(
             f"Watching remote job {ev.job_id} failed: {event.get('message')}; the job may still run: "
             f"the next try reattaches to it"

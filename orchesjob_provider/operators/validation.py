@@ -147,3 +147,28 @@ def validate_end_from_trigger(value: Any, deferrable: Any, outlets: Any) -> bool
     if value and outlets:
         raise bad("end_from_trigger=True cannot emit the task's outlets (asset events): drop one of them")
     return value
+
+
+def start_spec(argv: list[str], run_key: str, op: Any, *, env: dict[str, str], check: dict[str, Any] | None,
+               epoch: str | None) -> dict[str, Any]:
+    """A try's start as ``OrchesjobHook.start``'s keyword arguments, from the operator ``op``'s
+    checked arguments: the worker sends it, or the trigger does (``start_in_triggerer``)."""
+    ident = op._task_ident
+    return {
+        "argv": argv, "run_key": run_key, "cwd": op.cwd, "env": env, "strict": op.strict, "mode": "resume",
+        "start_timeout": op.start_timeout, "rerun_unknown": op.rerun_unknown_outcome, "epoch": epoch,
+        "task_instance": ident.key() if ident else None, "grace_seconds": op.abort_grace_seconds,
+        "check": check, "locks": validate_locks(op.locks), "slots": validate_slots(op.slots),
+        "queue_timeout": op.queue_timeout,
+    }
+
+
+def validate_start_in_triggerer(value: Any, deferrable: Any, wait: Any) -> bool:
+    """``start_in_triggerer`` hands the start to the trigger: there must be one to hand it to."""
+    if not isinstance(value, bool):
+        raise bad("start_in_triggerer must be True or False")
+    if value and not deferrable:
+        raise bad("start_in_triggerer=True needs deferrable=True (the trigger starts the job)")
+    if value and not wait:
+        raise bad("start_in_triggerer=True needs wait=True (with wait=False nothing defers)")
+    return value

@@ -20,6 +20,9 @@ EVENT_TIMEOUT = "timeout"  # ``timeout_at`` passed first
 EVENT_ERROR = "error"  # the watch failed (``message`` says why); the job may still run
 
 
+EVENT_REFUSED = "refused"  # start_in_triggerer: the agent refused the start (``message`` says why)
+
+
 @dataclass(frozen=True)
 class WatchEvent:
     """The payload of the trigger's one event, as the trigger builds it and operator/sensor read it.

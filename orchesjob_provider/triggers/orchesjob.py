@@ -18,6 +18,7 @@ from orchesjob_provider.triggers.events import EVENT_ERROR, EVENT_TERMINAL, EVEN
 from orchesjob_provider.triggers.log_files import resume_from_files, settled_offsets
 from orchesjob_provider.triggers.log_lines import START_FORMAT, LineFeed
 from orchesjob_provider.triggers.task_end import finish_here, xcoms_of
+from orchesjob_provider.triggers.task_start import StartFailed, job_of_start, start_job
 from orchesjob_provider.utils.address import AgentAddress
 from orchesjob_provider.utils.task_state import (
     KEEP,
@@ -82,6 +83,10 @@ class OrchesjobTrigger(BaseTrigger):
         worker slot to finish it), once every log line is in the task's log and the result is
         acknowledged; any other end resumes the task on a worker (triggers/task_end.py).
     :param push_xcom: with ``end_from_trigger``, push the job record as the return value XCom.
+    :param start: the start request to send first (``start_in_triggerer``; client/starts.py
+        ``start_fields``, the run key's resume-mode start: sent again by a trigger run again);
+        then the job it answers is watched (triggers/task_start.py). Holds the job's ``env``:
+        Airflow stores trigger kwargs encrypted, and ``repr`` shows none of its values.
     """
 
     def __init__(
@@ -102,13 +107,16 @@ class OrchesjobTrigger(BaseTrigger):
         use_watch: bool = True,
         end_from_trigger: bool = False,
         push_xcom: bool = True,
+        start: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.secret_values = [v for v in secret_values or () if isinstance(v, str) and v]
         for value in self.secret_values:  # before anything in this process logs this trigger
             mask_secret(value)
-        if not job_id and not run_key:
-            raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
+        if not job_id and not run_key and not start:
+            raise ValueError("OrchesjobTrigger needs a job_id, a run_key or a start")
+        self.start = dict(start) if start else None
+        self._starting: Any = None  # run(): the start in flight (a kill waits for its answer)
         self.ssh_conn_id = ssh_conn_id
         self.job_id = job_id
         self.run_key = run_key
@@ -147,12 +155,15 @@ class OrchesjobTrigger(BaseTrigger):
                 "use_watch": self.use_watch,
                 "end_from_trigger": self.end_from_trigger,
                 "push_xcom": self.push_xcom,
+                "start": self.start,
             },
         )
 
     def __repr__(self) -> str:
         classpath, kwargs = self.serialize()
         kwargs["secret_values"] = ["***"] * len(self.secret_values)
+        if self.start is not None:  # the job's env values never in a log line
+            kwargs["start"] = {**self.start, "env": dict.fromkeys(self.start.get("env") or {}, "***")}
         return self.repr(classpath, kwargs) if hasattr(self, "repr") else f"<{classpath} {kwargs}>"
 
     def _write(self, stream: str, text: str) -> None:
@@ -191,19 +202,19 @@ class OrchesjobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         self._token = secrets.token_hex(4)
-        self._feed = feed = await self._new_feed()
         hook = self._hook()
         hook.acquire()
-        watch = Watch(
-            self.log,
-            feed.offsets,
-            deadline=self.timeout_at,
-            max_failures=self.max_reconnect_attempts,
-            stream_logs=self.stream_logs,
-            show=feed.feed,
-        )
-        watch_tried = not self.use_watch
         try:
+            if self.start is not None and not self.job_id:
+                try:
+                    await start_job(self, hook)
+                except StartFailed as e:
+                    yield TriggerEvent(WatchEvent(e.kind, None, self.run_key, None, {}, str(e)).to_payload())
+                    return
+            self._feed = feed = await self._new_feed()
+            watch = Watch(self.log, feed.offsets, deadline=self.timeout_at, show=feed.feed,
+                          max_failures=self.max_reconnect_attempts, stream_logs=self.stream_logs)
+            watch_tried = not self.use_watch
             while True:
                 if self.job_id and not watch_tried:
                     watch_tried = True
@@ -344,10 +355,14 @@ class OrchesjobTrigger(BaseTrigger):
         A late call (the task was cleared, and its new try already superseded this job) only meets
         the old, finished job: the agent answers "not running", nothing else happens.
         """
-        if not self.abort_on_kill or not self.job_id:
+        if not self.abort_on_kill:
             return
         hook = self._hook()
         async with hook:
+            if not self.job_id and self.start is not None:  # killed while the start was in flight
+                self.job_id = await job_of_start(self, hook, abort_timeout(self.abort_grace_seconds))
+            if not self.job_id:
+                return
             try:
                 await asyncio.wait_for(
                     hook.abort(self.job_id, reason=cause, grace_seconds=self.abort_grace_seconds, ack=True),
@@ -367,7 +382,7 @@ class OrchesjobTrigger(BaseTrigger):
         cannot be read) the trigger just moves elsewhere. A clear racing with this check (the new
         try deferred again already) is covered by the clear epoch: the new try superseded the job.
         """
-        if not self.abort_on_kill or not self.job_id:
+        if not self.abort_on_kill or not (self.job_id or self.start):
             return
         state = await self._task_state()
         if kill_action(state) == KEEP:

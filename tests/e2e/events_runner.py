@@ -98,6 +98,7 @@ with DAG(
         deferrable={deferrable!r},
         strict={strict!r},
         end_from_trigger={end_from_trigger!r},
+        start_in_triggerer={start_in_triggerer!r},
     )
 '''
 
@@ -164,7 +165,7 @@ class Case:
     def __init__(self, name: str, token: str, sshd, stack: stack_mod.AirflowStack, t0: float,
                  deferrable: bool, strict: bool = False, conn_id: str = CONN_ID, poll_interval: float = 1,
                  phase: int = 0, outage: Optional[str] = None, retry_delay: int = 1, mapped: bool = False,
-                 end_from_trigger: bool = False):
+                 end_from_trigger: bool = False, start_in_triggerer: bool = False):
         self.name = name
         self.dag_id = f"orchesjob_ev_{name}_{token}"
         self.run_id = f"ev_{token}"
@@ -181,7 +182,7 @@ class Case:
         self.phase, self.outage_name = phase, outage
         self.retry_delay = retry_delay
         self.mapped = mapped  # one mapped task of MAPPED_WIDTH (mapped_dag_source)
-        self.end_from_trigger = end_from_trigger
+        self.end_from_trigger, self.start_in_triggerer = end_from_trigger, start_in_triggerer
         # supervise: a component that exits is started again (and noted) instead of failing the case
         self.supervise = False
         self.restarted: List[str] = []
@@ -207,7 +208,8 @@ class Case:
         return DAG_TEMPLATE.format(case=self.name, dag_id=self.dag_id, task_id=TASK_ID, conn_id=self.conn_id,
                                    command=command, state_dir=self.state_dir, deferrable=self.deferrable,
                                    strict=self.strict, poll_interval=self.poll_interval,
-                                   retry_delay=self.retry_delay, end_from_trigger=self.end_from_trigger)
+                                   retry_delay=self.retry_delay, end_from_trigger=self.end_from_trigger,
+                                   start_in_triggerer=self.start_in_triggerer)
 
     # ---- looking
     def note(self, msg: str) -> None:
@@ -916,8 +918,10 @@ def mapped_dag_source(c: Case) -> str:
                    f"echo L{i}-end-$n; echo done")
         # every other task ends in the triggerer (end_from_trigger): its last lines are then the
         # trigger's to write, under the same kill
+        # and every other third starts its job from the trigger (start_in_triggerer): the kill
+        # makes the trigger that takes it over send the start again (it must reattach)
         kwargs.append({"ssh_conn_id": (CONN_ID, CONN_ID_OUTAGE)[i % 2], "command": command,
-                       "end_from_trigger": i % 3 == 1})
+                       "end_from_trigger": i % 3 == 1, "start_in_triggerer": i % 3 == 2})
     return MAPPED_DAG_TEMPLATE.format(case=c.name, dag_id=c.dag_id, task_id=TASK_ID, state_dir=c.state_dir,
                                       poll_interval=c.poll_interval, width=MAPPED_WIDTH, kwargs=kwargs)
 
@@ -1041,6 +1045,9 @@ def scenario_triggerer_sigkill_mapped(c: Case) -> None:
     said = sum(ENDS_HERE in _mapped_logs(c, m) for m in ended_here)
     c.note(f"{len(ended_here)} of {len(range(1, MAPPED_WIDTH, 3))} end_from_trigger tasks ended in the "
            f"triggerer ({said} of their trigger logs kept the line saying so); the others' reasons: {why}")
+    again = sum("orchesjob reattached: " in _mapped_logs(c, m) for m in range(2, MAPPED_WIDTH, 3))
+    c.note(f"{again} of {len(range(2, MAPPED_WIDTH, 3))} start_in_triggerer tasks' triggers sent their start "
+           "again after the kill and reattached")
     c.note(f"task logs vs the jobs' lines: {len(problems)} of {MAPPED_WIDTH} tasks wrong"
            + (f" (first: {problems[0][:160]})" if problems else " (each line exactly once)"))
 
@@ -1055,8 +1062,17 @@ def scenario_end_from_trigger(c: Case) -> None:
     """g. end_from_trigger=True: the job SUCCEEDS while the task is deferred; the trigger writes
     its last lines, acknowledges the result and ends the task (TaskSuccessEvent): success at try 1,
     1 execution, the record as XCom, and no task process after the deferral (the worker's end,
-    which logs the exit code and the last line ``done``, never ran in the try's task log)."""
-    job = c.start_and_wait_running()
+    which logs the exit code and the last line ``done``, never ran in the try's task log).
+    h. The same with start_in_triggerer=True (case start_in_triggerer): the task process only
+    renders and defers (its log names no start), the trigger starts the job (its log does)."""
+    if c.start_in_triggerer:
+        c.stack.wait_dag_parsed(c.dag_id, timeout=STEP)
+        c.stack.trigger(c.dag_id, c.run_id)
+        c.wait(lambda: (c.history() or [{}])[0].get("status") == "RUNNING", "the trigger to start the job")
+        job = c.history()[0]
+        c.note(f"remote job {job['job_id']} RUNNING, started by the trigger")
+    else:
+        job = c.start_and_wait_running()
     c.remote.touch(c.release)
     c.note("released the job")
     c.wait_finished(1)
@@ -1066,6 +1082,9 @@ def scenario_end_from_trigger(c: Case) -> None:
     assert WORKER_END not in task_log, f"[{c.name}] the task resumed on a worker:\n{task_log}"
     assert any(ln.rstrip().endswith(" done") for ln in trigger_log.splitlines()), (
         f"[{c.name}] the job's last line is not in the trigger log:\n{trigger_log}")
+    if c.start_in_triggerer:
+        assert not ACTION_RE.search(task_log), f"[{c.name}] the worker started the job:\n{task_log}"
+        assert "orchesjob started: " in trigger_log, f"[{c.name}] no start in the trigger log:\n{trigger_log}"
     c.note("the trigger log " + ("says" if ENDS_HERE in trigger_log else "lost the line saying")
            + " the task ends in the triggerer")
     rows = c.stack.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? "
@@ -1090,6 +1109,8 @@ CASES: Dict[str, Tuple[Callable[[Case], None], Dict[str, Any]]] = {
                               "poll_interval": OUTAGE_POLL_INTERVAL}),
     "supervisor_killed": (scenario_supervisor_killed, {"deferrable": False}),
     "end_from_trigger": (scenario_end_from_trigger, {"deferrable": True, "end_from_trigger": True}),
+    "start_in_triggerer": (scenario_end_from_trigger, {"deferrable": True, "end_from_trigger": True,
+                                                       "start_in_triggerer": True}),
     # Airflow's control plane fails (test_control_plane.py), each phase after the lower ones
     # (retry_delay: a try that Airflow fails while the API server is down is retried only once the
     # API server is surely back; with 1 s the retry, too, could not start and the dag run failed)

@@ -42,6 +42,9 @@ the run key:
 * end_from_trigger (end_from_trigger=True): the job SUCCEEDS while deferred; the trigger ends the
   task (no worker resumes it: the try's task log lacks the worker's end), 1 execution, success,
   the result acknowledged, the record in XCom.
+* start_in_triggerer (with end_from_trigger): the task process renders and defers without SSH
+  (its log names no start); the trigger starts the job, watches it and ends the task: 1
+  execution, success.
 
 In both clear cases and after the mark, the try after the user's action must be try 2 and must
 start a new attempt (a try that adopts the aborted job and fails, hidden by a retry that then

@@ -70,6 +70,8 @@ def test_failure_and_skip_end_on_a_worker(orch_conn, state_dir, capfd, caplog):
     [
         ({"deferrable": False, "end_from_trigger": True}, "needs deferrable=True"),
         ({"deferrable": True, "end_from_trigger": "yes"}, "must be True or False"),
+        ({"deferrable": False, "start_in_triggerer": True}, "needs deferrable=True"),
+        ({"deferrable": True, "start_in_triggerer": True, "wait": False}, "needs wait=True"),
     ],
 )
 def test_bad_combinations_fail_at_parse_time(orch_conn, kwargs, message):
@@ -91,3 +93,34 @@ def test_outlets_refused(orch_conn):
     with pytest.raises(AirflowException, match="outlets"):
         OrchesjobOperator(task_id="t", ssh_conn_id=orch_conn, command="true", deferrable=True,
                           end_from_trigger=True, outlets=[Asset("s3://bucket/x")])
+
+
+def test_start_in_triggerer_with_end_from_trigger_needs_no_ssh_in_the_worker(
+    orch_conn, state_dir, remote, sshd, capfd, caplog
+):
+    """start_in_triggerer=True + end_from_trigger=True: the worker renders and defers, the trigger
+    starts, watches and ends: no paramiko connection at all (the worker's SSH), one execution,
+    the start's lines (action, run key) in the log, every job line once."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    side = f"{sshd.home}/{new_dag_id('sit')}.side"
+    script = f"echo ran >> {side}; echo sit-1; echo sit-2 >&2; printf sit-last"
+    dag = write_dag(new_dag_id("sit"), op_src(ssh_conn_id=orch_conn, state_dir=state_dir, command=script,
+                                              deferrable=True, end_from_trigger=True, start_in_triggerer=True,
+                                              env={"GREETING": "{{ task.task_id }}"}, poll_interval=0.5))
+    dr = dag.test()
+    assert ti_states(dr) == {"t": "success"}
+    text = captured(capfd)
+    msgs = our_log_messages(text, caplog)
+    for line in ("sit-1", "[stderr] sit-2", "sit-last"):
+        assert sum(m == line for m in msgs) == 1, (line, msgs)
+    assert any(m.startswith("orchesjob started: ") for m in msgs), msgs
+    assert any(ENDS_HERE in m for m in msgs), msgs
+    # the worker never connected to start: the first paramiko connection is dag.test()'s resume
+    # after the end event (a real triggerer ends the task without it: tests/e2e)
+    records = [r.getMessage() for r in caplog.records]
+    first_ssh = next(i for i, m in enumerate(records) if m.startswith("Connected"))
+    assert any("[DAG TEST] Trigger completed" in m for m in records[:first_ssh]), records
+    assert _xcom(dr)["status"] == "SUCCEEDED"
+    assert remote(f"cat {side}").splitlines() == ["ran"]
