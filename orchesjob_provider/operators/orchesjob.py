@@ -10,7 +10,6 @@ from typing import Any
 from orchesjob_provider.client.records import JobLogs, JobRecord, normalize_offsets
 from orchesjob_provider.client.starts import fields_of
 from orchesjob_provider.exceptions import AgentUnavailable
-from orchesjob_provider.operators.messages import start_lines, unknown_outcome_message, waiting_message
 from orchesjob_provider.operators.outcome import OutcomeMixin
 from orchesjob_provider.operators.rendering import RenderingMixin
 from orchesjob_provider.operators.validation import (
@@ -31,6 +30,7 @@ from orchesjob_provider.triggers.events import EVENT_REFUSED, EVENT_TERMINAL, EV
 from orchesjob_provider.triggers.task_end import ENDED_PAYLOAD
 from orchesjob_provider.utils import metrics
 from orchesjob_provider.utils.address import AgentTaskMixin
+from orchesjob_provider.utils.messages import start_lines, unknown_outcome_message, waiting_message
 from orchesjob_provider.utils.task_state import TaskIdent, clear_epoch
 from orchesjob_provider.utils.waiting import MaskedLog, Watch, log_chunk_lines
 from orchesjob_provider.version_compat import AirflowException, BaseOperator, Context, conf

@@ -14,9 +14,9 @@ from typing import Any
 from orchesjob_provider.client.records import JobLogs, JobRecord
 from orchesjob_provider.exceptions import OrchesjobWrongState
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
-from orchesjob_provider.operators.messages import PHASE_TEXT, failure_message, unknown_outcome_message
 from orchesjob_provider.utils import metrics
 from orchesjob_provider.utils.address import AgentAddress
+from orchesjob_provider.utils.messages import PHASE_TEXT, failure_message, unknown_outcome_message
 from orchesjob_provider.utils.task_state import KEEP, TaskIdent, kill_action, read_task_state, timed_out_now
 from orchesjob_provider.version_compat import AirflowException, AirflowSkipException
 from remote_agent.common.vocab import FAILED, outcome_unknown  # the agent's own rule, pure

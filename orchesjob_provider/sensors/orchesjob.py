@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchesjob_provider.client.records import JobRecord
-from orchesjob_provider.operators.messages import failure_message
 from orchesjob_provider.triggers.events import EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
 from orchesjob_provider.utils.address import AgentTaskMixin
+from orchesjob_provider.utils.messages import failure_message
 from orchesjob_provider.version_compat import (
     AirflowException,
     AirflowSensorTimeout,

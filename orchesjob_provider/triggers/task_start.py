@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from orchesjob_provider.client.records import normalize_offsets
 from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobError
-from orchesjob_provider.operators.messages import start_lines, unknown_outcome_message
 from orchesjob_provider.utils import metrics
+from orchesjob_provider.utils.messages import start_lines, unknown_outcome_message
 from orchesjob_provider.utils.waiting import Watch
 from remote_agent.common.vocab import UNKNOWN
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from orchesjob_provider.client.records import JobLogs, JobRecord, normalize_offsets
-from orchesjob_provider.operators.messages import waiting_message
+from orchesjob_provider.utils.messages import waiting_message
 from remote_agent.common.vocab import STREAMS
 
 

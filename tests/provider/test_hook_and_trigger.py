@@ -74,7 +74,7 @@ def test_reply_parsing_and_error_mapping():
         {"job_id": "j", "status": "LOST", "lost_reason": "rebooted", "exit_code": None}
     )
     assert job.is_terminal and not job.succeeded
-    from orchesjob_provider.operators.messages import failure_message
+    from orchesjob_provider.utils.messages import failure_message
 
     assert failure_message(job) == "Remote job j was LOST (rebooted)"
     assert "CANCELLED" in failure_message(h.JobRecord.from_dict({"job_id": "j", "status": "CANCELLED"}))

@@ -17,8 +17,8 @@ pytest.importorskip("airflow", reason="Airflow is not installed in this interpre
 
 from orchesjob_provider import exceptions as x
 from orchesjob_provider.client import records, wire
-from orchesjob_provider.operators import messages
 from orchesjob_provider.triggers import events
+from orchesjob_provider.utils import messages
 from remote_agent.common import vocab
 
 W = dict(where="u@h:22", remote_python="python3")

@@ -12,8 +12,8 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="orchesjob-unit-ai
 pytest.importorskip("airflow", reason="Airflow is not installed in this interpreter")
 
 from orchesjob_provider.client import records
-from orchesjob_provider.operators import messages
 from orchesjob_provider.operators.validation import has_template, validate_locks, validate_slots
+from orchesjob_provider.utils import messages
 from orchesjob_provider.utils.waiting import Watch
 
 

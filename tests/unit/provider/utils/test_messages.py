@@ -1,7 +1,7 @@
 """Issue 9: the pure parts of check / run / recheck and of ``orchesjob list`` (no processes)."""
 
 from orchesjob_provider.client import records
-from orchesjob_provider.operators import messages
+from orchesjob_provider.utils import messages
 
 
 # --- provider: messages and the operator's argument ------------------------------------------
