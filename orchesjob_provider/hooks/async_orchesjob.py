@@ -8,8 +8,8 @@ event loop share one connection per conn id and batch their polls (hooks/ssh/sha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from orchesjob_provider.bundle import DEPLOY_TIMEOUT, deploy_command, rpc_command
 from orchesjob_provider.client.records import JobLogs, JobRecord
@@ -20,6 +20,8 @@ from orchesjob_provider.hooks.ssh.shared import BatchPoller, SharedConnection, l
 from orchesjob_provider.hooks.ssh.start_batcher import BatchStarter
 from orchesjob_provider.hooks.ssh.watch_channel import WatchChannel
 from orchesjob_provider.utils import metrics
+
+T = TypeVar("T")
 
 
 async def _run_with_stdin(conn: Any, command: str, stdin: bytes) -> Any:
@@ -74,36 +76,31 @@ class AsyncOrchesjobHook:
             self._shared = shared
         return self._shared
 
+    def _per_host(self, kind: str, make: Callable[[], T]) -> T:
+        """The loop's one ``kind`` object for this host, state dir and remote python."""
+        reg = loop_registry()
+        key = (kind, self.ssh_conn_id, self.state_dir, self.remote_python)
+        found = reg.get(key)
+        if found is None:
+            found = reg[key] = make()
+        return found  # type: ignore[no-any-return]
+
     @property
     def poller(self) -> BatchPoller:
-        reg = loop_registry()
-        key = ("poller", self.ssh_conn_id, self.state_dir, self.remote_python)
-        poller = reg.get(key)
-        if poller is None:
-            poller = reg[key] = BatchPoller(self)
-        return poller
+        """The loop's poll batcher for this host (hooks/ssh/shared.py)."""
+        return self._per_host("poller", lambda: BatchPoller(self))
 
     @property
     def starter(self) -> BatchStarter:
-        """The loop's start batcher for this host and state dir (hooks/ssh/start_batcher.py)."""
-        reg = loop_registry()
-        key = ("starter", self.ssh_conn_id, self.state_dir, self.remote_python)
-        starter = reg.get(key)
-        if starter is None:
-            starter = reg[key] = BatchStarter(self)
-        return starter
+        """The loop's start batcher for this host (hooks/ssh/start_batcher.py)."""
+        return self._per_host("starter", lambda: BatchStarter(self))
 
     @property
     def watch_channel(self) -> WatchChannel:
-        """The loop's watch channel for this host and state dir (hooks/ssh/watch_channel.py); it
-        holds a hook of its own, so its hold on the shared connection is its own too."""
-        reg = loop_registry()
-        key = ("watch", self.ssh_conn_id, self.state_dir, self.remote_python)
-        channel = reg.get(key)
-        if channel is None:
-            own = AsyncOrchesjobHook(self.ssh_conn_id, self.remote_python, self.state_dir, self.conn_timeout)
-            channel = reg[key] = WatchChannel(own)
-        return channel
+        """The loop's watch channel for this host (hooks/ssh/watch_channel.py); it holds a hook of
+        its own, so its hold on the shared connection is its own too."""
+        return self._per_host("watch", lambda: WatchChannel(
+            AsyncOrchesjobHook(self.ssh_conn_id, self.remote_python, self.state_dir, self.conn_timeout)))
 
     @property
     def where(self) -> str:
