@@ -143,8 +143,15 @@ def test_job_survives_a_killed_launcher(agent):
         except ProcessLookupError:
             pass  # the launcher had answered and exited already
     launcher.wait(timeout=5)
-    job = agent.status(run_key=key)
-    assert job["status"] == "RUNNING" and exe(job["worker_pid"]) == "bash", job
+
+    def running():
+        # the target can run its first command before the supervisor's RUNNING commit lands
+        # (seen once on 3.7: STARTING right after the kill); a killed supervisor never commits it
+        row = agent.status(run_key=key)
+        return row if row["status"] == "RUNNING" else None
+
+    job = wait_until(running, timeout=30, message="the job's supervisor recorded RUNNING")
+    assert exe(job["worker_pid"]) == "bash", job
     go.touch()
     final = agent.wait_status(job["job_id"])
     assert final["status"] == "SUCCEEDED" and final["exit_code"] == 0, final
