@@ -223,7 +223,7 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
         if self.check_command is not None:
             check = {"argv": validate_check(self.check_command, self.shell), "timeout": self.check_timeout}
         spec = start_spec(argv, run_key, self, env=env, check=check, epoch=clear_epoch(context))
-        if self.start_in_triggerer and self.deferrable and self.wait:
+        if self.start_in_triggerer:  # (__init__ checked: deferrable, wait)
             return self._defer(None, {}, deadline, start=fields_of(spec))
         action, job = self.hook.start(**spec)
         self._job_id = job.job_id

@@ -72,15 +72,6 @@ def xcoms_of(job: JobRecord, push: bool) -> dict[str, Any] | None:
     return {"return_value": job.to_dict()} if push else None
 
 
-def metric_tags(ti: Any, conn_id: str) -> dict[str, str]:
-    """The task's metric dimensions (as ``metrics.task_tags``), from the trigger's task instance."""
-    return {
-        "dag_id": str(getattr(ti, "dag_id", "")),
-        "task_id": str(getattr(ti, "task_id", "")),
-        "conn_id": conn_id,
-    }
-
-
 async def write_rest(hook: AsyncOrchesjobHook, job_id: str, feed: LineFeed, res: JobLogs,
                      read_at: dict[str, int]) -> bool:
     """Write the end's lines and every byte after them (``read_at``: where ``res``'s bytes start);
@@ -117,7 +108,7 @@ async def finish_here(trigger: Any, hook: AsyncOrchesjobHook, feed: LineFeed, re
         return None
     trigger.log.info("Remote job %s SUCCEEDED with exit code %s and is acknowledged: the task ends in "
                      "the triggerer (end_from_trigger)", job.job_id, job.exit_code)
-    metrics.job_finished(job, metric_tags(getattr(trigger, "task_instance", None), trigger.ssh_conn_id))
+    metrics.job_finished(job, metrics.trigger_tags(trigger))
     return job
 
 

@@ -65,9 +65,7 @@ async def start_job(trigger: Any, hook: AsyncOrchesjobHook) -> None:
     trigger.offsets = normalize_offsets(job.raw.get("log_shown"))
     for level, line in start_lines(action, job, hook.where, run_key):
         getattr(trigger.log, level)("%s", line)
-    ti = getattr(trigger, "task_instance", None)
-    metrics.start_action(action, {"dag_id": str(getattr(ti, "dag_id", "")),
-                                  "task_id": str(getattr(ti, "task_id", "")), "conn_id": trigger.ssh_conn_id})
+    metrics.start_action(action, metrics.trigger_tags(trigger))
     if action == UNKNOWN:  # not acknowledged: every try answers the same until it is released
         raise StartFailed("refused", unknown_outcome_message(job, hook.where))
 

@@ -48,6 +48,13 @@ def task_tags(task: Any) -> dict[str, str]:
     return {"dag_id": str(task.dag_id), "task_id": str(task.task_id), "conn_id": str(task.ssh_conn_id)}
 
 
+def trigger_tags(trigger: Any) -> dict[str, str]:
+    """The same dimensions from a trigger (its task instance, where the triggerer set one)."""
+    ti = getattr(trigger, "task_instance", None)
+    return {"dag_id": str(getattr(ti, "dag_id", "")), "task_id": str(getattr(ti, "task_id", "")),
+            "conn_id": str(trigger.ssh_conn_id)}
+
+
 def start_action(action: str, tags: dict[str, str]) -> None:
     """One try began with ``action`` (started / reattached / adopted / kept / unknown)."""
     _emit("incr", START.format(action=action), tags=tags)
