@@ -103,6 +103,19 @@ with DAG(
 '''
 
 ACTION_RE = re.compile(r"orchesjob (\w+): ")
+EXC_VALUE_RE = re.compile(r'"exc_value":\s*"((?:[^"\\]|\\.)*)"')
+
+
+def task_errors(raw: str) -> List[str]:
+    """The exceptions a try's log records, the task's own failure first looked for.
+
+    The task runner logs the task's exception as "Task failed with exception"; under load its
+    supervisor may log more after it (ci34: the state report was retried after it had landed and
+    got a 404 "Task Instance not found"), and those are Airflow's, not the try's outcome.
+    """
+    own = [v for line in raw.splitlines() if "Task failed with exception" in line
+           for v in EXC_VALUE_RE.findall(line)]
+    return own or EXC_VALUE_RE.findall(raw)
 
 
 class Remote:
@@ -250,7 +263,7 @@ class Case:
         for n in range(1, (ti.get("try_number") or 1) + 1):
             raw = self.stack.read_task_log(self.dag_id, self.run_id, TASK_ID, n)
             m = ACTION_RE.search(stack_mod.format_task_log(raw))
-            errors = re.findall(r'"exc_value":\s*"((?:[^"\\]|\\.)*)"', raw)
+            errors = task_errors(raw)
             lines.append(f"  try {n}: orchesjob {m.group(1) if m else '-'}"
                          + (f"; error: {errors[-1][:300]}" if errors else ""))
         try:
