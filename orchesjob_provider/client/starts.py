@@ -10,11 +10,14 @@ which only coordinates threads: the hooks exec.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar, Union
 
 from orchesjob_provider.client.records import JobRecord
+from orchesjob_provider.client.retry import CallRetry
+from orchesjob_provider.client.wire import CALL_SLACK
 from orchesjob_provider.exceptions import OrchesjobBusy, OrchesjobError, error_class
 
 #: starts per ``starts`` request (the agent takes up to 1,000; a smaller batch answers sooner)
@@ -81,6 +84,11 @@ def seconds_needed(fields: Mapping[str, Any]) -> float:
     return float(fields.get("start_timeout", 10)) + float(fields.get("grace_seconds") or 0)
 
 
+def call_seconds(starts: Sequence[Mapping[str, Any]]) -> float:
+    """The call timeout of one ``start``/``starts`` exec: every start's time, plus the slack."""
+    return sum(seconds_needed(f) for f in starts) + CALL_SLACK
+
+
 def outcome(reply: Mapping[str, Any]) -> tuple[str, JobRecord]:
     """(action, job) of one start's reply; a superseded job is named in ``job.raw``."""
     job = reply["job"]
@@ -117,6 +125,48 @@ def answers(reply: Mapping[str, Any], count: int, *, where: str) -> list[StartAn
 def busy(answer: object) -> bool:
     """A start the agent rolled back because its database was busy: safe to send again."""
     return isinstance(answer, OrchesjobBusy)
+
+
+class BusyResend:
+    """Which starts of a batch to send in each ``starts`` exec, shared by the sync and async hook.
+
+    The agent rolls back a start it found its database busy for, so sending that start again is
+    safe; every other answer is final. Each exec sends only the starts still busy, after a
+    jittered backoff (as CallRetry's), at most ``CallRetry.max_execs`` execs; after the last, a
+    busy start's answer is its busy error. The hooks' loop is::
+
+        while (part := plan.part()) is not None:
+            sleep(plan.take(exec_starts(part)))
+    """
+
+    def __init__(self, batch: Sequence[dict[str, Any]], *, where: str) -> None:
+        self.batch = list(batch)
+        self.where = where
+        self.execs = 0
+        self._answered: list[StartAnswer | None] = [None] * len(self.batch)
+        self._todo = list(range(len(self.batch)))
+        self._delay = CallRetry.first_busy_delay
+
+    def part(self) -> list[dict[str, Any]] | None:
+        """The starts the next exec sends; None when there is nothing more to send."""
+        return [self.batch[i] for i in self._todo] if self._todo else None
+
+    def take(self, reply: Mapping[str, Any]) -> float:
+        """Record the reply to the last :meth:`part`; the seconds to wait before the next one."""
+        self.execs += 1
+        for i, answer in zip(self._todo, answers(reply, len(self._todo), where=self.where)):
+            self._answered[i] = answer
+        self._todo = [i for i in self._todo if busy(self._answered[i])]
+        if not self._todo or self.execs >= CallRetry.max_execs:
+            self._todo = []
+            return 0.0
+        pause = self._delay + random.uniform(0, self._delay)
+        self._delay *= 2
+        return pause
+
+    def answers(self) -> list[StartAnswer]:
+        """One answer per start of the batch, in order."""
+        return [a for a in self._answered if a is not None]
 
 
 T = TypeVar("T")

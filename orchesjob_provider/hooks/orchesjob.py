@@ -14,7 +14,6 @@ when it is missing, damaged or not safely ours it exits 86 and the hook deploys 
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,13 +29,12 @@ from orchesjob_provider.client.records import (
 from orchesjob_provider.client.retry import DEPLOY, CallRetry
 from orchesjob_provider.client.starts import (
     MAX_BATCH,
+    BusyResend,
     GroupCommit,
     StartAnswer,
-    answers,
-    busy,
+    call_seconds,
     fields_of,
     outcome,
-    seconds_needed,
     start_fields,
 )
 from orchesjob_provider.client.wire import CALL_SLACK, abort_timeout, build_request, check_deploy, poll_args
@@ -226,23 +224,11 @@ class OrchesjobHook(ParamikoTransport, BaseHook):
         agent rolled back as busy are sent again (with the call's backoff), the rest answered."""
         if len(batch) == 1 and raise_single:
             one = batch[0]
-            return [outcome(self.call("start", call_timeout=seconds_needed(one) + CALL_SLACK, **one))]
-        answered: list[StartAnswer | None] = [None] * len(batch)
-        todo = list(range(len(batch)))
-        delay = CallRetry.first_busy_delay
-        for attempt in range(1, CallRetry.max_execs + 1):
-            part = [batch[i] for i in todo]
-            reply = self.call(
-                "starts", starts=part, call_timeout=sum(seconds_needed(f) for f in part) + CALL_SLACK
-            )
-            for i, answer in zip(todo, answers(reply, len(part), where=self.where)):
-                answered[i] = answer
-            todo = [i for i in todo if busy(answered[i])]
-            if not todo or attempt == CallRetry.max_execs:
-                break
-            time.sleep(delay + random.uniform(0, delay))
-            delay *= 2
-        return [a for a in answered if a is not None]
+            return [outcome(self.call("start", call_timeout=call_seconds([one]), **one))]
+        plan = BusyResend(batch, where=self.where)
+        while (part := plan.part()) is not None:
+            time.sleep(plan.take(self.call("starts", starts=part, call_timeout=call_seconds(part))))
+        return plan.answers()
 
     def poll(
         self,

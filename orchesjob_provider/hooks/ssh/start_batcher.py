@@ -14,12 +14,9 @@ whole call's failure, goes to that start's trigger only.
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import TYPE_CHECKING, Any
 
-from orchesjob_provider.client.retry import CallRetry
-from orchesjob_provider.client.starts import MAX_BATCH, StartAnswer, answers, busy, outcome, seconds_needed
-from orchesjob_provider.client.wire import CALL_SLACK
+from orchesjob_provider.client.starts import MAX_BATCH, BusyResend, StartAnswer, call_seconds, outcome
 
 if TYPE_CHECKING:
     from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
@@ -52,8 +49,9 @@ class BatchStarter:
             batch = [b for b in batch if not b[1].done()]  # a cancelled trigger's start is dropped
             if not batch:
                 continue
+            results: list[StartAnswer | BaseException]
             try:
-                results = await self._send([f for f, _ in batch])
+                results = list(await self._send([f for f, _ in batch]))
             except Exception as e:  # the whole call failed: every start of the batch sees it
                 results = [e] * len(batch)
             for (_, fut), result in zip(batch, results):
@@ -64,26 +62,15 @@ class BatchStarter:
                 else:
                     fut.set_result(result)
 
-    async def _send(self, batch: list[dict[str, Any]]) -> list[StartAnswer | BaseException]:
+    async def _send(self, batch: list[dict[str, Any]]) -> list[StartAnswer]:
         if len(batch) == 1:
             self.execs += 1
             one = batch[0]
-            reply = await self.hook.call("start", call_timeout=seconds_needed(one) + CALL_SLACK, **one)
+            reply = await self.hook.call("start", call_timeout=call_seconds([one]), **one)
             return [outcome(reply)]
-        answered: list[StartAnswer | None] = [None] * len(batch)
-        todo = list(range(len(batch)))
-        delay = CallRetry.first_busy_delay
-        for attempt in range(1, CallRetry.max_execs + 1):
-            part = [batch[i] for i in todo]
+        plan = BusyResend(batch, where=self.hook.where)
+        while (part := plan.part()) is not None:
             self.execs += 1
-            reply = await self.hook.call(
-                "starts", starts=part, call_timeout=sum(seconds_needed(f) for f in part) + CALL_SLACK
-            )
-            for i, answer in zip(todo, answers(reply, len(part), where=self.hook.where)):
-                answered[i] = answer
-            todo = [i for i in todo if busy(answered[i])]
-            if not todo or attempt == CallRetry.max_execs:
-                break
-            await asyncio.sleep(delay + random.uniform(0, delay))
-            delay *= 2
-        return [a for a in answered if a is not None]
+            reply = await self.hook.call("starts", starts=part, call_timeout=call_seconds(part))
+            await asyncio.sleep(plan.take(reply))
+        return plan.answers()

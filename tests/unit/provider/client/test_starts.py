@@ -6,10 +6,13 @@ import threading
 
 import pytest
 
+from orchesjob_provider.client.retry import CallRetry
 from orchesjob_provider.client.starts import (
+    BusyResend,
     GroupCommit,
     answers,
     busy,
+    call_seconds,
     fields_of,
     seconds_needed,
     start_fields,
@@ -55,6 +58,36 @@ def test_answers_keep_order_and_type_each_error():
     assert type(got[4]) is OrchesjobError
     short = answers({"starts": []}, 2, where="h")
     assert len(short) == 2 and all(isinstance(a, OrchesjobError) for a in short)
+
+
+OK = {"ok": True, "action": "started", "job": JOB}
+BUSY = {"ok": False, "error": {"code": 5, "kind": "busy", "message": "database is locked"}}
+BAD = {"ok": False, "error": {"code": 2, "kind": "bad_request", "message": "no"}}
+
+
+def test_busy_resend_sends_only_the_busy_starts_again_with_a_growing_pause():
+    batch = [{"run_key": f"k{i}", "argv": ["a"]} for i in range(4)]
+    plan = BusyResend(batch, where="h")
+    assert plan.part() == batch and call_seconds(batch) == 40 + call_seconds([])
+    first = plan.take({"starts": [OK, BUSY, BAD, BUSY]})
+    assert plan.part() == [batch[1], batch[3]]
+    second = plan.take({"starts": [BUSY, OK]})
+    assert plan.part() == [batch[1]]
+    assert 0.2 <= first <= 0.4 and 0.4 <= second <= 0.8  # jittered, doubling
+    assert plan.take({"starts": [OK]}) == 0 and plan.part() is None and plan.execs == 3
+    got = plan.answers()
+    assert [a[0] if isinstance(a, tuple) else type(a) for a in got] == [
+        "started", "started", OrchesjobBadRequest, "started"]
+
+
+def test_busy_resend_gives_up_after_max_execs_with_the_busy_error():
+    plan = BusyResend([{"run_key": "k", "argv": ["a"]}] * 2, where="h")
+    pauses = []
+    while plan.part() is not None:
+        pauses.append(plan.take({"starts": [OK, BUSY]} if not pauses else {"starts": [BUSY]}))
+    assert plan.execs == CallRetry.max_execs and pauses[-1] == 0
+    ok, last = plan.answers()
+    assert ok[0] == "started" and busy(last)
 
 
 def test_a_lone_submitter_flushes_at_once_alone():
