@@ -41,9 +41,18 @@ def _rendered_fields(dag_id: str) -> dict:
         return dict(rows[0].rendered_fields)
 
 
-@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
+#: how the try waits: the worker; the triggerer; the triggerer starting and ending it too (the job's
+#: env then travels in the trigger's kwargs, and the trigger writes the last lines)
+WAYS = {
+    "worker": {"deferrable": False},
+    "deferrable": {"deferrable": True},
+    "triggerer": {"deferrable": True, "start_in_triggerer": True, "end_from_trigger": True},
+}
+
+
+@pytest.mark.parametrize("way", list(WAYS))
 def test_secret_env_values_are_masked_in_log_and_rendered_fields(
-    deferrable, orch_conn, state_dir, capfd, caplog
+    way, orch_conn, state_dir, capfd, caplog
 ):
     by_name = f"s3cr3t-value-1-{uuid.uuid4().hex[:8]}"  # API_TOKEN: hidden by Airflow's name rule
     listed = f"s3cr3t-value-2-{uuid.uuid4().hex[:8]}"  # LICENSE_ID: hidden because listed
@@ -69,8 +78,8 @@ def test_secret_env_values_are_masked_in_log_and_rendered_fields(
             },
             secret_env=["LICENSE_ID", "TPL_KEY"],
             params={"tpl": templated},
-            deferrable=deferrable,
             poll_interval=0.5,
+            **WAYS[way],
         )
         + ")",
     )
