@@ -31,6 +31,7 @@ from orchesjob_provider.triggers.task_end import ENDED_PAYLOAD
 from orchesjob_provider.utils import metrics
 from orchesjob_provider.utils.address import AgentTaskMixin
 from orchesjob_provider.utils.messages import start_lines, unknown_outcome_message, waiting_message
+from orchesjob_provider.utils.sealed import can_seal
 from orchesjob_provider.utils.task_state import TaskIdent, clear_epoch
 from orchesjob_provider.utils.waiting import MaskedLog, Watch, log_chunk_lines
 from orchesjob_provider.version_compat import AirflowException, BaseOperator, Context, conf
@@ -260,24 +261,29 @@ class OrchesjobOperator(OutcomeMixin, RenderingMixin, AgentTaskMixin, BaseOperat
         else:
             self.log.info("Deferring: the triggerer watches job %s from log offsets %s", job_id, offsets)
         agent = self.agent
+        trigger = OrchesjobTrigger(
+            ssh_conn_id=agent.ssh_conn_id,
+            remote_python=agent.remote_python,
+            state_dir=agent.state_dir,
+            job_id=job_id,
+            run_key=start["run_key"] if start is not None else None,
+            start=start,
+            offsets=offsets,
+            poll_interval=self.poll_interval,
+            timeout_at=deadline,
+            abort_on_kill=self.abort_on_kill,
+            abort_grace_seconds=self.abort_grace_seconds,
+            max_reconnect_attempts=max(self.max_reconnect_attempts, 20),
+            secret_values=self._secret_values(),
+            end_from_trigger=self.end_from_trigger,
+            push_xcom=bool(self.do_xcom_push),
+        )
+        if trigger.holds_secrets and not can_seal():
+            self.log.warning("No Fernet key ([core] fernet_key) is configured: the job's secret values "
+                             "(with start_in_triggerer, its env) go into the trigger's kwargs unencrypted, "
+                             "which Airflow before 3.3 shows in its REST API")
         self.defer(
-            trigger=OrchesjobTrigger(
-                ssh_conn_id=agent.ssh_conn_id,
-                remote_python=agent.remote_python,
-                state_dir=agent.state_dir,
-                job_id=job_id,
-                run_key=start["run_key"] if start is not None else None,
-                start=start,
-                offsets=offsets,
-                poll_interval=self.poll_interval,
-                timeout_at=deadline,
-                abort_on_kill=self.abort_on_kill,
-                abort_grace_seconds=self.abort_grace_seconds,
-                max_reconnect_attempts=max(self.max_reconnect_attempts, 20),
-                secret_values=self._secret_values(),
-                end_from_trigger=self.end_from_trigger,
-                push_xcom=bool(self.do_xcom_push),
-            ),
+            trigger=trigger,
             method_name="execute_complete",
             # the job this try waits for: an event of any other job must not decide this try
             kwargs={"job_id": job_id, "deadline": deadline},

@@ -10,22 +10,20 @@ from typing import Any
 from orchesjob_provider.client.records import normalize_offsets
 from orchesjob_provider.client.watch_wire import starts_at
 from orchesjob_provider.client.wire import abort_timeout
-from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobError, OrchesjobWrongState
+from orchesjob_provider.exceptions import AgentUnavailable, OrchesjobError
 from orchesjob_provider.hooks.async_orchesjob import AsyncOrchesjobHook
 from orchesjob_provider.hooks.ssh.watch_channel import WatchUnsupported
-from orchesjob_provider.triggers.cancels import finish_despite_cancels, on_kill_budget
+from orchesjob_provider.triggers.cancels import finish_despite_cancels
 from orchesjob_provider.triggers.events import EVENT_ERROR, EVENT_TERMINAL, EVENT_TIMEOUT, WatchEvent
 from orchesjob_provider.triggers.log_files import resume_from_files, settled_offsets
 from orchesjob_provider.triggers.log_lines import START_FORMAT, LineFeed
+from orchesjob_provider.triggers.on_kill import AbortOnKill
 from orchesjob_provider.triggers.task_end import finish_here, xcoms_of
-from orchesjob_provider.triggers.task_start import StartFailed, job_of_start, start_job
+from orchesjob_provider.triggers.task_start import StartFailed, start_job
 from orchesjob_provider.utils.address import AgentAddress
+from orchesjob_provider.utils.sealed import seal, unseal
 from orchesjob_provider.utils.task_state import (
-    KEEP,
     READ_TIMEOUT,
-    TaskIdent,
-    kill_action,
-    read_task_state_async,
 )
 from orchesjob_provider.utils.waiting import MaskedLog, Watch
 from orchesjob_provider.version_compat import (
@@ -38,7 +36,7 @@ from orchesjob_provider.version_compat import (
 )
 
 
-class OrchesjobTrigger(BaseTrigger):
+class OrchesjobTrigger(AbortOnKill, BaseTrigger):
     """
     Wait until a remote job is terminal; yield one event with its final record and log offsets.
 
@@ -75,7 +73,7 @@ class OrchesjobTrigger(BaseTrigger):
     :param max_reconnect_attempts: consecutive connection failures before an ``error`` event.
     :param secret_values: the job's secret env values (operator ``secret_env`` and sensitive
         names): registered with the triggerer's secrets masker and replaced by ``***`` in the
-        job's log lines written here. Airflow stores trigger kwargs encrypted.
+        job's log lines written here. Serialized sealed (``sealed``), never as they are.
     :param use_watch: wait on the host's watch channel (one long-lived agent per host pushes the
         end and new log lines; ``poll_interval`` does not matter then); False, or a host where
         the channel cannot run, uses the batched poll every ``poll_interval`` seconds.
@@ -85,8 +83,11 @@ class OrchesjobTrigger(BaseTrigger):
     :param push_xcom: with ``end_from_trigger``, push the job record as the return value XCom.
     :param start: the start request to send first (``start_in_triggerer``; client/starts.py
         ``start_fields``, the run key's resume-mode start: sent again by a trigger run again);
-        then the job it answers is watched (triggers/task_start.py). Holds the job's ``env``:
-        Airflow stores trigger kwargs encrypted, and ``repr`` shows none of its values.
+        then the job it answers is watched (triggers/task_start.py). Holds the job's ``env``,
+        which is serialized sealed, and ``repr`` shows none of its values.
+    :param sealed: how the kwargs carry ``secret_values`` and the start's ``env``: one Fernet
+        token of Airflow's key (utils/sealed.py: Airflow 2.10 and 3.0-3.2 show trigger kwargs in
+        clear in their REST API). Set by :meth:`serialize`, never by hand.
     """
 
     def __init__(
@@ -108,8 +109,15 @@ class OrchesjobTrigger(BaseTrigger):
         end_from_trigger: bool = False,
         push_xcom: bool = True,
         start: dict[str, Any] | None = None,
+        sealed: str | None = None,
     ) -> None:
         super().__init__()
+        self._sealed = sealed  # serialize() gives the same token again
+        if sealed:  # rebuilt from its kwargs (the triggerer): the secrets are in the seal
+            payload = unseal(sealed)
+            secret_values = payload.get("secret_values") or []
+            if start is not None:
+                start = {**start, "env": payload.get("env") or {}}
         self.secret_values = [v for v in secret_values or () if isinstance(v, str) and v]
         for value in self.secret_values:  # before anything in this process logs this trigger
             mask_secret(value)
@@ -136,34 +144,45 @@ class OrchesjobTrigger(BaseTrigger):
         self._token = ""  # run(): names this trigger's start line in the try's log files
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            "orchesjob_provider.triggers.orchesjob.OrchesjobTrigger",
-            {
-                "ssh_conn_id": self.ssh_conn_id,
-                "job_id": self.job_id,
-                "offsets": dict(self.offsets),
-                "poll_interval": self.poll_interval,
-                "timeout_at": self.timeout_at,
-                "remote_python": self.remote_python,
-                "state_dir": self.state_dir,
-                "abort_on_kill": self.abort_on_kill,
-                "stream_logs": self.stream_logs,
-                "run_key": self.run_key,
-                "max_reconnect_attempts": self.max_reconnect_attempts,
-                "abort_grace_seconds": self.abort_grace_seconds,
-                "secret_values": list(self.secret_values),
-                "use_watch": self.use_watch,
-                "end_from_trigger": self.end_from_trigger,
-                "push_xcom": self.push_xcom,
-                "start": self.start,
-            },
-        )
+        kwargs = self._kwargs()
+        if self.holds_secrets:
+            if self._sealed is None:
+                secret: dict[str, Any] = {"secret_values": list(self.secret_values)}
+                if self.start is not None:
+                    secret["env"] = dict(self.start.get("env") or {})
+                self._sealed = seal(secret)
+            kwargs["sealed"] = self._sealed
+        return "orchesjob_provider.triggers.orchesjob.OrchesjobTrigger", kwargs
+
+    @property
+    def holds_secrets(self) -> bool:
+        """Whether the kwargs carry a seal: secret values, or a start with an ``env``."""
+        return bool(self.secret_values or (self.start is not None and self.start.get("env")))
+
+    def _kwargs(self) -> dict[str, Any]:
+        """The kwargs without the secrets: no secret value, and the start's ``env`` empty."""
+        return {
+            "ssh_conn_id": self.ssh_conn_id,
+            "job_id": self.job_id,
+            "offsets": dict(self.offsets),
+            "poll_interval": self.poll_interval,
+            "timeout_at": self.timeout_at,
+            "remote_python": self.remote_python,
+            "state_dir": self.state_dir,
+            "abort_on_kill": self.abort_on_kill,
+            "stream_logs": self.stream_logs,
+            "run_key": self.run_key,
+            "max_reconnect_attempts": self.max_reconnect_attempts,
+            "abort_grace_seconds": self.abort_grace_seconds,
+            "use_watch": self.use_watch,
+            "end_from_trigger": self.end_from_trigger,
+            "push_xcom": self.push_xcom,
+            "start": {**self.start, "env": {}} if self.start is not None else None,
+        }
 
     def __repr__(self) -> str:
-        classpath, kwargs = self.serialize()
-        kwargs["secret_values"] = ["***"] * len(self.secret_values)
-        if self.start is not None:  # the job's env values never in a log line
-            kwargs["start"] = {**self.start, "env": dict.fromkeys(self.start.get("env") or {}, "***")}
+        classpath = "orchesjob_provider.triggers.orchesjob.OrchesjobTrigger"
+        kwargs = {**self._kwargs(), **({"sealed": "***"} if self.holds_secrets else {})}
         return self.repr(classpath, kwargs) if hasattr(self, "repr") else f"<{classpath} {kwargs}>"
 
     def _write(self, stream: str, text: str) -> None:
@@ -339,58 +358,3 @@ class OrchesjobTrigger(BaseTrigger):
 
     def _sleep_for(self, watch: Watch) -> float:
         return max(0.05, watch.capped(self.poll_interval))
-
-    # -- kill while deferred --------------------------------------------------------------------
-    async def on_kill(self) -> None:
-        """Airflow 3.3+: a user action (mark failed/success, clear) unassigned the deferred task;
-        never called on a triggerer shutdown. The triggerer cancels again while this runs
-        (triggers/cancels.py): the abort outlasts that."""
-        cause = "task killed by a user action while deferred"
-        budget = on_kill_budget(abort_timeout(self.abort_grace_seconds))
-        await finish_despite_cancels(self._abort(cause), budget, self.log)
-
-    async def _abort(self, cause: str) -> None:
-        """Abort and acknowledge the job: a later try of the run key starts a new attempt.
-
-        A late call (the task was cleared, and its new try already superseded this job) only meets
-        the old, finished job: the agent answers "not running", nothing else happens.
-        """
-        if not self.abort_on_kill:
-            return
-        hook = self._hook()
-        async with hook:
-            if not self.job_id and self.start is not None:  # killed while the start was in flight
-                self.job_id = await job_of_start(self, hook, abort_timeout(self.abort_grace_seconds))
-            if not self.job_id:
-                return
-            try:
-                await asyncio.wait_for(
-                    hook.abort(self.job_id, reason=cause, grace_seconds=self.abort_grace_seconds, ack=True),
-                    timeout=abort_timeout(self.abort_grace_seconds),
-                )
-                self.log.info("%s: aborted and acknowledged remote job %s", cause, self.job_id)
-            except OrchesjobWrongState:
-                self.log.info("%s: remote job %s had already finished; nothing to abort", cause, self.job_id)
-            except Exception as e:
-                self.log.warning("%s: could not abort remote job %s: %s", cause, self.job_id, e)
-
-    async def _abort_if_task_killed(self) -> None:
-        """Before Airflow 3.3: cancellation also happens on triggerer shutdown/redistribution.
-
-        Like the official providers' ``safe_to_cancel()``: abort only if the task instance's state
-        says a user killed it (``task_state.kill_action``); while it is still deferred (or the state
-        cannot be read) the trigger just moves elsewhere. A clear racing with this check (the new
-        try deferred again already) is covered by the clear epoch: the new try superseded the job.
-        """
-        if not self.abort_on_kill or not (self.job_id or self.start):
-            return
-        state = await self._task_state()
-        if kill_action(state) == KEEP:
-            self.log.info(
-                "Trigger cancelled while the task is %s: remote job %s keeps running", state, self.job_id
-            )
-            return
-        await self._abort(f"task killed by a user action while deferred (task state {state})")
-
-    async def _task_state(self) -> str | None:
-        return await read_task_state_async(TaskIdent.of(self.task_instance), log=self.log)

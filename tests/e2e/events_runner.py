@@ -99,6 +99,8 @@ with DAG(
         strict={strict!r},
         end_from_trigger={end_from_trigger!r},
         start_in_triggerer={start_in_triggerer!r},
+        env={{"E2E_SECRET": {secret!r}}},
+        secret_env=["E2E_SECRET"],
     )
 '''
 
@@ -186,6 +188,9 @@ class Case:
         tok = f"{token}-{name}"
         self.side_effect = f"{sshd.home}/ev-sidefx-{tok}"
         self.release = f"{sshd.home}/ev-release-{tok}"
+        # the job's one env value, a secret: printed by the job, never seen in a log (sealed in
+        # the trigger's kwargs, masked in its lines)
+        self.secret = f"e2e-secret-{tok}"
         self.state_dir = f"{sshd.home}/ev-state-{tok}"
         self.deferrable, self.strict = deferrable, strict
         self.conn_id, self.poll_interval = conn_id, poll_interval
@@ -214,7 +219,7 @@ class Case:
         if self.mapped:
             return mapped_dag_source(self)
         command = (
-            f"echo start >> {self.side_effect}; echo working; i=0; "
+            f'echo start >> {self.side_effect}; echo "working key=$E2E_SECRET"; i=0; '
             f"while [ ! -e {self.release} ] && [ $i -lt {JOB_MAX_SECONDS * 2} ]; "
             f"do sleep 0.5; i=$((i+1)); done; echo done"
         )
@@ -222,7 +227,7 @@ class Case:
                                    command=command, state_dir=self.state_dir, deferrable=self.deferrable,
                                    strict=self.strict, poll_interval=self.poll_interval,
                                    retry_delay=self.retry_delay, end_from_trigger=self.end_from_trigger,
-                                   start_in_triggerer=self.start_in_triggerer)
+                                   start_in_triggerer=self.start_in_triggerer, secret=self.secret)
 
     # ---- looking
     def note(self, msg: str) -> None:
@@ -1095,6 +1100,8 @@ def scenario_end_from_trigger(c: Case) -> None:
     assert WORKER_END not in task_log, f"[{c.name}] the task resumed on a worker:\n{task_log}"
     assert any(ln.rstrip().endswith(" done") for ln in trigger_log.splitlines()), (
         f"[{c.name}] the job's last line is not in the trigger log:\n{trigger_log}")
+    assert "working key=***" in trigger_log and c.secret not in trigger_log + task_log, (
+        f"[{c.name}] the job's secret env value did not reach it or was not masked:\n{trigger_log}")
     if c.start_in_triggerer:
         assert not ACTION_RE.search(task_log), f"[{c.name}] the worker started the job:\n{task_log}"
         assert "orchesjob started: " in trigger_log, f"[{c.name}] no start in the trigger log:\n{trigger_log}"

@@ -4,6 +4,7 @@ itself, never shows them in its repr, and writes the job's lines with ``***`` in
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -19,13 +20,20 @@ def _redact(value: str) -> str:
     return str(redact(value))
 
 
+KEY = "0SsH6Rs4Dk3dZKcsn3tZ0hLxHvD2Rz3I2o0mPmNnJqE="  # a Fernet key (32 url-safe base64 bytes)
+OTHER_KEY = "Kq8Jf0m3m0qF0r7xw0Wl7J2u5c2a9kXj2m2d2k1b0aA="
+
+
 def test_trigger_from_kwargs_masks_its_secret_values(monkeypatch):
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", KEY)
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     worker_side = OrchesjobTrigger(ssh_conn_id="c", job_id="j", secret_values=[secret])
     _, kwargs = worker_side.serialize()
-    assert kwargs["secret_values"] == [secret]  # stored encrypted by Airflow with the trigger
+    # Airflow 2.10 and 3.0-3.2 show trigger kwargs in their REST API: the values go sealed
+    assert secret not in json.dumps(kwargs) and kwargs["sealed"].startswith("fernet:")
+    assert "secret_values" not in kwargs and worker_side.serialize()[1] == kwargs
     assert secret not in repr(worker_side)
 
     trigger = OrchesjobTrigger(**kwargs)  # what the triggerer does
@@ -41,3 +49,49 @@ def test_trigger_from_kwargs_masks_its_secret_values(monkeypatch):
     trigger._write("stdout", f"token={secret}")
     trigger._write("stderr", "plain")
     assert messages == ["token=***", "[stderr] plain"]
+
+
+def test_a_start_in_the_trigger_carries_its_env_sealed(monkeypatch):
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", f"{KEY},{OTHER_KEY}")  # rotation: first encrypts
+    start = {"argv": ["true"], "run_key": "k", "env": {"PLAIN": "visible-value", "TOKEN": "tok-value-1"}}
+    _, kwargs = OrchesjobTrigger(ssh_conn_id="c", start=start, secret_values=["tok-value-1"]).serialize()
+    assert "visible-value" not in json.dumps(kwargs) and "tok-value-1" not in json.dumps(kwargs)
+    assert kwargs["start"]["env"] == {} and kwargs["start"]["run_key"] == "k"
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", f"{OTHER_KEY},{KEY}")  # rotated: still opens
+    rebuilt = OrchesjobTrigger(**kwargs)
+    assert rebuilt.start["env"] == start["env"] and rebuilt.secret_values == ["tok-value-1"]
+    assert rebuilt.serialize()[1] == kwargs  # the same token again
+    assert "visible-value" not in repr(rebuilt)
+    # nothing secret: no seal
+    _, plain = OrchesjobTrigger(ssh_conn_id="c", start={**start, "env": {}}).serialize()
+    assert "sealed" not in plain
+
+
+def test_a_trigger_sealed_with_another_key_fails_in_one_line(monkeypatch):
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+    from orchesjob_provider.utils.sealed import SealError
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", KEY)
+    _, kwargs = OrchesjobTrigger(ssh_conn_id="c", job_id="j", secret_values=["s3cr3t-x"]).serialize()
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", OTHER_KEY)
+    with pytest.raises(SealError, match=r"another is configured here.*same \[core\] fernet_key"):
+        OrchesjobTrigger(**kwargs)
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "")
+    with pytest.raises(SealError, match="none is configured here"):
+        OrchesjobTrigger(**kwargs)
+
+
+def test_without_a_fernet_key_the_seal_is_plain_and_older_kwargs_still_load(monkeypatch):
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+    from orchesjob_provider.utils.sealed import can_seal
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "")
+    assert not can_seal()  # the operator warns in the task log then
+    _, kwargs = OrchesjobTrigger(ssh_conn_id="c", job_id="j", secret_values=["s3cr3t-y"]).serialize()
+    assert kwargs["sealed"].startswith("plain:") and OrchesjobTrigger(**kwargs).secret_values == ["s3cr3t-y"]
+    assert "s3cr3t-y" not in repr(OrchesjobTrigger(**kwargs))
+    # a trigger row written by 0.5.0 (secret values as they were) still runs after an upgrade
+    older = OrchesjobTrigger(ssh_conn_id="c", job_id="j", secret_values=["s3cr3t-z"])
+    assert older.secret_values == ["s3cr3t-z"]

@@ -1,0 +1,76 @@
+"""The secrets a trigger needs, sealed with Airflow's Fernet key before they go into its kwargs.
+
+A deferred task's trigger needs the job's secret env values (to mask the job's log lines it
+writes in the triggerer, whose masker never saw the worker's) and, with ``start_in_triggerer``,
+the job's whole ``env`` (to send the start). Airflow stores trigger kwargs encrypted at rest, but
+Airflow 2.10 and 3.0-3.2 return them in clear in the REST API, as a task instance's
+``trigger.kwargs``, to anyone who may read that task instance (3.3 empties the field:
+apache/airflow#67868). So they travel as one Fernet token of Airflow's own key (``[core]
+fernet_key``: the key that encrypts connections and the trigger kwargs at rest, so the triggerer
+that decrypts the kwargs has it). Where no key is configured, Airflow stores connections' passwords
+in clear too; the values then go as they are, and the operator says so in the task log.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+FERNET = "fernet:"  # a Fernet token of the JSON payload
+PLAIN = "plain:"  # the JSON payload itself: no Fernet key is configured
+
+
+class SealError(ValueError):
+    """A sealed payload this process cannot open (another Fernet key, or damaged)."""
+
+
+def _fernet() -> Any | None:
+    """Airflow's Fernet (every key of ``[core] fernet_key``, the first encrypts), or None without
+    a key. Built here rather than with ``airflow.models.crypto`` so that an Airflow 3 task process
+    loads no ORM models for it."""
+    from airflow.configuration import conf
+
+    key = conf.get("core", "fernet_key", fallback="") or ""
+    if not key.strip():
+        return None
+    from cryptography.fernet import Fernet, MultiFernet
+
+    return MultiFernet([Fernet(part.strip().encode()) for part in key.split(",") if part.strip()])
+
+
+def can_seal() -> bool:
+    """Whether a Fernet key is configured here (else :func:`seal` writes the payload in clear)."""
+    return _fernet() is not None
+
+
+def seal(payload: dict[str, Any]) -> str:
+    """The payload as one string for a trigger's kwargs: encrypted when a key is configured."""
+    text = json.dumps(payload, sort_keys=True)
+    fernet = _fernet()
+    if fernet is None:
+        return PLAIN + text
+    return FERNET + fernet.encrypt(text.encode()).decode()
+
+
+def unseal(sealed: str) -> dict[str, Any]:
+    """The payload :func:`seal` made; :class:`SealError` when this process cannot open it."""
+    if sealed.startswith(PLAIN):
+        text = sealed[len(PLAIN) :]
+    elif sealed.startswith(FERNET):
+        fernet = _fernet()
+        from cryptography.fernet import InvalidToken
+
+        try:
+            if fernet is None:
+                raise InvalidToken
+            text = fernet.decrypt(sealed[len(FERNET) :].encode()).decode()
+        except InvalidToken:
+            raise SealError(f"the trigger's secrets were sealed with a Fernet key this process does not have "
+                            f"({'none' if fernet is None else 'another'} is configured here): set the same "
+                            "[core] fernet_key for the workers and the triggerer") from None
+    else:
+        raise SealError("the trigger's sealed secrets are damaged (no known prefix)")
+    payload = json.loads(text)
+    if not isinstance(payload, dict):
+        raise SealError("the trigger's sealed secrets are damaged (not an object)")
+    return payload
