@@ -95,3 +95,37 @@ def test_without_a_fernet_key_the_seal_is_plain_and_older_kwargs_still_load(monk
     # a trigger row written by 0.5.0 (secret values as they were) still runs after an upgrade
     older = OrchesjobTrigger(ssh_conn_id="c", job_id="j", secret_values=["s3cr3t-z"])
     assert older.secret_values == ["s3cr3t-z"]
+
+
+def _rest_api_view(row) -> str:
+    """What Airflow's REST API returns as a deferred task instance's ``trigger.kwargs``."""
+    try:
+        from airflow.api_fastapi.core_api.datamodels.trigger import TriggerResponse  # Airflow 3
+    except ImportError:
+        from airflow.api_connexion.schemas.trigger_schema import TriggerSchema  # Airflow 2.10
+
+        return str(TriggerSchema().dump(row)["kwargs"])
+    import datetime
+
+    fields = {"id": 1, "classpath": row.classpath, "kwargs": row.kwargs, "queue": None, "triggerer_id": None,
+              "created_date": datetime.datetime.now(datetime.timezone.utc)}
+    return str(TriggerResponse.model_validate(fields).kwargs)
+
+
+def test_the_rest_api_shows_no_secret_of_a_deferred_task(monkeypatch):
+    """Airflow 2.10 and 3.0-3.2 return a deferred task's trigger kwargs in clear; 3.3 returns
+    ``{}``. Whatever the version, no secret value and no env value of the job is in it."""
+    from airflow.models.trigger import Trigger
+
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+    from orchesjob_provider.version_compat import AIRFLOW_VERSION
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", KEY)
+    secret, plain = f"s3cr3t-{uuid.uuid4().hex}", f"plain-{uuid.uuid4().hex}"
+    start = {"argv": ["true"], "run_key": "run-key-shown", "env": {"TOKEN": secret, "PLAIN": plain}}
+    row = Trigger.from_object(OrchesjobTrigger(ssh_conn_id="c", start=start, secret_values=[secret]))
+    shown = _rest_api_view(row)
+    if AIRFLOW_VERSION.release < (3, 3):
+        assert "run-key-shown" in shown  # this version shows the kwargs: the check below can fail
+    assert secret not in shown and plain not in shown
+    assert OrchesjobTrigger(**row.kwargs).start["env"] == start["env"]  # the triggerer opens it
