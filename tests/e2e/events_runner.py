@@ -87,7 +87,7 @@ with DAG(
     start_date=datetime(2024, 1, 1),
     catchup=False,
     is_paused_upon_creation=False,
-    default_args={{"retries": 1, "retry_delay": timedelta(seconds={retry_delay!r})}},
+    default_args={{"retries": {retries!r}, "retry_delay": timedelta(seconds={retry_delay!r})}},
 ):
     OrchesjobOperator(
         task_id={task_id!r},
@@ -180,7 +180,7 @@ class Case:
     def __init__(self, name: str, token: str, sshd, stack: stack_mod.AirflowStack, t0: float,
                  deferrable: bool, strict: bool = False, conn_id: str = CONN_ID, poll_interval: float = 1,
                  phase: int = 0, outage: Optional[str] = None, retry_delay: int = 1, mapped: bool = False,
-                 end_from_trigger: bool = False, start_in_triggerer: bool = False):
+                 end_from_trigger: bool = False, start_in_triggerer: bool = False, retries: int = 1):
         self.name = name
         self.dag_id = f"orchesjob_ev_{name}_{token}"
         self.run_id = f"ev_{token}"
@@ -198,7 +198,7 @@ class Case:
         # (the control-plane cases disturb the whole stack); ``outage`` names the shared outage
         # (OUTAGES) the case takes part in.
         self.phase, self.outage_name = phase, outage
-        self.retry_delay = retry_delay
+        self.retry_delay, self.retries = retry_delay, retries
         self.mapped = mapped  # one mapped task of MAPPED_WIDTH (mapped_dag_source)
         self.end_from_trigger, self.start_in_triggerer = end_from_trigger, start_in_triggerer
         # supervise: a component that exits is started again (and noted) instead of failing the case
@@ -226,7 +226,8 @@ class Case:
         return DAG_TEMPLATE.format(case=self.name, dag_id=self.dag_id, task_id=TASK_ID, conn_id=self.conn_id,
                                    command=command, state_dir=self.state_dir, deferrable=self.deferrable,
                                    strict=self.strict, poll_interval=self.poll_interval,
-                                   retry_delay=self.retry_delay, end_from_trigger=self.end_from_trigger,
+                                   retry_delay=self.retry_delay, retries=self.retries,
+                                   end_from_trigger=self.end_from_trigger,
                                    start_in_triggerer=self.start_in_triggerer, secret=self.secret)
 
     # ---- looking
@@ -348,13 +349,15 @@ class Case:
         return job
 
     def wait_new_try_acted(self, try_number: int) -> Optional[str]:
-        """After a clear or a retry: wait until try ``try_number`` started, reattached to, adopted or
-        kept a job (its log says so), or ended; return the action (None when it never said)."""
+        """After a clear or a retry: wait until try ``try_number`` (or a later one, when Airflow
+        failed that try before it ran a line of ours) started, reattached to, adopted or kept a job
+        (its log says so), or the task ended; return the action (None when no try said)."""
         def acted():
             ti = self.ti()
-            act = self.action(try_number) if ti and ti["try_number"] >= try_number else None
-            if act:
-                return act
+            for n in range(try_number, (ti or {}).get("try_number", 0) + 1):
+                act = self.action(n)
+                if act:
+                    return act
             if ti and ti["try_number"] >= try_number and ti["state"] in ("success", "failed"):
                 return "ended"
             return None
@@ -797,9 +800,10 @@ def scenario_api_down_heartbeats(c: Case) -> None:
     c.remote.touch(c.release)
     c.note("released the remote job")
     ti = c.wait_finished(2)
-    assert act in ("reattached", "adopted"), f"[{c.name}] try 2 {act}\n{c.summary()}"
+    assert act in ("reattached", "adopted"), f"[{c.name}] the retry {act}\n{c.summary()}"
     c.assert_outcome("success", 1)
-    assert ti["try_number"] == 2, c.summary()
+    # try 3 only when Airflow failed try 2 before it ran (the spare try of CASES)
+    assert ti["try_number"] == 2 or (ti["try_number"] == 3 and c.action(2) is None), c.summary()
     c.assert_one_job(job["job_id"])
 
 
@@ -1113,6 +1117,8 @@ def scenario_end_from_trigger(c: Case) -> None:
     c.note("the trigger ended the task: success, no worker resumed it, the record pushed as XCom")
 
 
+API_DOWN_SYNC = {"deferrable": False, "phase": 1, "outage": "api", "retry_delay": 60, "retries": 2}
+
 # name -> (scenario, Case options). test_resume_after_crash.py checks the first two, and
 # test_airflow_events.py the others.
 CASES: Dict[str, Tuple[Callable[[Case], None], Dict[str, Any]]] = {
@@ -1133,11 +1139,12 @@ CASES: Dict[str, Tuple[Callable[[Case], None], Dict[str, Any]]] = {
                                                        "start_in_triggerer": True}),
     # Airflow's control plane fails (test_control_plane.py), each phase after the lower ones
     # (retry_delay: a try that Airflow fails while the API server is down is retried only once the
-    # API server is surely back; with 1 s the retry, too, could not start and the dag run failed)
-    "api_down_sync_end": (scenario_api_down_sync_end,
-                          {"deferrable": False, "phase": 1, "outage": "api", "retry_delay": 60}),
-    "api_down_heartbeats": (scenario_api_down_heartbeats,
-                            {"deferrable": False, "phase": 1, "outage": "api", "retry_delay": 60}),
+    # API server is surely back; with 1 s the retry, too, could not start and the dag run failed.
+    # retries 2, one spare: ci37, under load, the API server answered both retries' first call
+    # (``PATCH .../run``) after 20 s, the task SDK had given up and resent it, got 400, and Airflow
+    # failed try 2 before it ran a line of ours. The cases assert what any try of ours did.)
+    "api_down_sync_end": (scenario_api_down_sync_end, {**API_DOWN_SYNC}),
+    "api_down_heartbeats": (scenario_api_down_heartbeats, {**API_DOWN_SYNC}),
     "api_down_deferred_end": (scenario_api_down_deferred_end,
                               {"deferrable": True, "phase": 1, "outage": "api", "retry_delay": 90}),
     "scheduler_killed": (scenario_scheduler_killed, {"deferrable": False, "phase": 2}),
