@@ -43,6 +43,11 @@ AF2_DEPS=(
     "pytest" "pytest-timeout" "pytest-xdist"
 )
 AF2_EXTRA_PINS=(
+    # cryptography 51 made MultiFernet a Rust class whose attributes cannot be set, and Airflow
+    # 2.10.3's get_fernet() sets `is_encrypted` on it: with a [core] fernet_key every Fernet use
+    # (connections, trigger kwargs) raises AttributeError. Airflow's 2.10.3 constraints (what
+    # MWAA installs under) pin an older one; 50.0.2 is what this leg ran with until 2026-12-06.
+    "cryptography<51"
 )
 # MWAA 3.2.1 image pins (the leg that proves Airflow 3.0-3.2: dag.test() of tests/provider).
 AF32_DEPS=(

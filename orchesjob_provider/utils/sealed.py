@@ -24,13 +24,24 @@ class SealError(ValueError):
     """A sealed payload this process cannot open (another Fernet key, or damaged)."""
 
 
+def _fernet_key() -> str:
+    """``[core] fernet_key`` as this process sees it: through the task SDK's configuration where
+    there is one (Airflow 3.2+; a worker may have no Airflow core), else Airflow's."""
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:
+        try:
+            from airflow.configuration import conf
+        except ImportError:  # pragma: no cover - no Airflow: nothing to seal with
+            return ""
+    return str(conf.get("core", "fernet_key", fallback="") or "")
+
+
 def _fernet() -> Any | None:
     """Airflow's Fernet (every key of ``[core] fernet_key``, the first encrypts), or None without
     a key. Built here rather than with ``airflow.models.crypto`` so that an Airflow 3 task process
     loads no ORM models for it."""
-    from airflow.configuration import conf
-
-    key = conf.get("core", "fernet_key", fallback="") or ""
+    key = _fernet_key()
     if not key.strip():
         return None
     from cryptography.fernet import Fernet, MultiFernet

@@ -4,6 +4,7 @@ itself, never shows them in its repr, and writes the job's lines with ``***`` in
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 
@@ -112,6 +113,19 @@ def _rest_api_view(row) -> str:
     return str(TriggerResponse.model_validate(fields).kwargs)
 
 
+def _own_airflow_fernet(monkeypatch) -> None:
+    """Airflow caches its Fernet per process (2.10: a module global; 3.x: ``functools.cache``):
+    a Trigger row built under this test's key must not leave that key to the worker's later
+    tests, which then could not decrypt the connections stored under the real one (ci38: every
+    later test of that af2 worker failed). This test gets its own cache, restored after it."""
+    from airflow.models import crypto
+
+    if hasattr(crypto.get_fernet, "__wrapped__"):
+        monkeypatch.setattr(crypto, "get_fernet", functools.cache(crypto.get_fernet.__wrapped__))
+    else:
+        monkeypatch.setattr(crypto, "_fernet", None)
+
+
 def test_the_rest_api_shows_no_secret_of_a_deferred_task(monkeypatch):
     """Airflow 2.10 and 3.0-3.2 return a deferred task's trigger kwargs in clear; 3.3 returns
     ``{}``. Whatever the version, no secret value and no env value of the job is in it."""
@@ -120,6 +134,7 @@ def test_the_rest_api_shows_no_secret_of_a_deferred_task(monkeypatch):
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
     from orchesjob_provider.version_compat import AIRFLOW_VERSION
 
+    _own_airflow_fernet(monkeypatch)
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", KEY)
     secret, plain = f"s3cr3t-{uuid.uuid4().hex}", f"plain-{uuid.uuid4().hex}"
     start = {"argv": ["true"], "run_key": "run-key-shown", "env": {"TOKEN": secret, "PLAIN": plain}}
