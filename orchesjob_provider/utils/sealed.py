@@ -25,16 +25,18 @@ class SealError(ValueError):
 
 
 def _fernet_key() -> str:
-    """``[core] fernet_key`` as this process sees it: through the task SDK's configuration where
-    there is one (Airflow 3.2+; a worker may have no Airflow core), else Airflow's."""
+    """``[core] fernet_key`` as this process sees it: Airflow's configuration, or the task SDK's
+    on a worker without Airflow core. Empty when none is set (the SDK's parser answers its
+    template, ``{FERNET_KEY}``, then)."""
     try:
-        from airflow.sdk.configuration import conf
-    except ImportError:
+        from airflow.configuration import conf
+    except ImportError:  # pragma: no cover - a worker with the task SDK only
         try:
-            from airflow.configuration import conf
-        except ImportError:  # pragma: no cover - no Airflow: nothing to seal with
+            from airflow.sdk.configuration import conf  # type: ignore[no-redef]
+        except ImportError:
             return ""
-    return str(conf.get("core", "fernet_key", fallback="") or "")
+    key = str(conf.get("core", "fernet_key", fallback="") or "").strip()
+    return "" if key == "{FERNET_KEY}" else key
 
 
 def _fernet() -> Any | None:
@@ -42,11 +44,14 @@ def _fernet() -> Any | None:
     a key. Built here rather than with ``airflow.models.crypto`` so that an Airflow 3 task process
     loads no ORM models for it."""
     key = _fernet_key()
-    if not key.strip():
+    if not key:
         return None
     from cryptography.fernet import Fernet, MultiFernet
 
-    return MultiFernet([Fernet(part.strip().encode()) for part in key.split(",") if part.strip()])
+    try:
+        return MultiFernet([Fernet(part.strip().encode()) for part in key.split(",") if part.strip()])
+    except ValueError as e:
+        raise SealError(f"[core] fernet_key is not a valid Fernet key: {e}") from None
 
 
 def can_seal() -> bool:

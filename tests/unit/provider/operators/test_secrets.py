@@ -144,3 +144,15 @@ def test_the_rest_api_shows_no_secret_of_a_deferred_task(monkeypatch):
         assert "run-key-shown" in shown  # this version shows the kwargs: the check below can fail
     assert secret not in shown and plain not in shown
     assert OrchesjobTrigger(**row.kwargs).start["env"] == start["env"]  # the triggerer opens it
+
+
+def test_an_unset_or_invalid_key(monkeypatch):
+    """The task SDK's parser answers its template ``{FERNET_KEY}`` when no key is set (ci39: read
+    as a key, every deferral with a secret failed); a key Fernet refuses is one clear error."""
+    from orchesjob_provider.utils.sealed import SealError, can_seal
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "{FERNET_KEY}")
+    assert not can_seal()
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "not-a-key")
+    with pytest.raises(SealError, match=r"\[core\] fernet_key is not a valid Fernet key"):
+        can_seal()
