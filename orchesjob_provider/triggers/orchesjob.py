@@ -22,9 +22,7 @@ from orchesjob_provider.triggers.task_end import finish_here, xcoms_of
 from orchesjob_provider.triggers.task_start import StartFailed, start_job
 from orchesjob_provider.utils.address import AgentAddress
 from orchesjob_provider.utils.sealed import seal, unseal
-from orchesjob_provider.utils.task_state import (
-    READ_TIMEOUT,
-)
+from orchesjob_provider.utils.task_state import READ_TIMEOUT
 from orchesjob_provider.utils.waiting import MaskedLog, Watch
 from orchesjob_provider.version_compat import (
     TRIGGER_HAS_ON_KILL,

@@ -73,20 +73,27 @@ def unseal(sealed: str) -> dict[str, Any]:
     if sealed.startswith(PLAIN):
         text = sealed[len(PLAIN) :]
     elif sealed.startswith(FERNET):
-        fernet = _fernet()
-        from cryptography.fernet import InvalidToken
-
-        try:
-            if fernet is None:
-                raise InvalidToken
-            text = fernet.decrypt(sealed[len(FERNET) :].encode()).decode()
-        except InvalidToken:
-            raise SealError(f"the trigger's secrets were sealed with a Fernet key this process does not have "
-                            f"({'none' if fernet is None else 'another'} is configured here): set the same "
-                            "[core] fernet_key for the workers and the triggerer") from None
+        text = _decrypt(sealed[len(FERNET) :])
     else:
         raise SealError("the trigger's sealed secrets are damaged (no known prefix)")
-    payload = json.loads(text)
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
     if not isinstance(payload, dict):
-        raise SealError("the trigger's sealed secrets are damaged (not an object)")
+        raise SealError("the trigger's sealed secrets are damaged (not a JSON object)")
     return payload
+
+
+def _decrypt(token: str) -> str:
+    from cryptography.fernet import InvalidToken
+
+    fernet = _fernet()
+    try:
+        if fernet is not None:
+            return str(fernet.decrypt(token.encode()).decode())
+    except InvalidToken:
+        pass
+    raise SealError(f"the trigger's secrets were sealed with a Fernet key this process does not have "
+                    f"({'none' if fernet is None else 'another'} is configured here): set the same "
+                    "[core] fernet_key for the workers and the triggerer")

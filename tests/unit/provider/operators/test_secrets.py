@@ -156,3 +156,13 @@ def test_an_unset_or_invalid_key(monkeypatch):
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "not-a-key")
     with pytest.raises(SealError, match=r"\[core\] fernet_key is not a valid Fernet key"):
         can_seal()
+
+
+def test_a_damaged_seal_is_one_clear_error():
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+    from orchesjob_provider.utils.sealed import SealError
+
+    for bad, why in (("xyz", "no known prefix"), ("plain:{not json", "not a JSON object"),
+                     ("plain:[1]", "not a JSON object")):
+        with pytest.raises(SealError, match=why):
+            OrchesjobTrigger(ssh_conn_id="c", job_id="j", sealed=bad)
