@@ -53,7 +53,7 @@ def test_default_home_for_root_without_orchesjob_home(agent):
     assert code == 0 and rep["home"] == "/var/lib/orchesjob", agent.last_rpc
 
 
-def _nobody_python(tmpdir):
+def _nobody_python(tmpdir, pythonpath):
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to run the agent as nobody")
     for py in (AGENT_PYTHON, shutil.which("python3"), "/usr/bin/python3"):
@@ -69,13 +69,13 @@ def _nobody_python(tmpdir):
                 "-c",
                 "import sys; assert sys.version_info >= (3, 6); import remote_agent",
             ],
-            env={"PYTHONPATH": str(REPO_ROOT), "PATH": os.environ["PATH"]},
+            env={"PYTHONPATH": pythonpath, "PATH": os.environ["PATH"]},
             cwd=tmpdir,
             capture_output=True,
         )
         if r.returncode == 0:
             return py
-    pytest.skip("no Python the nobody user can run with the repo importable")
+    pytest.skip("no Python the nobody user can run with the agent importable")
 
 
 @pytest.mark.parametrize("xdg", [False, True], ids=["home", "xdg"])
@@ -83,8 +83,17 @@ def test_default_home_for_non_root_user(agent, xdg):
     tmp = tempfile.mkdtemp(prefix="ojnobody-")
     try:
         os.chmod(tmp, 0o777)
-        py = _nobody_python(tmp)
-        env = {"PATH": os.environ["PATH"], "HOME": tmp, "PYTHONPATH": str(REPO_ROOT), "LANG": "C.UTF-8"}
+        # the agent copied where nobody can read it: the clone itself may sit in a private dir
+        # (a fresh clone under `mktemp -d`, 0700, made the test skip: ci41)
+        src = os.path.join(tmp, "src")
+        shutil.copytree(str(REPO_ROOT / "remote_agent"), os.path.join(src, "remote_agent"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for root, _dirs, files in os.walk(src):
+            os.chmod(root, 0o755)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o644)
+        py = _nobody_python(tmp, src)
+        env = {"PATH": os.environ["PATH"], "HOME": tmp, "PYTHONPATH": src, "LANG": "C.UTF-8"}
         if xdg:
             env["XDG_STATE_HOME"] = os.path.join(tmp, "xdg")
         argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", py, "-m", "remote_agent"]
